@@ -1,0 +1,447 @@
+//! `hookbus bench`: a load generator that speaks the hermes-bus protocol, so it can
+//! be aimed at hookbus or at any hermes-protocol socket and compare them in one run.
+//!
+//! Each client is a plain thread with a blocking socket, so the generator adds as
+//! little overhead as possible. Two measurements per scenario:
+//! - **throughput**: one anonymous sender streams messages to 1 receiver (1→1) or
+//!   as broadcasts to N receivers (1→N), keeping at most `window` messages in
+//!   flight so no server's queue overflows; rate = messages / elapsed.
+//! - **latency**: one message at a time; one-way latency is the time from the
+//!   sender's write to each receiver's read (same process, same clock).
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::frame;
+
+/// How long a bench client waits on the server before calling the run failed.
+pub const BENCH_IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Sockets to measure, one after another, with the same scenarios.
+    pub targets: Vec<PathBuf>,
+    /// Body sizes in bytes (the JSON `body` object is padded to this size).
+    pub sizes: Vec<usize>,
+    /// Receivers for the broadcast scenario; 0 skips it.
+    pub fanout: usize,
+    /// Messages sent per throughput run.
+    pub messages: u64,
+    /// Messages sent one at a time per latency run.
+    pub latency_samples: u64,
+    /// Most messages in flight during throughput runs.
+    pub window: u64,
+    /// Idle registered connections opened to measure the server's memory; 0 skips it.
+    pub idle_connections: usize,
+}
+
+/// One scenario's result.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub target: PathBuf,
+    pub scenario: String,
+    pub size: usize,
+    /// Messages sent per second.
+    pub msgs_per_sec: f64,
+    /// Messages received per second, summed over receivers.
+    pub deliveries_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Memory of a server before and after opening idle connections.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    pub target: PathBuf,
+    pub pid: i64,
+    pub idle_rss_kib: u64,
+    pub connections: usize,
+    pub loaded_rss_kib: u64,
+}
+
+impl Memory {
+    pub fn per_connection_bytes(&self) -> f64 {
+        (self.loaded_rss_kib.saturating_sub(self.idle_rss_kib) * 1024) as f64
+            / self.connections.max(1) as f64
+    }
+}
+
+/// Runs every scenario against every target.
+pub fn run(
+    options: &BenchOptions,
+    mut progress: impl FnMut(&Row),
+) -> std::io::Result<(Vec<Row>, Vec<Memory>)> {
+    raise_fd_limit();
+    let mut rows = Vec::new();
+    let mut memory = Vec::new();
+    for target in &options.targets {
+        if options.idle_connections > 0 {
+            memory.push(measure_memory(target, options.idle_connections)?);
+        }
+        for &size in &options.sizes {
+            let mut scenarios = vec![1];
+            if options.fanout > 0 {
+                scenarios.push(options.fanout);
+            }
+            for receivers in scenarios {
+                let row = scenario(target, options, size, receivers)?;
+                progress(&row);
+                rows.push(row);
+            }
+        }
+    }
+    Ok((rows, memory))
+}
+
+fn scenario(
+    target: &Path,
+    options: &BenchOptions,
+    size: usize,
+    receivers: usize,
+) -> std::io::Result<Row> {
+    let broadcast = receivers > 1;
+    let names: Vec<String> = (0..receivers)
+        .map(|i| format!("bench-rx-{}-{i}", std::process::id()))
+        .collect();
+    let to = if broadcast {
+        String::new()
+    } else {
+        names[0].clone()
+    };
+    let epoch = Instant::now();
+
+    // Throughput.
+    let rx = Receivers::start(target, &names, epoch, false)?;
+    let mut sender = Sender::connect(target, &to, size)?;
+    let started = Instant::now();
+    for n in 0..options.messages {
+        while n - rx.min_received() >= options.window {
+            sender.flush()?;
+            rx.wait_progress(Duration::from_micros(50))?;
+        }
+        sender.send(n, epoch)?;
+    }
+    sender.flush()?;
+    rx.wait_for(options.messages)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    rx.stop();
+
+    // Latency.
+    let rx = Receivers::start(target, &names, epoch, true)?;
+    let mut samples = Vec::with_capacity((options.latency_samples as usize) * receivers);
+    for n in 0..options.latency_samples {
+        sender.send(n, epoch)?;
+        sender.flush()?;
+        rx.wait_for(n + 1)?;
+    }
+    for r in rx.stop() {
+        samples.extend(r);
+    }
+    samples.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples[i] as f64 / 1000.0
+    };
+    Ok(Row {
+        target: target.to_owned(),
+        scenario: if broadcast {
+            format!("1→{receivers} broadcast")
+        } else {
+            "1→1".to_owned()
+        },
+        size,
+        msgs_per_sec: options.messages as f64 / elapsed,
+        deliveries_per_sec: (options.messages * receivers as u64) as f64 / elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    })
+}
+
+fn connect(target: &Path) -> std::io::Result<UnixStream> {
+    let stream = UnixStream::connect(target).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot connect to {}: {e}", target.display()),
+        )
+    })?;
+    stream.set_read_timeout(Some(BENCH_IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(BENCH_IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+fn write_frame(w: &mut impl Write, value: &Value) -> std::io::Result<()> {
+    w.write_all(&frame::encode_json(value))
+}
+
+/// Reads one frame's payload into `buf`.
+fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header)?;
+    let len = u32::from_be_bytes(header) as usize;
+    buf.resize(len, 0);
+    r.read_exact(buf)
+}
+
+fn register(target: &Path, name: &str) -> std::io::Result<UnixStream> {
+    let mut stream = connect(target)?;
+    write_frame(&mut stream, &json!({"type": "register", "endpoint": name}))?;
+    let mut buf = Vec::new();
+    read_frame(&mut stream, &mut buf)?;
+    Ok(stream)
+}
+
+struct Sender {
+    out: BufWriter<UnixStream>,
+    prefix: Vec<u8>,
+    pad: String,
+}
+
+impl Sender {
+    fn connect(target: &Path, to: &str, size: usize) -> std::io::Result<Self> {
+        let stream = connect(target)?;
+        // `{"t":<20 digits>,"pad":"…"}` is padded so the body is `size` bytes.
+        let pad = "x".repeat(size.saturating_sub(r#"{"t":00000000000000000000,"pad":""}"#.len()));
+        let prefix = format!(
+            r#"{{"type":"message","to":{},"from":"bench","ts":1.0,"body":{{"t":"#,
+            json!(to)
+        );
+        Ok(Self {
+            out: BufWriter::with_capacity(64 * 1024, stream),
+            prefix: prefix.into_bytes(),
+            pad,
+        })
+    }
+
+    fn send(&mut self, n: u64, epoch: Instant) -> std::io::Result<()> {
+        let t = epoch.elapsed().as_nanos() as u64;
+        let tail = format!(r#"{t:020},"pad":"{}"}},"id":"bench-{n}"}}"#, self.pad);
+        let len = (self.prefix.len() + tail.len()) as u32;
+        self.out.write_all(&len.to_be_bytes())?;
+        self.out.write_all(&self.prefix)?;
+        self.out.write_all(tail.as_bytes())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Receiving threads, one per endpoint.
+struct Receivers {
+    counts: Vec<Arc<AtomicU64>>,
+    progress: mpsc::Receiver<()>,
+    threads: Vec<std::thread::JoinHandle<std::io::Result<Vec<u64>>>>,
+    streams: Vec<UnixStream>,
+}
+
+impl Receivers {
+    fn start(
+        target: &Path,
+        names: &[String],
+        epoch: Instant,
+        timed: bool,
+    ) -> std::io::Result<Self> {
+        let (tx, progress) = mpsc::channel();
+        let mut counts = Vec::new();
+        let mut threads = Vec::new();
+        let mut streams = Vec::new();
+        for name in names {
+            let stream = register(target, name)?;
+            streams.push(stream.try_clone()?);
+            let count = Arc::new(AtomicU64::new(0));
+            counts.push(count.clone());
+            let tx = tx.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut reader = BufReader::with_capacity(64 * 1024, stream);
+                let mut buf = Vec::new();
+                let mut samples = Vec::new();
+                loop {
+                    if let Err(e) = read_frame(&mut reader, &mut buf) {
+                        // Shut down by `stop`.
+                        return if count.load(Ordering::Relaxed) == u64::MAX {
+                            Ok(samples)
+                        } else {
+                            Err(e)
+                        };
+                    }
+                    if timed {
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        if let Some(t) = sent_at(&buf) {
+                            samples.push(now.saturating_sub(t));
+                        }
+                    }
+                    count.fetch_add(1, Ordering::Release);
+                    let _ = tx.send(());
+                }
+            }));
+        }
+        Ok(Self {
+            counts,
+            progress,
+            threads,
+            streams,
+        })
+    }
+
+    fn min_received(&self) -> u64 {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn wait_progress(&self, at_most: Duration) -> std::io::Result<()> {
+        match self.progress.recv_timeout(at_most) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => Ok(()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(std::io::Error::other("a receiver stopped"))
+            }
+        }
+    }
+
+    fn wait_for(&self, n: u64) -> std::io::Result<()> {
+        let deadline = Instant::now() + BENCH_IO_TIMEOUT;
+        while self.min_received() < n {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "receivers got {} of {n} messages within {BENCH_IO_TIMEOUT:?}",
+                    self.min_received()
+                )));
+            }
+            if self.threads.iter().any(|t| t.is_finished()) {
+                return Err(std::io::Error::other("a receiver lost its connection"));
+            }
+            self.wait_progress(Duration::from_millis(10))?;
+        }
+        Ok(())
+    }
+
+    fn stop(self) -> Vec<Vec<u64>> {
+        for (count, stream) in self.counts.iter().zip(&self.streams) {
+            count.store(u64::MAX, Ordering::Relaxed);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.threads
+            .into_iter()
+            .filter_map(|t| t.join().ok()?.ok())
+            .collect()
+    }
+}
+
+/// The `t` field of a bench message's body.
+fn sent_at(payload: &[u8]) -> Option<u64> {
+    let at = payload.windows(5).position(|w| w == br#"{"t":"#)? + 5;
+    std::str::from_utf8(payload.get(at..at + 20)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn measure_memory(target: &Path, connections: usize) -> std::io::Result<Memory> {
+    let mut conn = connect(target)?;
+    write_frame(&mut conn, &json!({"type": "status"}))?;
+    let mut buf = Vec::new();
+    read_frame(&mut conn, &mut buf)?;
+    let status: Value = serde_json::from_slice(&buf).map_err(std::io::Error::other)?;
+    let pid = status["pid"].as_i64().ok_or_else(|| {
+        std::io::Error::other(
+            "the server did not report its pid (memory is measured for hookbus only)",
+        )
+    })?;
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(200));
+    let idle_rss_kib = rss_kib(pid)?;
+    let mut open = Vec::with_capacity(connections);
+    for i in 0..connections {
+        open.push(register(
+            target,
+            &format!("bench-idle-{}-{i}", std::process::id()),
+        )?);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded_rss_kib = rss_kib(pid)?;
+    drop(open);
+    Ok(Memory {
+        target: target.to_owned(),
+        pid,
+        idle_rss_kib,
+        connections,
+        loaded_rss_kib,
+    })
+}
+
+/// Resident set size of `pid`, from /proc.
+pub fn rss_kib(pid: i64) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no VmRSS in /proc status"))
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Formats rows as a Markdown table, with each target's throughput relative to
+/// the first target's.
+pub fn markdown(rows: &[Row], memory: &[Memory]) -> String {
+    let mut out = String::from(
+        "| target | scenario | body | msg/s | deliveries/s | p50 µs | p99 µs | vs first |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let base = rows
+            .iter()
+            .find(|r| r.scenario == row.scenario && r.size == row.size)
+            .map_or(row.msgs_per_sec, |r| r.msgs_per_sec);
+        out.push_str(&format!(
+            "| {} | {} | {} B | {:.0} | {:.0} | {:.1} | {:.1} | {:.2}× |\n",
+            row.target.display(),
+            row.scenario,
+            row.size,
+            row.msgs_per_sec,
+            row.deliveries_per_sec,
+            row.p50_us,
+            row.p99_us,
+            row.msgs_per_sec / base
+        ));
+    }
+    for m in memory {
+        out.push_str(&format!(
+            "\nmemory of {} (pid {}): idle RSS {:.1} MiB; with {} idle registered connections {:.1} MiB = {:.1} KiB per connection\n",
+            m.target.display(),
+            m.pid,
+            m.idle_rss_kib as f64 / 1024.0,
+            m.connections,
+            m.loaded_rss_kib as f64 / 1024.0,
+            m.per_connection_bytes() / 1024.0
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sent_at_reads_the_timestamp() {
+        let p = br#"{"type":"message","body":{"t":00000000000000012345,"pad":"x"}}"#;
+        assert_eq!(sent_at(p), Some(12345));
+    }
+}

@@ -1,0 +1,376 @@
+//! The `hookbus` command line.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use tracing_subscriber::EnvFilter;
+
+use crate::bench::{self, BenchOptions};
+use crate::client::{self, ClientOptions, Sent};
+use crate::daemon::{self, StartOptions, Stopped};
+use crate::server::Config;
+
+/// A fast, safe, extensible message bus for your workstation.
+///
+/// Programs connect to a Unix socket, register an endpoint name and exchange JSON
+/// messages (4-byte big-endian length + JSON), point to point or as broadcasts.
+/// The wire protocol is compatible with the Python hermes-bus 0.7 package.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookbus",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Bus socket [default: $XDG_RUNTIME_DIR/hookbus/bus.sock, or ~/.hookbus/bus.sock]
+    #[arg(long, global = true, env = crate::paths::SOCKET_ENV, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the bus in the foreground (stop it with Ctrl-C or SIGTERM)
+    Serve(ServeArgs),
+    /// Run the bus in the background: start, stop, status, restart
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Send one message to an endpoint and report whether it was delivered
+    #[command(
+        after_help = "Examples:\n  hookbus send editor '{\"text\":\"build done\"}'\n  echo '{\"n\":1}' | hookbus send editor"
+    )]
+    Send {
+        /// Endpoint to send to
+        to: String,
+        /// Message body as JSON; read from stdin when omitted
+        body: Option<String>,
+        /// Value of the message's `from` field
+        #[arg(long, default_value = "cli")]
+        from: String,
+    },
+    /// Send one message to every registered endpoint
+    Broadcast {
+        /// Message body as JSON; read from stdin when omitted
+        body: Option<String>,
+        /// Value of the message's `from` field
+        #[arg(long, default_value = "cli")]
+        from: String,
+    },
+    /// Register an endpoint and print every message it receives as a JSON line
+    Listen {
+        /// Endpoint name to register
+        name: String,
+        /// Start the daemon if none is running
+        #[arg(long)]
+        autostart: bool,
+    },
+    /// List registered endpoints and their session ids
+    Endpoints {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure throughput, latency and memory of hookbus or any hermes-protocol bus
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DaemonCommand {
+    /// Start a detached daemon and wait until it answers
+    Start(ServeArgs),
+    /// Stop the daemon (SIGTERM; it drains its connections and removes its socket)
+    Stop,
+    /// Show pid, uptime, socket, endpoints and counters (exit code 3 when not running)
+    Status {
+        /// Print the raw JSON status
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the daemon if it runs, then start it
+    Restart(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct ServeArgs {
+    /// Largest accepted frame payload, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = crate::frame::DEFAULT_MAX_FRAME_LEN)]
+    max_frame: usize,
+    /// Close registered sessions silent (no ping, no message) for this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 90.0)]
+    heartbeat_timeout: f64,
+    /// Frames queued for one client before it is disconnected as a slow consumer
+    #[arg(long, value_name = "N", default_value_t = crate::outbox::OUTBOX_CAPACITY)]
+    outbox_frames: usize,
+    /// Bytes queued for one client before it is disconnected as a slow consumer
+    #[arg(long, value_name = "BYTES", default_value_t = crate::outbox::OUTBOX_MAX_BYTES)]
+    outbox_bytes: usize,
+}
+
+impl ServeArgs {
+    fn config(&self, socket: &Path) -> anyhow::Result<Config> {
+        if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout > 0.0) {
+            bail!("--heartbeat-timeout must be a positive number of seconds");
+        }
+        let mut config = Config::new(socket);
+        config.max_frame_len = self.max_frame;
+        config.heartbeat_timeout = Duration::from_secs_f64(self.heartbeat_timeout);
+        config.outbox_capacity = self.outbox_frames;
+        config.outbox_max_bytes = self.outbox_bytes;
+        Ok(config)
+    }
+
+    fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("--max-frame={}", self.max_frame),
+            format!("--heartbeat-timeout={}", self.heartbeat_timeout),
+            format!("--outbox-frames={}", self.outbox_frames),
+            format!("--outbox-bytes={}", self.outbox_bytes),
+        ]
+    }
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Socket to measure; repeat to compare servers in one run (the first is the
+    /// baseline) [default: the daemon's socket]
+    #[arg(long = "target", value_name = "PATH")]
+    targets: Vec<PathBuf>,
+    /// Body sizes in bytes
+    #[arg(long, value_delimiter = ',', default_value = "100,10240")]
+    sizes: Vec<usize>,
+    /// Receivers in the broadcast scenario (0 skips it)
+    #[arg(long, default_value_t = 4)]
+    fanout: usize,
+    /// Messages per throughput run
+    #[arg(long, default_value_t = 200_000)]
+    messages: u64,
+    /// Messages per latency run (sent one at a time)
+    #[arg(long, default_value_t = 10_000)]
+    latency_samples: u64,
+    /// Most messages in flight during a throughput run
+    #[arg(long, default_value_t = 2_000)]
+    window: u64,
+    /// Idle registered connections opened to measure daemon memory (0 skips it;
+    /// needs a hookbus target)
+    #[arg(long, default_value_t = 0)]
+    idle_connections: usize,
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) | Command::Daemon(_) => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(cli.log_level.as_deref().unwrap_or(default_level)));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookbus: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hookbus: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(crate::paths::default_socket);
+    match cli.command {
+        Command::Serve(args) => {
+            daemon::serve(args.config(&socket)?).await?;
+        }
+        Command::Daemon(DaemonCommand::Start(args)) => {
+            return start(&socket, &args, &cli.log_level).await
+        }
+        Command::Daemon(DaemonCommand::Restart(args)) => {
+            if let Stopped::Stopped { pid } = daemon::stop(&socket).await? {
+                println!("stopped hookbus (pid {pid})");
+            }
+            return start(&socket, &args, &cli.log_level).await;
+        }
+        Command::Daemon(DaemonCommand::Stop) => match daemon::stop(&socket).await? {
+            Stopped::Stopped { pid } => println!("stopped hookbus (pid {pid})"),
+            Stopped::NotRunning => println!("hookbus is not running at {}", socket.display()),
+        },
+        Command::Daemon(DaemonCommand::Status { json }) => {
+            match daemon::query_status(&socket).await {
+                Ok(status) if json => println!("{status}"),
+                Ok(status) => daemon::print_status(&mut std::io::stdout().lock(), &status)?,
+                Err(client::ClientError::Connect { .. }) => {
+                    println!(
+                        "hookbus is not running at {}; start it with `hookbus daemon start`",
+                        socket.display()
+                    );
+                    return Ok(ExitCode::from(3));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Command::Send { to, body, from } => return send(&socket, &to, body, &from).await,
+        Command::Broadcast { body, from } => return send(&socket, "", body, &from).await,
+        Command::Listen { name, autostart } => listen(&socket, name, autostart).await?,
+        Command::Endpoints { json } => {
+            let endpoints = client::endpoints(&socket).await?;
+            if json {
+                println!("{}", Value::Object(endpoints));
+            } else if endpoints.is_empty() {
+                println!("no endpoints registered");
+            } else {
+                let mut names: Vec<_> = endpoints.iter().collect();
+                names.sort_by(|a, b| a.0.cmp(b.0));
+                let width = names.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+                for (name, id) in names {
+                    println!("{name:width$}  {}", id.as_str().unwrap_or_default());
+                }
+            }
+        }
+        Command::Bench(args) => bench_cmd(&socket, args).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn start(
+    socket: &Path,
+    args: &ServeArgs,
+    log_level: &Option<String>,
+) -> anyhow::Result<ExitCode> {
+    args.config(socket)?; // validate before detaching
+    let mut serve_args = args.to_args();
+    if let Some(level) = log_level {
+        serve_args.push(format!("--log-level={level}"));
+    }
+    let (status, started) = daemon::start(socket, &StartOptions { serve_args }).await?;
+    let verb = if started {
+        "started"
+    } else {
+        "already running:"
+    };
+    println!("hookbus {verb} pid {}", status["pid"]);
+    println!("  socket: {}", socket.display());
+    println!("  log:    {}", crate::paths::log_file(socket).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn send(
+    socket: &Path,
+    to: &str,
+    body: Option<String>,
+    from: &str,
+) -> anyhow::Result<ExitCode> {
+    let text = match body {
+        Some(text) => text,
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("no message body: give it as an argument or on stdin, e.g. '{{\"text\":\"hi\"}}'");
+            }
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the body from stdin")?;
+            text
+        }
+    };
+    let body: Value = serde_json::from_str(&text)
+        .with_context(|| format!("the body is not valid JSON; quote it for the shell, e.g. '{{\"text\":\"hi\"}}' (got {text:?})"))?;
+    match client::send_message(socket, to, body, from).await {
+        Ok(Sent::Delivered(n)) if to.is_empty() => println!("broadcast to {n} endpoint(s)"),
+        Ok(Sent::Delivered(_)) => println!("delivered to {to}"),
+        Ok(Sent::Accepted) => println!("sent (the bus does not confirm delivery)"),
+        Err(e) if e.code() == Some("endpoint_not_found") => {
+            eprintln!("hookbus: no endpoint `{to}` is connected; see `hookbus endpoints`");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn listen(socket: &Path, name: String, autostart: bool) -> anyhow::Result<()> {
+    let mut options = ClientOptions::new(socket, name);
+    options.autostart = autostart;
+    if let Ok(exe) = std::env::current_exe() {
+        options.daemon_program = exe;
+    }
+    let mut client = client::Client::connect(options).await?;
+    eprintln!(
+        "listening as `{}` on {} (Ctrl-C to stop)",
+        client.endpoint(),
+        socket.display()
+    );
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        tokio::select! {
+            msg = client.recv() => {
+                let Some(msg) = msg else { return Ok(()) };
+                writeln!(stdout, "{msg}")?;
+                stdout.flush()?;
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn bench_cmd(socket: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    let options = BenchOptions {
+        targets: if args.targets.is_empty() {
+            vec![socket.to_owned()]
+        } else {
+            args.targets
+        },
+        sizes: args.sizes,
+        fanout: args.fanout,
+        messages: args.messages,
+        latency_samples: args.latency_samples,
+        window: args.window.max(1),
+        idle_connections: args.idle_connections,
+    };
+    let (rows, memory) = tokio::task::spawn_blocking(move || {
+        bench::run(&options, |row| {
+            eprintln!(
+                "{}: {} {} B: {:.0} msg/s, p50 {:.1} µs, p99 {:.1} µs",
+                row.target.display(),
+                row.scenario,
+                row.size,
+                row.msgs_per_sec,
+                row.p50_us,
+                row.p99_us
+            )
+        })
+    })
+    .await?
+    .context("benchmark failed")?;
+    print!("{}", bench::markdown(&rows, &memory));
+    Ok(())
+}

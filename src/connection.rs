@@ -1,0 +1,193 @@
+//! One client connection: a reader task that turns bytes into [`Request`]s for the
+//! router, and a writer task that drains the connection's outbox into the socket.
+//!
+//! The reader parses frames (so parsing runs in parallel across connections) and
+//! sends every request decoded from one read to the router as a single batch, in
+//! order. The writer batches whatever is queued into one `write` call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, Instrument};
+
+use crate::frame;
+use crate::outbox::{self, OutboxReceiver};
+use crate::protocol::{self, ErrorCode, ProtocolError, Request};
+use crate::router::{Command, SessionKey};
+use crate::server::Config;
+
+/// Read buffer given to a new connection; it grows to fit the frame being read.
+pub const READ_BUF_INITIAL: usize = 8 * 1024;
+
+/// A read buffer larger than this is released once it is empty, so a connection
+/// that once carried a big frame does not keep its memory while idle.
+pub const READ_BUF_KEEP: usize = 64 * 1024;
+
+/// Most frames the writer takes from the outbox for one write.
+pub const WRITE_BATCH: usize = 256;
+
+/// Frames are coalesced into one write up to this many bytes.
+pub const WRITE_BUF: usize = 64 * 1024;
+
+/// How long the writer tries to deliver a final error frame to a client that is
+/// being disconnected.
+pub const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves one accepted connection until it closes or the server shuts down.
+pub(crate) async fn serve(
+    stream: UnixStream,
+    key: SessionKey,
+    config: Arc<Config>,
+    router: mpsc::Sender<Command>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let (reader, writer) = stream.into_split();
+    let (outbox, outbox_rx) = outbox::outbox(config.outbox_capacity, config.outbox_max_bytes);
+    if router.send(Command::Open { key, outbox }).await.is_err() {
+        return; // router gone: the server is stopping
+    }
+    // Cancelled when the writer stops, so the reader stops too.
+    let closed = CancellationToken::new();
+    tracker.spawn(write_loop(writer, outbox_rx, closed.clone()).in_current_span());
+    read_loop(reader, key, &config, &router, &shutdown, &closed).await;
+    let _ = router.send(Command::Closed { key }).await;
+}
+
+async fn read_loop(
+    mut reader: OwnedReadHalf,
+    key: SessionKey,
+    config: &Config,
+    router: &mpsc::Sender<Command>,
+    shutdown: &CancellationToken,
+    closed: &CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(READ_BUF_INITIAL);
+    loop {
+        if buf.capacity() == buf.len() {
+            buf.reserve(READ_BUF_INITIAL);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = closed.cancelled() => return,
+            read = reader.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    debug!(bytes = buf.len(), "peer closed in the middle of a frame");
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(error = %e, "read failed");
+                return;
+            }
+        }
+        let mut requests = Vec::new();
+        let mut fatal = false;
+        loop {
+            match frame::decode(&mut buf, config.max_frame_len) {
+                Ok(Some(frame)) => requests.push(protocol::parse(frame)),
+                Ok(None) => break,
+                Err(too_large) => {
+                    let detail = format!("{too_large}; the connection will be closed");
+                    requests.push(Request::Invalid(ProtocolError::new(
+                        ErrorCode::FrameTooLarge,
+                        detail,
+                    )));
+                    fatal = true;
+                    break;
+                }
+            }
+        }
+        if !requests.is_empty()
+            && router
+                .send(Command::Requests { key, requests })
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if fatal {
+            return;
+        }
+        if buf.is_empty() && buf.capacity() > READ_BUF_KEEP {
+            buf = BytesMut::with_capacity(READ_BUF_INITIAL);
+        }
+    }
+}
+
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut outbox: OutboxReceiver,
+    closed: CancellationToken,
+) {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let n = tokio::select! {
+            biased;
+            reason = &mut outbox.abort => {
+                if let Ok(reason) = reason {
+                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, writer.write_all(&reason)).await;
+                }
+                break;
+            }
+            n = outbox.rx.recv_many(&mut batch, WRITE_BATCH) => n,
+        };
+        if n == 0 {
+            break; // the router dropped the outbox and everything queued is written
+        }
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        let written = tokio::select! {
+            biased;
+            // Aborted mid-write: the stream may be inside a frame, so no reason frame.
+            _ = &mut outbox.abort => break,
+            written = write_batch(&mut writer, &batch, bytes) => written,
+        };
+        batch.clear();
+        outbox.release(bytes);
+        if let Err(e) = written {
+            debug!(error = %e, "write failed");
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+    closed.cancel();
+}
+
+/// Writes frames, coalescing small ones into one buffer per `WRITE_BUF` bytes.
+async fn write_batch(
+    writer: &mut OwnedWriteHalf,
+    batch: &[Bytes],
+    bytes: usize,
+) -> std::io::Result<()> {
+    if batch.len() == 1 {
+        return writer.write_all(&batch[0]).await;
+    }
+    let mut out = Vec::with_capacity(bytes.min(WRITE_BUF));
+    for frame in batch {
+        if !out.is_empty() && out.len() + frame.len() > WRITE_BUF {
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+        if frame.len() >= WRITE_BUF {
+            writer.write_all(frame).await?;
+        } else {
+            out.extend_from_slice(frame);
+        }
+    }
+    if !out.is_empty() {
+        writer.write_all(&out).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! hookbus: a message bus for a developer's workstation, wire-compatible with the
+//! Python `hermes-bus` 0.7 package.
+//!
+//! # Layout
+//!
+//! A message takes this path, and the modules read in the same order:
+//!
+//! 1. [`server`] accepts a connection on the Unix socket, checks the peer's uid
+//!    and starts a [`connection`].
+//! 2. [`connection`]'s reader cuts bytes into frames with [`frame`] and parses
+//!    each into a [`protocol::Request`] — bad frames become error requests, so
+//!    the connection carries on.
+//! 3. The [`router`] actor receives each read's requests as one batch. It owns
+//!    the endpoint map and sessions, answers control requests and routes messages
+//!    point-to-point or as broadcasts.
+//! 4. Routed frames are pushed, without waiting, into each recipient's
+//!    [`outbox`]; a full outbox disconnects that slow consumer.
+//! 5. [`connection`]'s writer drains the outbox back into the socket.
+//!
+//! Around the bus: [`daemon`] runs the server in the foreground or detached (pid
+//! file, log file, socket permissions), [`paths`] finds the default socket,
+//! [`client`] is the async Rust client, [`bench`] the load generator behind
+//! `hookbus bench`, and [`cli`] the `hookbus` command line.
+//!
+//! The wire protocol is specified in `docs/PROTOCOL.md`.
+
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod connection;
+pub mod daemon;
+pub mod frame;
+pub mod outbox;
+pub mod paths;
+pub mod protocol;
+pub mod router;
+pub mod server;

@@ -1,0 +1,380 @@
+//! The router: an actor that owns the endpoint map and every session.
+//!
+//! Connections talk to it over one bounded channel ([`Command`]). It never awaits a
+//! client: replies and routed frames go into each session's [`Outbox`] with a
+//! non-blocking push, and an outbox that overflows gets its client disconnected
+//! (`slow_consumer`). It also enforces the heartbeat timeout.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::outbox::Outbox;
+use crate::protocol::{self, ErrorCode, Features, ProtocolError, Request, Routed};
+
+/// Commands queued to the router at most; readers wait (and stop reading their
+/// socket) when it is full, which is the bus's backpressure.
+pub const ROUTER_QUEUE: usize = 1024;
+
+/// Default time a registered session may stay silent (no ping, no message).
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Longest interval between heartbeat sweeps.
+pub const HEARTBEAT_CHECK_EVERY: Duration = Duration::from_secs(15);
+
+/// Identifies a connection inside the daemon.
+pub type SessionKey = u64;
+
+/// What connections tell the router.
+#[derive(Debug)]
+pub enum Command {
+    /// A new connection, with the outbox its writer drains.
+    Open { key: SessionKey, outbox: Outbox },
+    /// Requests read from one connection, in order.
+    Requests {
+        key: SessionKey,
+        requests: Vec<Request>,
+    },
+    /// The connection's reader stopped (EOF, error or shutdown).
+    Closed { key: SessionKey },
+    /// The accept loop turned a connection away.
+    Rejected,
+}
+
+/// Settings the router needs.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub socket_path: PathBuf,
+    pub max_frame_len: usize,
+    pub heartbeat_timeout: Duration,
+}
+
+/// Counters reported by `status`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Counters {
+    pub connections_opened: u64,
+    pub connections_rejected: u64,
+    pub messages_routed: u64,
+    pub frames_delivered: u64,
+    pub broadcasts: u64,
+    pub undeliverable: u64,
+    pub bad_frames: u64,
+    pub replaced: u64,
+    pub heartbeat_timeouts: u64,
+    pub slow_consumer_disconnects: u64,
+}
+
+struct Session {
+    id: String,
+    endpoint: Option<String>,
+    outbox: Outbox,
+    last_seen: Instant,
+    features: Features,
+}
+
+/// How the router ends a session.
+enum Close {
+    /// Drop the outbox: the writer delivers what is queued, then closes.
+    Flush,
+    /// Queue this error frame last, then as `Flush`.
+    FlushWith(Bytes),
+    /// Discard what is queued and write this error frame at once.
+    Abort(Bytes),
+}
+
+/// The router actor's state.
+pub struct Router {
+    config: RouterConfig,
+    started: Instant,
+    sessions: HashMap<SessionKey, Session>,
+    endpoints: HashMap<String, SessionKey>,
+    counters: Counters,
+    /// Sessions whose outbox overflowed during the current command.
+    overflowed: Vec<SessionKey>,
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Self {
+        Self {
+            config,
+            started: Instant::now(),
+            sessions: HashMap::new(),
+            endpoints: HashMap::new(),
+            counters: Counters::default(),
+            overflowed: Vec::new(),
+        }
+    }
+
+    /// Runs until every [`Command`] sender is gone, then drops all sessions so their
+    /// writers flush and exit.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let check_every = (self.config.heartbeat_timeout / 3).min(HEARTBEAT_CHECK_EVERY);
+        let mut sweep = tokio::time::interval(check_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                _ = sweep.tick() => self.expire(Instant::now()),
+            }
+            self.close_overflowed();
+        }
+        debug!(sessions = self.sessions.len(), "router stopped");
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Open { key, outbox } => {
+                self.counters.connections_opened += 1;
+                let id = uuid::Uuid::new_v4().to_string();
+                debug!(key, session_id = %id, "session opened");
+                self.sessions.insert(
+                    key,
+                    Session {
+                        id,
+                        endpoint: None,
+                        outbox,
+                        last_seen: Instant::now(),
+                        features: Features::default(),
+                    },
+                );
+            }
+            Command::Requests { key, requests } => {
+                for request in requests {
+                    self.request(key, request);
+                }
+            }
+            Command::Closed { key } => self.close(key, Close::Flush),
+            Command::Rejected => self.counters.connections_rejected += 1,
+        }
+    }
+
+    fn request(&mut self, key: SessionKey, request: Request) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return; // closed by the router while its reader was still sending
+        };
+        match request {
+            Request::Message(msg) => {
+                if session.endpoint.is_some() {
+                    session.last_seen = Instant::now();
+                }
+                self.route(key, msg);
+            }
+            Request::Ping => {
+                session.last_seen = Instant::now();
+                self.deliver(key, protocol::pong());
+            }
+            Request::Register { endpoint } => self.register(key, endpoint),
+            Request::ListEndpoints => {
+                let frame = crate::frame::encode_json(&serde_json::json!({
+                    "type": "endpoints_list", "endpoints": self.endpoint_ids(),
+                }));
+                self.deliver(key, frame);
+            }
+            Request::Hello { features } => {
+                session.features = features;
+                let frame = protocol::welcome(features, self.config.max_frame_len);
+                self.deliver(key, frame);
+            }
+            Request::Status => {
+                let frame = self.status_frame();
+                self.deliver(key, frame);
+            }
+            Request::Invalid(error) => {
+                self.counters.bad_frames += 1;
+                debug!(key, %error, "bad frame");
+                self.deliver(key, error.to_frame());
+            }
+        }
+    }
+
+    fn register(&mut self, key: SessionKey, endpoint: String) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if let Some(current) = &session.endpoint {
+            let detail = format!("this connection is already registered as `{current}`; open another connection for another name");
+            let frame = ProtocolError::new(ErrorCode::AlreadyRegistered, detail).to_frame();
+            self.deliver(key, frame);
+            return;
+        }
+        session.endpoint = Some(endpoint.clone());
+        session.last_seen = Instant::now();
+        let reply = protocol::registered(&endpoint, &session.id);
+        info!(endpoint, session_id = %session.id, "registered");
+        if let Some(old) = self.endpoints.insert(endpoint.clone(), key) {
+            self.counters.replaced += 1;
+            info!(
+                endpoint,
+                "endpoint re-registered: closing the previous session"
+            );
+            let detail = format!("endpoint `{endpoint}` was registered by another connection");
+            let frame = ProtocolError::new(ErrorCode::Replaced, detail).to_frame();
+            self.close(old, Close::FlushWith(frame));
+            // `close` removed the name; it belongs to the new session.
+            self.endpoints.insert(endpoint, key);
+        }
+        self.deliver(key, reply);
+    }
+
+    fn route(&mut self, from: SessionKey, msg: Routed) {
+        self.counters.messages_routed += 1;
+        let delivered = match msg.to.as_deref() {
+            None => {
+                self.counters.broadcasts += 1;
+                let mut n = 0;
+                for (&key, session) in &self.sessions {
+                    if session.endpoint.is_some() {
+                        if session.outbox.push(msg.frame.clone()).is_ok() {
+                            n += 1;
+                        } else {
+                            self.overflowed.push(key);
+                        }
+                    }
+                }
+                n
+            }
+            Some(to) => match self.endpoints.get(to) {
+                Some(&key) => {
+                    self.deliver(key, msg.frame.clone());
+                    1
+                }
+                None => {
+                    self.not_found(from, &msg, to);
+                    return;
+                }
+            },
+        };
+        self.counters.frames_delivered += delivered as u64;
+        if self.sessions.get(&from).is_some_and(|s| s.features.acks) {
+            self.deliver(from, protocol::ack(msg.id(), delivered));
+        }
+    }
+
+    fn not_found(&mut self, from: SessionKey, msg: &Routed, to: &str) {
+        self.counters.undeliverable += 1;
+        let Some(sender) = self.sessions.get(&from) else {
+            return;
+        };
+        // hermes-bus tells anonymous senders only; registered ones opt in with `errors`.
+        if sender.endpoint.is_none() || sender.features.errors {
+            let mut error = ProtocolError::new(
+                ErrorCode::EndpointNotFound,
+                format!("Endpoint '{to}' is not connected"),
+            );
+            error.id = Some(msg.id());
+            self.deliver(from, error.to_frame());
+        } else {
+            debug!(
+                to,
+                "message to unknown endpoint from a registered sender dropped"
+            );
+        }
+    }
+
+    fn deliver(&mut self, key: SessionKey, frame: Bytes) {
+        if let Some(session) = self.sessions.get(&key) {
+            if session.outbox.push(frame).is_err() {
+                self.overflowed.push(key);
+            }
+        }
+    }
+
+    fn close_overflowed(&mut self) {
+        while let Some(key) = self.overflowed.pop() {
+            let Some(session) = self.sessions.get(&key) else {
+                continue;
+            };
+            self.counters.slow_consumer_disconnects += 1;
+            warn!(
+                endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
+                session_id = %session.id,
+                "client is not reading its messages: outbox full, disconnecting it"
+            );
+            let frame = ProtocolError::new(
+                ErrorCode::SlowConsumer,
+                "your outbox overflowed because you did not read fast enough; queued messages were discarded",
+            )
+            .to_frame();
+            self.close(key, Close::Abort(frame));
+        }
+    }
+
+    fn close(&mut self, key: SessionKey, how: Close) {
+        let Some(session) = self.sessions.remove(&key) else {
+            return;
+        };
+        if let Some(endpoint) = &session.endpoint {
+            if self.endpoints.get(endpoint) == Some(&key) {
+                self.endpoints.remove(endpoint);
+            }
+        }
+        debug!(
+            key,
+            endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
+            "session closed"
+        );
+        match how {
+            Close::Flush => {}
+            Close::FlushWith(frame) => {
+                if session.outbox.push(frame.clone()).is_err() {
+                    session.outbox.abort(frame);
+                }
+            }
+            Close::Abort(frame) => session.outbox.abort(frame),
+        }
+    }
+
+    /// Closes registered sessions silent for longer than the heartbeat timeout.
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.config.heartbeat_timeout;
+        let dead: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.endpoint.is_some() && now.duration_since(s.last_seen) > timeout)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in dead {
+            self.counters.heartbeat_timeouts += 1;
+            if let Some(s) = self.sessions.get(&key) {
+                info!(
+                    endpoint = s.endpoint.as_deref().unwrap_or_default(),
+                    "heartbeat timeout: closing session"
+                );
+            }
+            let detail = format!("no ping or message for {} s", timeout.as_secs_f64());
+            let frame = ProtocolError::new(ErrorCode::HeartbeatTimeout, detail).to_frame();
+            self.close(key, Close::FlushWith(frame));
+        }
+    }
+
+    /// Endpoint name → session id, as `endpoints_list` and `status` report them.
+    fn endpoint_ids(&self) -> HashMap<&str, &str> {
+        self.endpoints
+            .iter()
+            .filter_map(|(name, k)| Some((name.as_str(), self.sessions.get(k)?.id.as_str())))
+            .collect()
+    }
+
+    fn status_frame(&self) -> Bytes {
+        let endpoints = self.endpoint_ids();
+        crate::frame::encode_json(&serde_json::json!({
+            "type": "status",
+            "version": env!("CARGO_PKG_VERSION"),
+            "protocol": protocol::PROTOCOL_VERSION,
+            "pid": std::process::id(),
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "socket": self.config.socket_path,
+            "connections": self.sessions.len(),
+            "endpoints": endpoints,
+            "counters": self.counters,
+        }))
+    }
+}

@@ -1,0 +1,143 @@
+//! The accept loop: checks each peer, then hands the connection to
+//! [`connection::serve`]; owns graceful shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::connection;
+use crate::frame::DEFAULT_MAX_FRAME_LEN;
+use crate::outbox::{OUTBOX_CAPACITY, OUTBOX_MAX_BYTES};
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::router::{Command, Router, RouterConfig, DEFAULT_HEARTBEAT_TIMEOUT, ROUTER_QUEUE};
+
+/// Most connections served at once; more are answered `too_many_connections`.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// How long shutdown waits for writers to flush queued frames.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The socket path, as reported by `status`.
+    pub socket_path: PathBuf,
+    /// Largest accepted frame payload.
+    pub max_frame_len: usize,
+    /// Registered sessions silent for longer are closed.
+    pub heartbeat_timeout: Duration,
+    /// Frames queued per connection before it counts as a slow consumer.
+    pub outbox_capacity: usize,
+    /// Bytes queued per connection before it counts as a slow consumer.
+    pub outbox_max_bytes: usize,
+}
+
+impl Config {
+    pub fn new(socket_path: impl Into<PathBuf>) -> Self {
+        Self {
+            socket_path: socket_path.into(),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            outbox_capacity: OUTBOX_CAPACITY,
+            outbox_max_bytes: OUTBOX_MAX_BYTES,
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` is cancelled, then stops accepting, stops
+/// reading, lets writers flush (up to [`DRAIN_TIMEOUT`]) and returns.
+pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationToken) {
+    let config = Arc::new(config);
+    let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
+    let router = Router::new(RouterConfig {
+        socket_path: config.socket_path.clone(),
+        max_frame_len: config.max_frame_len,
+        heartbeat_timeout: config.heartbeat_timeout,
+    });
+    let tracker = TaskTracker::new();
+    tracker.spawn(router.run(router_rx));
+
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let my_uid = nix::unistd::geteuid().as_raw();
+    let mut next_key = 0u64;
+    info!(socket = %config.socket_path.display(), "listening");
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let rejection = match stream.peer_cred() {
+            Ok(cred) if cred.uid() == my_uid => None,
+            Ok(cred) => Some(ProtocolError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "this bus belongs to uid {my_uid}; uid {} may not connect",
+                    cred.uid()
+                ),
+            )),
+            Err(e) => Some(ProtocolError::new(
+                ErrorCode::PermissionDenied,
+                format!("cannot read peer credentials: {e}"),
+            )),
+        };
+        let permit = match (&rejection, permits.clone().try_acquire_owned()) {
+            (None, Ok(permit)) => permit,
+            (_, acquired) => {
+                let error = rejection.unwrap_or_else(|| {
+                    ProtocolError::new(
+                        ErrorCode::TooManyConnections,
+                        format!("the bus serves at most {MAX_CONNECTIONS} connections; close some and retry"),
+                    )
+                });
+                drop(acquired);
+                warn!(%error, "connection refused");
+                let _ = router_tx.send(Command::Rejected).await;
+                tracker.spawn(refuse(stream, error));
+                continue;
+            }
+        };
+        next_key += 1;
+        let key = next_key;
+        let (config, router, shutdown, inner) = (
+            config.clone(),
+            router_tx.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        tracker.spawn(
+            async move {
+                connection::serve(stream, key, config, router, shutdown, &inner).await;
+                drop(permit);
+            }
+            .instrument(info_span!("conn", key)),
+        );
+    }
+    drop(router_tx);
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("some clients did not take their queued messages within {DRAIN_TIMEOUT:?}; closing anyway");
+    }
+    info!("server stopped");
+}
+
+async fn refuse(mut stream: UnixStream, error: ProtocolError) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&error.to_frame())).await;
+}
