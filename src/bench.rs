@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::frame;
 
 /// How long a bench client waits on the server before calling the run failed.
-pub const BENCH_IO_TIMEOUT: Duration = Duration::from_secs(30);
+pub const BENCH_IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -209,8 +209,8 @@ struct Sender {
 impl Sender {
     fn connect(target: &Path, to: &str, size: usize) -> std::io::Result<Self> {
         let stream = connect(target)?;
-        // `{"t":<20 digits>,"pad":"…"}` is padded so the body is `size` bytes.
-        let pad = "x".repeat(size.saturating_sub(r#"{"t":00000000000000000000,"pad":""}"#.len()));
+        // `{"t":"<20 digits>","pad":"…"}` is padded so the body is `size` bytes.
+        let pad = "x".repeat(size.saturating_sub(r#"{"t":"00000000000000000000","pad":""}"#.len()));
         let prefix = format!(
             r#"{{"type":"message","to":{},"from":"bench","ts":1.0,"body":{{"t":"#,
             json!(to)
@@ -224,7 +224,7 @@ impl Sender {
 
     fn send(&mut self, n: u64, epoch: Instant) -> std::io::Result<()> {
         let t = epoch.elapsed().as_nanos() as u64;
-        let tail = format!(r#"{t:020},"pad":"{}"}},"id":"bench-{n}"}}"#, self.pad);
+        let tail = format!(r#""{t:020}","pad":"{}"}},"id":"bench-{n}"}}"#, self.pad);
         let len = (self.prefix.len() + tail.len()) as u32;
         self.out.write_all(&len.to_be_bytes())?;
         self.out.write_all(&self.prefix)?;
@@ -255,6 +255,8 @@ impl Receivers {
         let mut counts = Vec::new();
         let mut threads = Vec::new();
         let mut streams = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let spin = names.len() < cores;
         for name in names {
             let stream = register(target, name)?;
             streams.push(stream.try_clone()?);
@@ -262,7 +264,12 @@ impl Receivers {
             counts.push(count.clone());
             let tx = tx.clone();
             threads.push(std::thread::spawn(move || {
-                let mut reader = BufReader::with_capacity(64 * 1024, stream);
+                // Latency runs poll the socket instead of sleeping in `read`, so the
+                // generator's own wake-up time is not counted as the bus's latency.
+                if timed {
+                    stream.set_nonblocking(true)?;
+                }
+                let mut reader = BufReader::with_capacity(64 * 1024, Spin(stream, spin));
                 let mut buf = Vec::new();
                 let mut samples = Vec::new();
                 loop {
@@ -339,9 +346,34 @@ impl Receivers {
     }
 }
 
+/// A socket read that polls when the socket is non-blocking: it spins when the
+/// machine has a core to spare (`.1`), and yields to other threads otherwise.
+struct Spin(UnixStream, bool);
+
+impl Read for Spin {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let deadline = Instant::now() + BENCH_IO_TIMEOUT;
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        return Err(std::io::ErrorKind::TimedOut.into());
+                    }
+                    if self.1 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// The `t` field of a bench message's body.
 fn sent_at(payload: &[u8]) -> Option<u64> {
-    let at = payload.windows(5).position(|w| w == br#"{"t":"#)? + 5;
+    let at = payload.windows(6).position(|w| w == br#"{"t":""#)? + 6;
     std::str::from_utf8(payload.get(at..at + 20)?)
         .ok()?
         .parse()
@@ -441,7 +473,7 @@ mod tests {
 
     #[test]
     fn sent_at_reads_the_timestamp() {
-        let p = br#"{"type":"message","body":{"t":00000000000000012345,"pad":"x"}}"#;
+        let p = br#"{"type":"message","body":{"t":"00000000000000012345","pad":"x"}}"#;
         assert_eq!(sent_at(p), Some(12345));
     }
 }

@@ -36,6 +36,17 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "LEVEL")]
     log_level: Option<String>,
 
+    /// Worker threads for the async runtime: 1 runs everything on one thread,
+    /// 0 uses one per core
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKBUS_THREADS",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    threads: usize,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -183,10 +194,17 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match cli.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hookbus: cannot start the async runtime: {e}");
@@ -212,13 +230,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::serve(args.config(&socket)?).await?;
         }
         Command::Daemon(DaemonCommand::Start(args)) => {
-            return start(&socket, &args, &cli.log_level).await
+            return start(&socket, &args, &cli.log_level, cli.threads).await
         }
         Command::Daemon(DaemonCommand::Restart(args)) => {
             if let Stopped::Stopped { pid } = daemon::stop(&socket).await? {
                 println!("stopped hookbus (pid {pid})");
             }
-            return start(&socket, &args, &cli.log_level).await;
+            return start(&socket, &args, &cli.log_level, cli.threads).await;
         }
         Command::Daemon(DaemonCommand::Stop) => match daemon::stop(&socket).await? {
             Stopped::Stopped { pid } => println!("stopped hookbus (pid {pid})"),
@@ -265,11 +283,15 @@ async fn start(
     socket: &Path,
     args: &ServeArgs,
     log_level: &Option<String>,
+    threads: usize,
 ) -> anyhow::Result<ExitCode> {
     args.config(socket)?; // validate before detaching
     let mut serve_args = args.to_args();
     if let Some(level) = log_level {
         serve_args.push(format!("--log-level={level}"));
+    }
+    if threads != 0 {
+        serve_args.push(format!("--threads={threads}"));
     }
     let (status, started) = daemon::start(socket, &StartOptions { serve_args }).await?;
     let verb = if started {

@@ -133,15 +133,22 @@ async fn write_loop(
     closed: CancellationToken,
 ) {
     let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
+    // The abort signal's sender is dropped, unsent, when the router closes the
+    // session gracefully; from then on only the queue matters.
+    let mut may_abort = true;
     loop {
         let n = tokio::select! {
             biased;
-            reason = &mut outbox.abort => {
-                if let Ok(reason) = reason {
+            reason = &mut outbox.abort, if may_abort => match reason {
+                Ok(reason) => {
                     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, writer.write_all(&reason)).await;
+                    break;
                 }
-                break;
-            }
+                Err(_) => {
+                    may_abort = false;
+                    continue;
+                }
+            },
             n = outbox.rx.recv_many(&mut batch, WRITE_BATCH) => n,
         };
         if n == 0 {
@@ -151,7 +158,7 @@ async fn write_loop(
         let written = tokio::select! {
             biased;
             // Aborted mid-write: the stream may be inside a frame, so no reason frame.
-            _ = &mut outbox.abort => break,
+            Ok(_) = &mut outbox.abort, if may_abort => break,
             written = write_batch(&mut writer, &batch, bytes) => written,
         };
         batch.clear();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -138,6 +138,15 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
     info!("server stopped");
 }
 
+/// Sends `error` and closes, reading (and discarding) what the peer sends for a
+/// moment so the close does not reset the connection before it reads the error.
 async fn refuse(mut stream: UnixStream, error: ProtocolError) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&error.to_frame())).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&error.to_frame()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }

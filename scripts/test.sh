@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The whole test suite: installs test dependencies (cached), then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-test-env.sh
+cargo test --all-targets "$@"

@@ -1,0 +1,101 @@
+//! Compatibility with the Python hermes-bus 0.7.0 client from PyPI, installed in a
+//! venv by `scripts/setup-test-env.sh` (the README's test command runs it).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use hookbus::client::{Client, ClientOptions};
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+
+use crate::common::TestBus;
+
+/// The venv's Python: `HOOKBUS_TEST_PYTHON`, or the venv the setup script makes.
+fn python() -> PathBuf {
+    let path = std::env::var_os("HOOKBUS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/hermes-venv/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup-test-env.sh (scripts/test.sh does) to install hermes-bus 0.7.0",
+        path.display()
+    );
+    path
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/hermes")
+        .join(name)
+}
+
+#[tokio::test]
+async fn hermes_client_to_hermes_client_through_hookbus() {
+    let bus = TestBus::start().await;
+    let out = tokio::process::Command::new(python())
+        .arg(script("pair.py"))
+        .arg(&bus.socket)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pair.py failed: {stderr}");
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let msg = &seen["a_to_b"];
+    assert_eq!(msg["type"], "message");
+    assert_eq!(msg["from"], "py-a");
+    assert_eq!(msg["to"], "py-b");
+    assert_eq!(msg["body"], json!({"k": "a->b", "n": [1, 2, 3]}));
+    assert!(msg["id"].is_string() && msg["ts"].is_number());
+    assert!(uuid::Uuid::parse_str(seen["a_session"].as_str().unwrap()).is_ok());
+    assert_eq!(seen["one_shot"]["from"], "script");
+    assert_eq!(seen["one_shot_ok"], true);
+    assert_eq!(
+        seen["ghost_ok"], false,
+        "send_message must see endpoint_not_found"
+    );
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn hermes_client_to_rust_client_and_back() {
+    let bus = TestBus::start().await;
+    let mut rust = Client::connect(ClientOptions::new(&bus.socket, "rust"))
+        .await
+        .unwrap();
+    let mut py = tokio::process::Command::new(python())
+        .arg(script("peer.py"))
+        .arg(&bus.socket)
+        .arg("py")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let from_python = tokio::time::timeout(Duration::from_secs(10), rust.recv())
+        .await
+        .expect("no message from the hermes client")
+        .unwrap();
+    assert_eq!(from_python["from"], "py");
+    assert_eq!(from_python["body"], json!({"hello": "from python"}));
+
+    let mut lines = tokio::io::BufReader::new(py.stdout.take().unwrap()).lines();
+    let reply = loop {
+        rust.send("py", json!({"hello": "from rust"}))
+            .await
+            .unwrap();
+        // Retried: the hermes client re-registers after each idle second.
+        match tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await {
+            Ok(line) => break line.unwrap().expect("peer.py exited without output"),
+            Err(_) => continue,
+        }
+    };
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["body"], json!({"hello": "from rust"}));
+    assert_eq!(reply["to"], "py");
+    assert!(py.wait().await.unwrap().success());
+    bus.stop().await;
+}

@@ -1,0 +1,11 @@
+//! Integration tests: a real server on a temp socket, spoken to with raw frames,
+//! through the Rust client, through the `hookbus` binary and through the Python
+//! hermes-bus 0.7.0 client. One test binary, so the crate links once.
+
+mod common;
+
+mod client;
+mod daemon;
+mod hermes;
+mod protocol;
+mod robustness;
