@@ -38,7 +38,8 @@ pub struct BenchOptions {
     pub latency_samples: u64,
     /// Most messages in flight during throughput runs.
     pub window: u64,
-    /// Idle registered connections opened to measure the server's memory; 0 skips it.
+    /// Idle registered connections opened to measure the first target's memory
+    /// (it must be hookbus, which reports its pid); 0 skips it.
     pub idle_connections: usize,
 }
 
@@ -81,8 +82,9 @@ pub fn run(
     raise_fd_limit();
     let mut rows = Vec::new();
     let mut memory = Vec::new();
-    for target in &options.targets {
-        if options.idle_connections > 0 {
+    for (i, target) in options.targets.iter().enumerate() {
+        // Memory needs the pid from hookbus's `status`, so only the first target.
+        if i == 0 && options.idle_connections > 0 {
             memory.push(measure_memory(target, options.idle_connections)?);
         }
         for &size in &options.sizes {
@@ -373,8 +375,11 @@ impl Read for Spin {
 
 /// The `t` field of a bench message's body.
 fn sent_at(payload: &[u8]) -> Option<u64> {
-    let at = payload.windows(6).position(|w| w == br#"{"t":""#)? + 6;
-    std::str::from_utf8(payload.get(at..at + 20)?)
+    // hermes-bus re-serialises messages with a space after each colon.
+    let at = payload.windows(4).position(|w| w == br#""t":"#)? + 4;
+    let rest = payload.get(at..)?;
+    let at = rest.iter().position(|&b| b == b'"')? + 1;
+    std::str::from_utf8(rest.get(at..at + 20)?)
         .ok()?
         .parse()
         .ok()
@@ -474,6 +479,8 @@ mod tests {
     #[test]
     fn sent_at_reads_the_timestamp() {
         let p = br#"{"type":"message","body":{"t":"00000000000000012345","pad":"x"}}"#;
+        assert_eq!(sent_at(p), Some(12345));
+        let p = br#"{"type": "message", "body": {"t": "00000000000000012345", "pad": "x"}}"#;
         assert_eq!(sent_at(p), Some(12345));
     }
 }

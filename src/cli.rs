@@ -174,7 +174,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 2_000)]
     window: u64,
     /// Idle registered connections opened to measure daemon memory (0 skips it;
-    /// needs a hookbus target)
+    /// measures the first target, which must be hookbus)
     #[arg(long, default_value_t = 0)]
     idle_connections: usize,
 }
