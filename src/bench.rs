@@ -41,6 +41,9 @@ pub struct BenchOptions {
     /// Idle registered connections opened to measure the first target's memory
     /// (it must be hookbus, which reports its pid); 0 skips it.
     pub idle_connections: usize,
+    /// Latency receivers poll their socket instead of sleeping in `read`, so the
+    /// generator's own wake-up time is not counted as the bus's latency.
+    pub poll: bool,
 }
 
 /// One scenario's result.
@@ -120,7 +123,7 @@ fn scenario(
     let epoch = Instant::now();
 
     // Throughput.
-    let rx = Receivers::start(target, &names, epoch, false)?;
+    let rx = Receivers::start(target, &names, epoch, false, false)?;
     let mut sender = Sender::connect(target, &to, size)?;
     let started = Instant::now();
     for n in 0..options.messages {
@@ -136,7 +139,7 @@ fn scenario(
     rx.stop();
 
     // Latency.
-    let rx = Receivers::start(target, &names, epoch, true)?;
+    let rx = Receivers::start(target, &names, epoch, true, options.poll)?;
     let mut samples = Vec::with_capacity((options.latency_samples as usize) * receivers);
     for n in 0..options.latency_samples {
         sender.send(n, epoch)?;
@@ -252,6 +255,7 @@ impl Receivers {
         names: &[String],
         epoch: Instant,
         timed: bool,
+        poll: bool,
     ) -> std::io::Result<Self> {
         let (tx, progress) = mpsc::channel();
         let mut counts = Vec::new();
@@ -268,7 +272,7 @@ impl Receivers {
             threads.push(std::thread::spawn(move || {
                 // Latency runs poll the socket instead of sleeping in `read`, so the
                 // generator's own wake-up time is not counted as the bus's latency.
-                if timed {
+                if timed && poll {
                     stream.set_nonblocking(true)?;
                 }
                 let mut reader = BufReader::with_capacity(64 * 1024, Spin(stream, spin));

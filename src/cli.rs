@@ -177,6 +177,10 @@ struct BenchArgs {
     /// measures the first target, which must be hookbus)
     #[arg(long, default_value_t = 0)]
     idle_connections: usize,
+    /// Latency receivers sleep in `read` instead of polling, so each message also
+    /// pays the generator's wake-up time
+    #[arg(long)]
+    blocking_receivers: bool,
 }
 
 /// Runs the command line; the binary's `main`.
@@ -377,6 +381,7 @@ async fn bench_cmd(socket: &Path, args: BenchArgs) -> anyhow::Result<()> {
         latency_samples: args.latency_samples,
         window: args.window.max(1),
         idle_connections: args.idle_connections,
+        poll: !args.blocking_receivers,
     };
     let (rows, memory) = tokio::task::spawn_blocking(move || {
         bench::run(&options, |row| {
