@@ -320,10 +320,14 @@ async fn peers_running_as_another_user_are_refused() {
     // Open the directory and socket to everyone so only the uid check stands.
     std::fs::set_permissions(bus.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::set_permissions(&bus.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // A copy of the binary the other user can run wherever the checkout lives.
+    let exe = bus.dir.path().join("hookbus");
+    std::fs::copy(bin(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let socket = bus.socket.clone();
     let out = tokio::task::spawn_blocking(move || {
         use std::os::unix::process::CommandExt;
-        Command::new(bin())
+        Command::new(&exe)
             .args(["endpoints", "--socket"])
             .arg(&socket)
             .uid(65534)
