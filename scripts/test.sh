@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
+scripts/build-guests.sh
 cargo test --all-targets "$@"

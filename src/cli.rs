@@ -95,6 +95,9 @@ enum Command {
     },
     /// Measure throughput, latency and memory of hookbus or any hermes-protocol bus
     Bench(BenchArgs),
+    /// Check, inspect and test hooks
+    #[command(subcommand)]
+    Hooks(crate::hooks_cli::HooksCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +118,13 @@ enum DaemonCommand {
 
 #[derive(Debug, Clone, Args)]
 struct ServeArgs {
+    /// hooks.yaml to load (after $HOOKBUS_HOOKS and $HERMES_BUS_HOOKS; before
+    /// $XDG_CONFIG_HOME/hookbus/hooks.yaml)
+    #[arg(long, value_name = "FILE")]
+    hooks: Option<PathBuf>,
+    /// Directory for compiled hook modules [default: $XDG_CACHE_HOME/hookbus/wasm]
+    #[arg(long, value_name = "DIR")]
+    hook_cache: Option<PathBuf>,
     /// Largest accepted frame payload, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = crate::frame::DEFAULT_MAX_FRAME_LEN)]
     max_frame: usize,
@@ -143,12 +153,24 @@ impl ServeArgs {
     }
 
     fn to_args(&self) -> Vec<String> {
-        vec![
+        let absolute = |p: &PathBuf| std::env::current_dir().unwrap_or_default().join(p);
+        let mut args: Vec<String> = self
+            .hooks
+            .iter()
+            .map(|h| format!("--hooks={}", absolute(h).display()))
+            .chain(
+                self.hook_cache
+                    .iter()
+                    .map(|c| format!("--hook-cache={}", absolute(c).display())),
+            )
+            .collect();
+        args.extend([
             format!("--max-frame={}", self.max_frame),
             format!("--heartbeat-timeout={}", self.heartbeat_timeout),
             format!("--outbox-frames={}", self.outbox_frames),
             format!("--outbox-bytes={}", self.outbox_bytes),
-        ]
+        ]);
+        args
     }
 }
 
@@ -231,8 +253,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(crate::paths::default_socket);
     match cli.command {
         Command::Serve(args) => {
-            daemon::serve(args.config(&socket)?).await?;
+            let mut config = args.config(&socket)?;
+            config.hooks = hook_runtime(&args)?;
+            daemon::serve(config).await?;
         }
+        Command::Hooks(command) => return crate::hooks_cli::run(&socket, command).await,
         Command::Daemon(DaemonCommand::Start(args)) => {
             return start(&socket, &args, &cli.log_level, cli.threads).await
         }
@@ -281,6 +306,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench_cmd(&socket, args).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The hook engine for `serve`, or `None` when no hooks are configured.
+fn hook_runtime(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<std::sync::Arc<crate::hooks::runtime::HookRuntime>>> {
+    use crate::hooks::{config, reload, runtime::HookRuntime, wasm};
+    let source = config::resolve_source(args.hooks.as_deref());
+    if let config::HookSource::None { why } = &source {
+        tracing::info!("no hooks: {why}");
+        return Ok(None);
+    }
+    let cache = args.hook_cache.clone().or_else(wasm::default_cache_dir);
+    let runtime = HookRuntime::new(source, cache).context("cannot start the hook engine")?;
+    if let Err(e) = reload::watch(&runtime) {
+        tracing::warn!("hot reload is off: {e}");
+    }
+    Ok(Some(runtime))
 }
 
 async fn start(

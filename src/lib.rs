@@ -30,6 +30,8 @@ pub mod client;
 pub mod connection;
 pub mod daemon;
 pub mod frame;
+pub mod hooks;
+pub mod hooks_cli;
 pub mod outbox;
 pub mod paths;
 pub mod protocol;

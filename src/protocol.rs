@@ -61,6 +61,9 @@ pub enum Request {
     Hello { features: Features },
     /// `{"type":"status"}` (hookbus extension)
     Status,
+    /// `{"type":"hooks_status"}` (hookbus extension)
+    HooksStatus,
+
     /// A frame that could not be accepted; answered with this error.
     Invalid(ProtocolError),
 }
@@ -72,6 +75,8 @@ pub struct Routed {
     pub to: Option<Box<str>>,
     /// The complete frame to deliver (header included), with `id` and `ts` present.
     pub frame: Bytes,
+    /// Emits between a client's message and this one (0 for clients' messages).
+    pub hops: u8,
 }
 
 impl Routed {
@@ -249,7 +254,7 @@ fn parse_inner(frame: Bytes) -> Result<Request, ProtocolError> {
             } else {
                 add_id_and_ts(text, head.id.is_none(), head.ts.is_none())
             };
-            Ok(Request::Message(Routed { to, frame }))
+            Ok(Request::Message(Routed { to, frame, hops: 0 }))
         }
         "register" => {
             let endpoint = opt_str(head.endpoint, "endpoint")?
@@ -266,6 +271,8 @@ fn parse_inner(frame: Bytes) -> Result<Request, ProtocolError> {
         "ping" => Ok(Request::Ping),
         "list_endpoints" => Ok(Request::ListEndpoints),
         "status" => Ok(Request::Status),
+        "hooks_status" => Ok(Request::HooksStatus),
+
         "hello" => {
             let names: Vec<String> = match head.features {
                 None => Vec::new(),
@@ -286,7 +293,7 @@ fn parse_inner(frame: Bytes) -> Result<Request, ProtocolError> {
         other => Err(ProtocolError::new(
             ErrorCode::UnknownType,
             format!(
-                "unknown message type `{other}`; known: message, register, ping, list_endpoints, hello, status"
+                "unknown message type `{other}`; known: message, register, ping, list_endpoints, hello, status, hooks_status"
             ),
         )),
     }

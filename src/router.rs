@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::hooks::runtime::HookRuntime;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ErrorCode, Features, ProtocolError, Request, Routed};
 
@@ -30,6 +32,9 @@ pub const HEARTBEAT_CHECK_EVERY: Duration = Duration::from_secs(15);
 /// Identifies a connection inside the daemon.
 pub type SessionKey = u64;
 
+/// The sender of messages emitted by hooks; no connection has this key.
+pub const EMITTER: SessionKey = 0;
+
 /// What connections tell the router.
 #[derive(Debug)]
 pub enum Command {
@@ -44,6 +49,8 @@ pub enum Command {
     Closed { key: SessionKey },
     /// The accept loop turned a connection away.
     Rejected,
+    /// A message a hook emitted.
+    Emitted(Routed),
 }
 
 /// Settings the router needs.
@@ -52,6 +59,7 @@ pub struct RouterConfig {
     pub socket_path: PathBuf,
     pub max_frame_len: usize,
     pub heartbeat_timeout: Duration,
+    pub hooks: Option<Arc<HookRuntime>>,
 }
 
 /// Counters reported by `status`.
@@ -67,6 +75,7 @@ pub struct Counters {
     pub replaced: u64,
     pub heartbeat_timeouts: u64,
     pub slow_consumer_disconnects: u64,
+    pub emitted: u64,
 }
 
 struct Session {
@@ -153,6 +162,10 @@ impl Router {
             }
             Command::Closed { key } => self.close(key, Close::Flush),
             Command::Rejected => self.counters.connections_rejected += 1,
+            Command::Emitted(msg) => {
+                self.counters.emitted += 1;
+                self.route(EMITTER, msg);
+            }
         }
     }
 
@@ -185,6 +198,21 @@ impl Router {
             }
             Request::Status => {
                 let frame = self.status_frame();
+                self.deliver(key, frame);
+            }
+            Request::HooksStatus => {
+                let frame = match &self.config.hooks {
+                    Some(hooks) => {
+                        let mut status = hooks.status();
+                        status["type"] = "hooks_status".into();
+                        crate::frame::encode_json(&status)
+                    }
+                    None => ProtocolError::new(
+                        ErrorCode::BadRequest,
+                        "this bus runs without a hook engine",
+                    )
+                    .to_frame(),
+                };
                 self.deliver(key, frame);
             }
             Request::Invalid(error) => {
@@ -226,6 +254,7 @@ impl Router {
 
     fn route(&mut self, from: SessionKey, msg: Routed) {
         self.counters.messages_routed += 1;
+        let mut found = true;
         let delivered = match msg.to.as_deref() {
             None => {
                 self.counters.broadcasts += 1;
@@ -248,12 +277,16 @@ impl Router {
                 }
                 None => {
                     self.not_found(from, &msg, to);
-                    return;
+                    found = false;
+                    0
                 }
             },
         };
         self.counters.frames_delivered += delivered as u64;
-        if self.sessions.get(&from).is_some_and(|s| s.features.acks) {
+        if let Some(hooks) = &self.config.hooks {
+            hooks.notify(&msg);
+        }
+        if found && self.sessions.get(&from).is_some_and(|s| s.features.acks) {
             self.deliver(from, protocol::ack(msg.id(), delivered));
         }
     }

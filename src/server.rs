@@ -14,6 +14,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::connection;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
+use crate::hooks::runtime::HookRuntime;
 use crate::outbox::{OUTBOX_CAPACITY, OUTBOX_MAX_BYTES};
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::router::{Command, Router, RouterConfig, DEFAULT_HEARTBEAT_TIMEOUT, ROUTER_QUEUE};
@@ -37,6 +38,8 @@ pub struct Config {
     pub outbox_capacity: usize,
     /// Bytes queued per connection before it counts as a slow consumer.
     pub outbox_max_bytes: usize,
+    /// The hook engine, if hooks are enabled.
+    pub hooks: Option<Arc<HookRuntime>>,
 }
 
 impl Config {
@@ -47,6 +50,7 @@ impl Config {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             outbox_capacity: OUTBOX_CAPACITY,
             outbox_max_bytes: OUTBOX_MAX_BYTES,
+            hooks: None,
         }
     }
 }
@@ -60,7 +64,11 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         socket_path: config.socket_path.clone(),
         max_frame_len: config.max_frame_len,
         heartbeat_timeout: config.heartbeat_timeout,
+        hooks: config.hooks.clone(),
     });
+    if let Some(hooks) = &config.hooks {
+        hooks.start(&router_tx, tokio::runtime::Handle::current());
+    }
     let tracker = TaskTracker::new();
     tracker.spawn(router.run(router_rx));
 

@@ -61,6 +61,59 @@ impl TestBus {
         self.dir
     }
 
+    /// A server running the hooks of `yaml` (written to `hooks.yaml` in the temp
+    /// dir; `$PROBE`, `$FIXTURES` and `$DIR` are replaced by the probe guest, the
+    /// fixtures folder and the temp dir).
+    pub async fn with_hooks(yaml: &str) -> Self {
+        Self::with_hooks_and(yaml, |_| {}).await
+    }
+
+    pub async fn with_hooks_and(yaml: &str, configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("hooks.yaml");
+        std::fs::write(&config_path, expand(yaml, dir.path())).unwrap();
+        let runtime = hookbus::hooks::runtime::HookRuntime::new(
+            hookbus::hooks::config::HookSource::File(config_path),
+            Some(manifest_dir().join("target/test-wasm-cache")),
+        )
+        .unwrap();
+        hookbus::hooks::reload::watch(&runtime).unwrap();
+        let socket = dir.path().join("bus.sock");
+        Self::start_at(dir, socket, |c| {
+            c.hooks = Some(runtime);
+            configure(c);
+        })
+    }
+
+    /// Rewrites hooks.yaml (as an editor would: write a new file, rename it over).
+    pub fn rewrite_hooks(&self, yaml: &str) {
+        let tmp = self.dir.path().join(".hooks.yaml.new");
+        std::fs::write(&tmp, expand(yaml, self.dir.path())).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("hooks.yaml")).unwrap();
+    }
+
+    pub async fn hooks_status(&self) -> Value {
+        hookbus::client::query(&self.socket, &json!({"type": "hooks_status"}))
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `check(hooks_status)` holds.
+    pub async fn wait_hooks(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self.hooks_status().await;
+            if check(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; hooks status: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn raw(&self) -> Raw {
         Raw::connect(&self.socket).await
     }
@@ -165,6 +218,32 @@ impl Raw {
         }
         rest
     }
+}
+
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A guest module built by scripts/build-guests.sh.
+pub fn guest(name: &str) -> PathBuf {
+    let path = manifest_dir()
+        .join("target/guests")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-guests.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn expand(yaml: &str, dir: &Path) -> String {
+    yaml.replace("$PROBE", guest("probe").to_str().unwrap())
+        .replace(
+            "$FIXTURES",
+            manifest_dir().join("tests/fixtures").to_str().unwrap(),
+        )
+        .replace("$DIR", dir.to_str().unwrap())
 }
 
 /// The `hookbus` binary built for these tests.

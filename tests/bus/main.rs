@@ -7,5 +7,6 @@ mod common;
 mod client;
 mod daemon;
 mod hermes;
+mod hooks;
 mod protocol;
 mod robustness;

@@ -1,0 +1,493 @@
+//! The hook engine: hooks that filter, enrich and notify around every routed
+//! message.
+//!
+//! # Layout
+//! - [`config`]: hooks.yaml and env-var hook lists, validated into [`config::HookConfig`]s.
+//! - [`HookSet`]: one immutable, compiled and validated generation of hooks.
+//! - [`wasm`]: the wasmtime host (components and core modules, deadlines, memory caps,
+//!   deny-by-default WASI); [`process`]: subprocess hooks (spawn and worker).
+//! - [`runtime`]: where hooks run. A message read from a connection goes to a filter
+//!   shard thread (chosen by connection, so each sender's order is kept), which runs
+//!   the filter chain with its own warm instances, then on to the router. After
+//!   routing, the router queues it for the notify thread. Hooks' `emit`s enter the
+//!   router as new messages with a hop count.
+//! - [`reload`]: watches the config and the hooks' files, builds a new set off the
+//!   routing path and swaps it in; a bad set leaves the last good one in force.
+
+pub mod config;
+pub mod process;
+pub mod reload;
+pub mod runtime;
+pub mod wasm;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use config::{HookConfig, OnError, Phase, Runner};
+use process::{SpawnHook, WorkerHook};
+use wasm::{MessageView, WasmEngine, WasmInstance, WasmModule};
+
+/// Most hops an emitted message may be from a client's message; deeper emits are
+/// refused, which cuts hook loops.
+pub const MAX_HOPS: u8 = 4;
+
+/// Consecutive failures after which a hook is suspended.
+pub const FAILURES_BEFORE_SUSPEND: u32 = 5;
+/// First suspension; each further one doubles, up to [`SUSPEND_MAX`].
+pub const SUSPEND_INITIAL: Duration = Duration::from_secs(1);
+pub const SUSPEND_MAX: Duration = Duration::from_secs(60);
+
+/// Latency samples kept per hook for p50/p99.
+const LATENCY_SAMPLES: usize = 1024;
+
+/// A hook's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop(String),
+    Replace(String),
+}
+
+/// A hook call that failed, as distinct from a hook's own verdict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookError {
+    #[error("cannot load: {0}")]
+    Load(String),
+    #[error("init failed: {0}")]
+    Init(String),
+    #[error("deadline exceeded")]
+    Timeout,
+    #[error("memory limit exceeded")]
+    OutOfMemory,
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("invalid verdict: {0}")]
+    BadVerdict(String),
+    #[error("changed `to` without the `routing` grant")]
+    Routing,
+    #[error("process: {0}")]
+    Process(String),
+    #[error("suspended after repeated failures")]
+    Suspended,
+}
+
+/// Where hooks' `emit` calls go: (hook name, message JSON, hop count).
+pub type EmitSink = Arc<dyn Fn(&str, String, u8) -> Result<(), String> + Send + Sync>;
+
+/// A loaded hook's runner.
+pub enum LoadedRunner {
+    Wasm(WasmModule),
+    Worker(WorkerHook),
+    Spawn(Arc<SpawnHook>),
+}
+
+/// One hook of a set: its config, runner and counters.
+pub struct LoadedHook {
+    pub config: Arc<HookConfig>,
+    pub runner: LoadedRunner,
+    pub stats: HookStats,
+}
+
+/// Counters and health of one hook.
+#[derive(Default)]
+pub struct HookStats {
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    pub drops: AtomicU64,
+    pub replaced: AtomicU64,
+    pub suspensions: AtomicU64,
+    /// Short sections only (push a sample, read a copy); never held across a call.
+    latencies: Mutex<VecDeque<u32>>,
+    breaker: Mutex<Breaker>,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    suspended_until: Option<Instant>,
+    next_suspension: Option<Duration>,
+}
+
+impl HookStats {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, took: Duration) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut l = Self::lock(&self.latencies);
+        if l.len() == LATENCY_SAMPLES {
+            l.pop_front();
+        }
+        l.push_back(took.as_micros().min(u32::MAX as u128) as u32);
+    }
+
+    fn suspended(&self) -> bool {
+        Self::lock(&self.breaker)
+            .suspended_until
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    fn succeeded(&self) {
+        let mut b = Self::lock(&self.breaker);
+        b.failures = 0;
+        if b.suspended_until.is_some_and(|t| Instant::now() >= t) {
+            b.suspended_until = None;
+            b.next_suspension = None;
+        }
+    }
+
+    /// Counts a failure; returns the suspension just started, if any.
+    fn failed(&self, error: &HookError) -> Option<Duration> {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *Self::lock(&self.last_error) = Some(error.to_string());
+        let mut b = Self::lock(&self.breaker);
+        b.failures += 1;
+        if b.failures < FAILURES_BEFORE_SUSPEND {
+            return None;
+        }
+        let span = b.next_suspension.unwrap_or(SUSPEND_INITIAL);
+        b.failures = 0;
+        b.suspended_until = Some(Instant::now() + span);
+        b.next_suspension = Some((span * 2).min(SUSPEND_MAX));
+        self.suspensions.fetch_add(1, Ordering::Relaxed);
+        Some(span)
+    }
+
+    fn percentiles(&self) -> (Option<u32>, Option<u32>) {
+        let mut v: Vec<u32> = Self::lock(&self.latencies).iter().copied().collect();
+        if v.is_empty() {
+            return (None, None);
+        }
+        v.sort_unstable();
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        (Some(at(0.5)), Some(at(0.99)))
+    }
+}
+
+/// One generation of hooks, compiled and validated.
+pub struct HookSet {
+    pub generation: u64,
+    pub hooks: Vec<Arc<LoadedHook>>,
+}
+
+impl HookSet {
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            hooks: Vec::new(),
+        }
+    }
+
+    /// Loads every hook: compiles WASM (through the cache), starts workers, and
+    /// checks each WASM hook by instantiating it and calling `init`.
+    pub fn build(
+        generation: u64,
+        configs: Vec<HookConfig>,
+        engine: &WasmEngine,
+        emit: &EmitSink,
+    ) -> Result<Self, String> {
+        let mut hooks = Vec::new();
+        for config in configs {
+            let config = Arc::new(config);
+            let fail = |e: HookError| format!("hook `{}`: {e}", config.name);
+            let runner = match &config.runner {
+                Runner::Wasm(path) => {
+                    let module = engine.load(&config, path).map_err(fail)?;
+                    drop(WasmInstance::new(engine, &module, &config, emit.clone()).map_err(fail)?);
+                    LoadedRunner::Wasm(module)
+                }
+                Runner::Worker(argv) => LoadedRunner::Worker(
+                    WorkerHook::start(config.clone(), argv.clone()).map_err(fail)?,
+                ),
+                Runner::Spawn(argv) => {
+                    LoadedRunner::Spawn(Arc::new(SpawnHook::new(config.clone(), argv.clone())))
+                }
+            };
+            hooks.push(Arc::new(LoadedHook {
+                config,
+                runner,
+                stats: HookStats::default(),
+            }));
+        }
+        Ok(Self { generation, hooks })
+    }
+
+    pub fn has_filters(&self) -> bool {
+        self.hooks.iter().any(|h| h.config.phase == Phase::Filter)
+    }
+
+    /// Per-hook status for `hookbus hooks status`.
+    pub fn status(&self) -> Vec<Value> {
+        self.hooks
+            .iter()
+            .map(|h| {
+                let s = &h.stats;
+                let (p50, p99) = s.percentiles();
+                let kind = match &h.runner {
+                    LoadedRunner::Wasm(WasmModule::Component(_)) => "wasm component",
+                    LoadedRunner::Wasm(WasmModule::Core(_)) => "wasm core module",
+                    LoadedRunner::Worker(_) => "worker",
+                    LoadedRunner::Spawn(_) => "spawn",
+                };
+                let mut v = json!({
+                    "name": h.config.name,
+                    "kind": kind,
+                    "phase": match h.config.phase { Phase::Filter => "filter", Phase::Notify => "notify" },
+                    "calls": s.calls.load(Ordering::Relaxed),
+                    "errors": s.errors.load(Ordering::Relaxed),
+                    "drops": s.drops.load(Ordering::Relaxed),
+                    "replaced": s.replaced.load(Ordering::Relaxed),
+                    "suspensions": s.suspensions.load(Ordering::Relaxed),
+                    "suspended": s.suspended(),
+                    "p50_us": p50,
+                    "p99_us": p99,
+                    "last_error": *HookStats::lock(&s.last_error),
+                });
+                if let LoadedRunner::Spawn(spawn) = &h.runner {
+                    v["overflow"] = spawn.overflow.load(Ordering::Relaxed).into();
+                }
+                if let LoadedRunner::Worker(worker) = &h.runner {
+                    v["starts"] = worker.starts.load(Ordering::Relaxed).into();
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+/// The routing fields a hook sees, read from a message's JSON.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Fields {
+    #[serde(rename = "type", default)]
+    pub kind: Option<Value>,
+    #[serde(default)]
+    pub to: Option<Value>,
+    #[serde(default)]
+    pub from: Option<Value>,
+    #[serde(default)]
+    pub id: Option<Value>,
+}
+
+impl Fields {
+    pub fn parse(json: &str) -> Self {
+        serde_json::from_str(json).unwrap_or_default()
+    }
+
+    fn str(v: &Option<Value>) -> Option<&str> {
+        v.as_ref().and_then(Value::as_str)
+    }
+
+    pub fn to(&self) -> &str {
+        Self::str(&self.to).unwrap_or("")
+    }
+
+    pub fn matches(&self, hook: &HookConfig) -> bool {
+        hook.matcher.matches(
+            Self::str(&self.kind).unwrap_or(""),
+            self.to(),
+            Self::str(&self.from).unwrap_or(""),
+        )
+    }
+
+    pub fn view<'a>(&'a self, json: &'a str) -> MessageView<'a> {
+        MessageView {
+            kind: Self::str(&self.kind).unwrap_or(""),
+            to: Self::str(&self.to).filter(|t| !t.is_empty()),
+            from: Self::str(&self.from),
+            id: Self::str(&self.id),
+            json,
+        }
+    }
+}
+
+/// Warm WASM instances of one thread, for one generation of hooks.
+pub struct Instances {
+    generation: u64,
+    slots: Vec<Option<WasmInstance>>,
+}
+
+impl Default for Instances {
+    fn default() -> Self {
+        Self {
+            generation: u64::MAX,
+            slots: Vec::new(),
+        }
+    }
+}
+
+/// Everything a hook call needs besides the message.
+pub struct CallContext<'a> {
+    pub engine: &'a WasmEngine,
+    pub emit: &'a EmitSink,
+    pub instances: &'a mut Instances,
+    pub runtime: Option<&'a tokio::runtime::Handle>,
+}
+
+/// Calls hook number `index` of `set` on `json`. Updates the hook's counters and
+/// suspension; a failed WASM instance is dropped, to be recycled on next use.
+pub fn call(
+    set: &HookSet,
+    index: usize,
+    json: &str,
+    fields: &Fields,
+    hops: u8,
+    cx: &mut CallContext<'_>,
+) -> Result<Verdict, HookError> {
+    let hook = &set.hooks[index];
+    if hook.stats.suspended() {
+        return Err(HookError::Suspended);
+    }
+    if cx.instances.generation != set.generation {
+        cx.instances.generation = set.generation;
+        cx.instances.slots.clear();
+    }
+    if cx.instances.slots.len() < set.hooks.len() {
+        cx.instances.slots.resize_with(set.hooks.len(), || None);
+    }
+    let started = Instant::now();
+    let result = match &hook.runner {
+        LoadedRunner::Wasm(module) => {
+            let slot = &mut cx.instances.slots[index];
+            let result = match slot {
+                Some(instance) => instance.handle(&fields.view(json), hops),
+                None => WasmInstance::new(cx.engine, module, &hook.config, cx.emit.clone())
+                    .and_then(|mut instance| {
+                        let verdict = instance.handle(&fields.view(json), hops);
+                        *slot = Some(instance);
+                        verdict
+                    }),
+            };
+            if result.is_err() {
+                *slot = None; // recycle: a trapped or interrupted instance is not reused
+            }
+            result
+        }
+        LoadedRunner::Worker(worker) => worker.handle(json, hops, cx.emit),
+        LoadedRunner::Spawn(spawn) => {
+            let Some(runtime) = cx.runtime else {
+                return Err(HookError::Process(
+                    "spawn hooks need the async runtime".into(),
+                ));
+            };
+            let target = hook.clone();
+            let queued = spawn.dispatch(runtime, json.into(), move |result, took| {
+                target.stats.record(took);
+                let _ = finish(&target, result.map(|()| Verdict::Pass));
+            });
+            if !queued {
+                tracing::warn!(
+                    hook = hook.config.name,
+                    "spawn backlog full: message skipped"
+                );
+            }
+            return Ok(Verdict::Pass);
+        }
+    };
+    hook.stats.record(started.elapsed());
+    finish(hook, result)
+}
+
+fn finish(hook: &LoadedHook, result: Result<Verdict, HookError>) -> Result<Verdict, HookError> {
+    match &result {
+        Ok(_) => hook.stats.succeeded(),
+        Err(e) => {
+            if let Some(span) = hook.stats.failed(e) {
+                tracing::error!(hook = hook.config.name, error = %e, suspended_for = ?span,
+                    "hook keeps failing: suspended; it will be retried after the pause");
+            } else {
+                tracing::warn!(hook = hook.config.name, error = %e, on_error = ?hook.config.on_error, "hook call failed");
+            }
+        }
+    }
+    result
+}
+
+/// The outcome of the filter chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Filtered {
+    /// Deliver the message: `None` unchanged, `Some(json)` as rewritten.
+    Deliver(Option<String>),
+    /// Dropped by this hook, for this reason.
+    Dropped { hook: String, reason: String },
+}
+
+/// Runs the filter hooks of `set`, in order, on a message. Each sees the previous
+/// one's output; a drop ends the chain; a failing hook applies its `on_error`.
+pub fn run_filters(set: &HookSet, json: &str, hops: u8, cx: &mut CallContext<'_>) -> Filtered {
+    let mut current = json.to_owned();
+    let mut changed = false;
+    let mut fields = Fields::parse(&current);
+    for (index, hook) in set.hooks.iter().enumerate() {
+        if hook.config.phase != Phase::Filter || !fields.matches(&hook.config) {
+            continue;
+        }
+        let outcome = match call(set, index, &current, &fields, hops, cx) {
+            // A replacement the host refuses counts as the hook's failure.
+            Ok(Verdict::Replace(new)) => match rewrite(&fields, &new, hook.config.grants.routing) {
+                Ok(new) => Ok(Verdict::Replace(new)),
+                Err(e) => finish(hook, Err(e)),
+            },
+            other => other,
+        };
+        match outcome {
+            Ok(Verdict::Pass) => {}
+            Ok(Verdict::Drop(reason)) => {
+                hook.stats.drops.fetch_add(1, Ordering::Relaxed);
+                return Filtered::Dropped {
+                    hook: hook.config.name.clone(),
+                    reason,
+                };
+            }
+            Ok(Verdict::Replace(new)) => {
+                hook.stats.replaced.fetch_add(1, Ordering::Relaxed);
+                current = new;
+                changed = true;
+                fields = Fields::parse(&current);
+            }
+            Err(e) => {
+                if hook.config.on_error == OnError::Drop {
+                    hook.stats.drops.fetch_add(1, Ordering::Relaxed);
+                    return Filtered::Dropped {
+                        hook: hook.config.name.clone(),
+                        reason: format!("on_error: drop ({e})"),
+                    };
+                }
+            }
+        }
+    }
+    Filtered::Deliver(changed.then_some(current))
+}
+
+/// Checks and normalises a replacement: a JSON object, `type` and `id` kept from
+/// the original, `to` unchanged unless `routing` is granted.
+fn rewrite(original: &Fields, new: &str, routing: bool) -> Result<String, HookError> {
+    let mut map: serde_json::Map<String, Value> = serde_json::from_str(new)
+        .map_err(|e| HookError::BadVerdict(format!("replace needs a JSON object: {e}")))?;
+    if let Some(kind) = &original.kind {
+        map.insert("type".into(), kind.clone());
+    }
+    if let Some(id) = &original.id {
+        map.insert("id".into(), id.clone());
+    }
+    let new_to = map.get("to").and_then(Value::as_str).unwrap_or("");
+    if !routing && new_to != original.to() {
+        return Err(HookError::Routing);
+    }
+    Ok(Value::Object(map).to_string())
+}
+
+/// Runs the notify hooks of `set` that match, ignoring verdicts.
+pub fn run_notify(set: &HookSet, json: &str, hops: u8, cx: &mut CallContext<'_>) {
+    let fields = Fields::parse(json);
+    for (index, hook) in set.hooks.iter().enumerate() {
+        if hook.config.phase == Phase::Notify && fields.matches(&hook.config) {
+            let _ = call(set, index, json, &fields, hops, cx);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Hot reload: watch the config file and every module or script it names, and
+//! reload the hook set when one changes.
+//!
+//! Parent directories are watched, not the files, because editors and compilers
+//! replace files by rename. Events are debounced by [`RELOAD_DEBOUNCE`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tracing::{info, warn};
+
+use super::runtime::HookRuntime;
+
+/// Quiet time after the last change before reloading.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Starts the watcher thread. It stops when `runtime` has no other owner.
+pub fn watch(runtime: &Arc<HookRuntime>) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |event| {
+        let _ = tx.send(event);
+    })
+    .map_err(|e| format!("cannot watch files: {e}"))?;
+    let weak = Arc::downgrade(runtime);
+    let mut files = absolute(runtime.watched_files());
+    let mut dirs = BTreeSet::new();
+    rewatch(&mut watcher, &files, &mut dirs);
+    std::thread::Builder::new()
+        .name("hookbus-reload".into())
+        .spawn(move || loop {
+            let first = match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(event) => event,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if weak.strong_count() == 0 {
+                        return;
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut relevant = touches(&first, &files);
+            while let Ok(event) = rx.recv_timeout(RELOAD_DEBOUNCE) {
+                relevant |= touches(&event, &files);
+            }
+            if !relevant {
+                continue;
+            }
+            let Some(runtime) = weak.upgrade() else {
+                return;
+            };
+            match runtime.reload() {
+                Ok(n) => info!(hooks = n, "hooks reloaded"),
+                Err(e) => warn!(error = %e, "reload failed; the previous hooks stay in force"),
+            }
+            files = absolute(runtime.watched_files());
+            rewatch(&mut watcher, &files, &mut dirs);
+        })
+        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
+    Ok(())
+}
+
+fn absolute(files: Vec<PathBuf>) -> BTreeSet<PathBuf> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    files.into_iter().map(|f| cwd.join(f)).collect()
+}
+
+fn touches(event: &notify::Result<notify::Event>, files: &BTreeSet<PathBuf>) -> bool {
+    match event {
+        Ok(event) => event.paths.iter().any(|p| files.contains(p)),
+        Err(_) => false,
+    }
+}
+
+fn rewatch(watcher: &mut impl Watcher, files: &BTreeSet<PathBuf>, dirs: &mut BTreeSet<PathBuf>) {
+    let wanted: BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_owned))
+        .collect();
+    for dir in dirs.difference(&wanted) {
+        let _ = watcher.unwatch(dir);
+    }
+    for dir in wanted.difference(dirs) {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            warn!(dir = %dir.display(), error = %e, "cannot watch for hook changes");
+        }
+    }
+    *dirs = wanted;
+}

@@ -1,0 +1,247 @@
+//! `hookbus hooks check|status|test`: the hook author's tools.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::hooks::config::{self, HookConfig, HookSource, Phase, Runner};
+use crate::hooks::wasm::{self, WasmEngine};
+use crate::hooks::{
+    self, CallContext, EmitSink, Fields, HookSet, Instances, LoadedRunner, Verdict,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Parse a hooks config, compile and init every hook, and report
+    Check {
+        /// hooks.yaml to check [default: as the daemon resolves it: $HOOKBUS_HOOKS,
+        /// $HERMES_BUS_HOOKS, $XDG_CONFIG_HOME/hookbus/hooks.yaml]
+        file: Option<PathBuf>,
+    },
+    /// Show each hook of the running daemon: phase, calls, p50/p99 µs, errors,
+    /// suspensions, and the last reload's result
+    Status {
+        /// Print the raw JSON status
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one hook offline on messages read from stdin (one JSON object per line)
+    /// and print each verdict as a JSON line
+    #[command(
+        after_help = "Example:\n  echo '{\"type\":\"message\",\"to\":\"a\",\"body\":{\"k\":\"sk-123\"}}' | hookbus hooks test redact --config hooks.yaml"
+    )]
+    Test {
+        /// Name of the hook in the config
+        hook: String,
+        /// hooks.yaml holding the hook [default: as the daemon resolves it]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs a `hookbus hooks` command.
+pub async fn run(socket: &Path, command: HooksCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        HooksCommand::Status { json } => status(socket, json).await,
+        HooksCommand::Check { file } => tokio::task::spawn_blocking(move || check(file)).await?,
+        HooksCommand::Test { hook, config } => {
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || test(&hook, config, &handle)).await?
+        }
+    }
+}
+
+fn source_for(file: Option<PathBuf>) -> HookSource {
+    match file {
+        Some(file) => HookSource::File(file),
+        None => config::resolve_source(None),
+    }
+}
+
+fn engine() -> anyhow::Result<WasmEngine> {
+    WasmEngine::new(wasm::default_cache_dir()).context("cannot create the wasm engine")
+}
+
+fn kind(hook: &HookConfig) -> &'static str {
+    match hook.runner {
+        Runner::Wasm(_) => "wasm",
+        Runner::Spawn(_) => "spawn",
+        Runner::Worker(_) => "worker",
+    }
+}
+
+fn phase(hook: &HookConfig) -> &'static str {
+    match hook.phase {
+        Phase::Filter => "filter",
+        Phase::Notify => "notify",
+    }
+}
+
+/// An emit sink that prints what a hook emits instead of sending it.
+fn printing_emitter() -> EmitSink {
+    Arc::new(|hook: &str, json: String, hops: u8| {
+        let msg = hooks::runtime::emitted_message(hook, &json, hops)?;
+        let value: Value =
+            serde_json::from_slice(crate::frame::payload(&msg.frame)).map_err(|e| e.to_string())?;
+        println!("{}", json!({ "emit": value }));
+        Ok(())
+    })
+}
+
+fn check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let source = source_for(file);
+    let configs = match config::load(&source) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("✗ {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!("{source}: {} hook(s)", configs.len());
+    let engine = engine()?;
+    let emit = printing_emitter();
+    let mut failed = 0;
+    for hook in configs {
+        let started = Instant::now();
+        let label = format!("{} ({} {})", hook.name, kind(&hook), phase(&hook));
+        match HookSet::build(0, vec![hook], &engine, &emit) {
+            Ok(_) => println!(
+                "✓ {label}: loaded and initialised in {:.1} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("✗ {label}: {e}");
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn status(socket: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    let status = crate::client::query(socket, &json!({"type": "hooks_status"})).await?;
+    if as_json {
+        println!("{status}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "hooks from {} (generation {})",
+        status["source"].as_str().unwrap_or("?"),
+        status["generation"]
+    );
+    let reload = &status["last_reload"];
+    match reload["ok"].as_bool() {
+        Some(true) => println!(
+            "last reload: ok, generation {}, {:.1} ms",
+            reload["generation"],
+            reload["took_ms"].as_f64().unwrap_or(0.0)
+        ),
+        _ => println!(
+            "last reload: FAILED (the previous hooks stay in force): {}",
+            reload["error"].as_str().unwrap_or("?")
+        ),
+    }
+    println!(
+        "filtered out: {}   notify overflow: {}   emits cut by the hop limit: {}",
+        status["filtered_out"], status["notify_overflow"], status["hop_limited"]
+    );
+    let hooks = status["hooks"].as_array().cloned().unwrap_or_default();
+    if hooks.is_empty() {
+        println!("no hooks in force");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:<17} {:<7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>9}",
+        "hook", "kind", "phase", "calls", "p50 µs", "p99 µs", "errors", "drops", "suspended"
+    );
+    for h in &hooks {
+        let us = |v: &Value| v.as_u64().map_or("-".to_owned(), |n| n.to_string());
+        println!(
+            "{:<20} {:<17} {:<7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>9}",
+            h["name"].as_str().unwrap_or("?"),
+            h["kind"].as_str().unwrap_or("?"),
+            h["phase"].as_str().unwrap_or("?"),
+            h["calls"],
+            us(&h["p50_us"]),
+            us(&h["p99_us"]),
+            h["errors"],
+            h["drops"],
+            format!(
+                "{}{}",
+                h["suspensions"],
+                if h["suspended"] == true { " (now)" } else { "" }
+            ),
+        );
+        if let Some(e) = h["last_error"].as_str() {
+            println!("    last error: {e}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(
+    name: &str,
+    file: Option<PathBuf>,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<ExitCode> {
+    let source = source_for(file);
+    let configs = config::load(&source)?;
+    let Some(hook) = configs.into_iter().find(|h| h.name == name) else {
+        bail!("no hook named `{name}` in {source}; `hookbus hooks check` lists them");
+    };
+    let engine = engine()?;
+    let emit = printing_emitter();
+    let set = HookSet::build(1, vec![hook], &engine, &emit).map_err(anyhow::Error::msg)?;
+    let mut instances = Instances::default();
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.lock().lines() {
+        let line = line.context("cannot read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(_)) => {
+                let fields = Fields::parse(&line);
+                let result = match &set.hooks[0].runner {
+                    LoadedRunner::Spawn(spawn) => {
+                        runtime.block_on(spawn.run(&line)).map(|()| Verdict::Pass)
+                    }
+                    _ => {
+                        let mut cx = CallContext {
+                            engine: &engine,
+                            emit: &emit,
+                            instances: &mut instances,
+                            runtime: Some(runtime),
+                        };
+                        hooks::call(&set, 0, &line, &fields, 0, &mut cx)
+                    }
+                };
+                match result {
+                    Ok(Verdict::Pass) => json!({"verdict": "pass"}),
+                    Ok(Verdict::Drop(reason)) => json!({"verdict": "drop", "reason": reason}),
+                    Ok(Verdict::Replace(m)) => match serde_json::from_str::<Value>(&m) {
+                        Ok(message) => json!({"verdict": "replace", "message": message}),
+                        Err(e) => json!({"error": format!("replace carried invalid JSON: {e}")}),
+                    },
+                    Err(e) => json!({"error": e.to_string()}),
+                }
+            }
+            Ok(_) => json!({"error": "each line must be a JSON object (one message)"}),
+            Err(e) => json!({"error": format!("not JSON: {e}")}),
+        };
+        writeln!(out, "{answer}")?;
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
