@@ -111,10 +111,15 @@ fn check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         let label = format!("{} ({} {})", hook.name, kind(&hook), phase(&hook));
         match HookSet::build(0, vec![hook], &engine, &emit) {
-            Ok(_) => println!(
-                "✓ {label}: loaded and initialised in {:.1} ms",
-                started.elapsed().as_secs_f64() * 1000.0
-            ),
+            Ok(set) => {
+                let took = started.elapsed().as_secs_f64() * 1000.0;
+                let health = match health(&set, &engine, &emit) {
+                    None => String::new(),
+                    Some(Ok(())) => ", health ok".into(),
+                    Some(Err(e)) => format!(", health: {e}"),
+                };
+                println!("✓ {label}: loaded and initialised in {took:.1} ms{health}");
+            }
             Err(e) => {
                 failed += 1;
                 println!("✗ {label}: {e}");
@@ -126,6 +131,21 @@ fn check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The hook's own health report, when it has one (workers; components exporting
+/// `health`).
+fn health(set: &HookSet, engine: &WasmEngine, emit: &EmitSink) -> Option<Result<(), String>> {
+    let hook = set.hooks.first()?;
+    match &hook.runner {
+        LoadedRunner::Worker(worker) => Some(worker.health()),
+        LoadedRunner::Wasm(module) => {
+            wasm::WasmInstance::new(engine, module, &hook.config, emit.clone())
+                .ok()?
+                .health()
+        }
+        LoadedRunner::Spawn(_) => None,
+    }
 }
 
 async fn status(socket: &Path, as_json: bool) -> anyhow::Result<ExitCode> {

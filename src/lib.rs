@@ -10,17 +10,21 @@
 //! 2. [`connection`]'s reader cuts bytes into frames with [`frame`] and parses
 //!    each into a [`protocol::Request`] — bad frames become error requests, so
 //!    the connection carries on.
-//! 3. The [`router`] actor receives each read's requests as one batch. It owns
+//! 3. When filter hooks are in force, the batch first goes to a filter shard
+//!    thread ([`hooks::runtime`], one per core, chosen by connection so each
+//!    sender's order holds), which runs the filter chain ([`hooks`]) on each message.
+//! 4. The [`router`] actor receives each read's requests as one batch. It owns
 //!    the endpoint map and sessions, answers control requests and routes messages
-//!    point-to-point or as broadcasts.
-//! 4. Routed frames are pushed, without waiting, into each recipient's
+//!    point-to-point or as broadcasts, then queues them for notify hooks. Messages
+//!    hooks emit come back to it as new messages.
+//! 5. Routed frames are pushed, without waiting, into each recipient's
 //!    [`outbox`]; a full outbox disconnects that slow consumer.
-//! 5. [`connection`]'s writer drains the outbox back into the socket.
+//! 6. [`connection`]'s writer drains the outbox back into the socket.
 //!
 //! Around the bus: [`daemon`] runs the server in the foreground or detached (pid
 //! file, log file, socket permissions), [`paths`] finds the default socket,
 //! [`client`] is the async Rust client, [`bench`] the load generator behind
-//! `hookbus bench`, and [`cli`] the `hookbus` command line.
+//! `hookbus bench`, and [`cli`] / [`hooks_cli`] the `hookbus` command line.
 //!
 //! The wire protocol is specified in `docs/PROTOCOL.md`.
 

@@ -573,7 +573,13 @@ fn validate(
         grants,
         on_error: spec.on_error,
         env: spec.env,
-        cwd: spec.cwd.map(|c| base.join(c)),
+        // Commands run in the config file's directory unless told otherwise, so
+        // relative paths in `command` mean what they say.
+        cwd: match spec.cwd {
+            Some(cwd) => Some(base.join(cwd)),
+            None if !base.as_os_str().is_empty() => Some(base.to_owned()),
+            None => None,
+        },
     })
 }
 

@@ -35,7 +35,7 @@ fn hook<'a>(status: &'a Value, name: &str) -> &'a Value {
 #[tokio::test]
 async fn filters_drop_and_enrich() {
     let bus = TestBus::with_hooks(
-        "hooks:\n  - name: tagger\n    wasm: $PROBE\n    config: { tag: seen }\n",
+        "hooks:\n  - name: tagger\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n    config: { tag: seen }\n",
     )
     .await;
     let mut rx = bus.registered("rx").await;
@@ -77,13 +77,16 @@ async fn chain_order_and_match_selectors() {
 hooks:
   - name: first
     wasm: $PROBE
+    limits: { timeout_ms: 2000 }
     config: { tag: first }
     match: { to: "agent-*" }
   - name: second
     wasm: $PROBE
+    limits: { timeout_ms: 2000 }
     config: { tag: second }
   - name: only-from-ci
     wasm: $PROBE
+    limits: { timeout_ms: 2000 }
     config: { tag: ci }
     match: { from: ci }
 "#,
@@ -108,7 +111,7 @@ hooks:
 #[tokio::test]
 async fn notify_hooks_emit_messages_that_reach_endpoints() {
     let bus =
-        TestBus::with_hooks("hooks:\n  - name: notifier\n    wasm: $PROBE\n    phase: notify\n")
+        TestBus::with_hooks("hooks:\n  - name: notifier\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n    phase: notify\n")
             .await;
     let mut rx = bus.registered("rx").await;
     let mut ops = bus.registered("ops").await;
@@ -129,7 +132,7 @@ async fn notify_hooks_emit_messages_that_reach_endpoints() {
 #[tokio::test]
 async fn emit_loops_are_cut_by_the_hop_limit() {
     let bus =
-        TestBus::with_hooks("hooks:\n  - name: echo\n    wasm: $PROBE\n    phase: notify\n").await;
+        TestBus::with_hooks("hooks:\n  - name: echo\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n    phase: notify\n").await;
     let mut rx = bus.registered("rx").await;
     send(&bus, "rx", "loop", json!({"probe": "echo"})).await;
     let limit = hookbus::hooks::MAX_HOPS as usize;
@@ -145,7 +148,7 @@ async fn emit_loops_are_cut_by_the_hop_limit() {
 #[tokio::test]
 async fn an_infinite_loop_is_interrupted_while_other_traffic_flows() {
     let bus = TestBus::with_hooks(
-        "hooks:\n  - name: probe\n    wasm: $PROBE\n    limits: { timeout_ms: 20 }\n",
+        "hooks:\n  - name: probe\n    wasm: $PROBE\n    limits: { timeout_ms: 100 }\n",
     )
     .await;
     let mut rx = bus.registered("rx").await;
@@ -227,9 +230,11 @@ async fn traps_follow_on_error() {
 hooks:
   - name: lenient
     wasm: $PROBE
+    limits: { timeout_ms: 2000 }
     match: { to: lenient }
   - name: strict
     wasm: $PROBE
+    limits: { timeout_ms: 2000 }
     match: { to: strict }
     on_error: drop
 "#,
@@ -264,9 +269,11 @@ async fn hooks_have_no_capability_unless_granted() {
 hooks:
   - name: denied
     wasm: $PROBE
+    limits: {{ timeout_ms: 2000 }}
     match: {{ to: denied }}
   - name: granted
     wasm: $PROBE
+    limits: {{ timeout_ms: 2000 }}
     match: {{ to: granted }}
     grants: {{ dirs: [{{ host: {}, guest: /data }}] }}
 "#,
@@ -312,10 +319,12 @@ async fn changing_to_needs_the_routing_grant() {
 hooks:
   - name: router
     wasm: $PROBE
+    limits: { timeout_ms: 2000 }
     match: { from: granted }
     grants: { routing: true }
   - name: sneaky
     wasm: $PROBE
+    limits: { timeout_ms: 2000 }
     match: { from: sneaky }
 "#,
     )
@@ -342,7 +351,7 @@ hooks:
 #[tokio::test]
 async fn hot_reload_under_traffic_loses_nothing_and_applies_within_a_second() {
     let bus = TestBus::with_hooks(
-        "hooks:\n  - name: tagger\n    wasm: $PROBE\n    config: { tag: v1 }\n",
+        "hooks:\n  - name: tagger\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n    config: { tag: v1 }\n",
     )
     .await;
     let mut rx = bus.registered("rx").await;
@@ -357,7 +366,7 @@ async fn hot_reload_under_traffic_loses_nothing_and_applies_within_a_second() {
             }
             if i == N / 4 {
                 bus.rewrite_hooks(
-                    "hooks:\n  - name: tagger\n    wasm: $PROBE\n    config: { tag: v2 }\n",
+                    "hooks:\n  - name: tagger\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n    config: { tag: v2 }\n",
                 );
             }
         }
@@ -405,13 +414,13 @@ async fn hot_reload_under_traffic_loses_nothing_and_applies_within_a_second() {
 #[tokio::test]
 async fn a_broken_config_or_module_keeps_the_last_good_set() {
     let bus = TestBus::with_hooks(
-        "hooks:\n  - name: tagger\n    wasm: $PROBE\n    config: { tag: good }\n",
+        "hooks:\n  - name: tagger\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n    config: { tag: good }\n",
     )
     .await;
     let mut rx = bus.registered("rx").await;
     let generation = bus.hooks_status().await["generation"].clone();
 
-    bus.rewrite_hooks("hooks:\n  - name: tagger\n    wasm: $PROBE\n    confg: {}\n");
+    bus.rewrite_hooks("hooks:\n  - name: tagger\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n    confg: {}\n");
     let status = bus
         .wait_hooks("the bad yaml to be reported", |s| {
             s["last_reload"]["ok"] == false
@@ -419,7 +428,7 @@ async fn a_broken_config_or_module_keeps_the_last_good_set() {
         .await;
     let error = status["last_reload"]["error"].as_str().unwrap();
     assert!(
-        error.contains("hooks.yaml:4") && error.contains("confg"),
+        error.contains("hooks.yaml:5") && error.contains("confg"),
         "{error}"
     );
     assert_eq!(status["generation"], generation);
@@ -445,7 +454,7 @@ async fn a_broken_config_or_module_keeps_the_last_good_set() {
 
     // A config whose init fails is refused too.
     bus.rewrite_hooks(
-        "hooks:\n  - name: tagger\n    wasm: $PROBE\n    config: { fail_init: true }\n",
+        "hooks:\n  - name: tagger\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n    config: { fail_init: true }\n",
     );
     bus.wait_hooks("the failing init to be reported", |s| {
         s["last_reload"]["error"]
@@ -631,7 +640,10 @@ async fn ten_thousand_spawn_runs_leave_no_zombies() {
 
 #[tokio::test]
 async fn a_hook_that_keeps_failing_is_suspended_and_the_bus_keeps_running() {
-    let bus = TestBus::with_hooks("hooks:\n  - name: flaky\n    wasm: $PROBE\n").await;
+    let bus = TestBus::with_hooks(
+        "hooks:\n  - name: flaky\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n",
+    )
+    .await;
     let mut rx = bus.registered("rx").await;
     for i in 0..hookbus::hooks::FAILURES_BEFORE_SUSPEND {
         send(&bus, "rx", &i.to_string(), json!({"probe": "trap"})).await;
@@ -793,4 +805,67 @@ fn hooks_test_runs_one_hook_offline() {
         !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains("no hook named `nope`")
     );
+}
+
+#[test]
+fn the_example_config_checks() {
+    let out = std::process::Command::new(bin())
+        .args(["hooks", "check"])
+        .arg(manifest_dir().join("hooks/hooks.example.yaml"))
+        .env(
+            "XDG_CACHE_HOME",
+            manifest_dir().join("target/test-wasm-cache-cli"),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches('✓').count(), 4, "{text}");
+}
+
+/// Whether `pid` is gone (or a zombie awaiting its reaper).
+fn dead(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Err(_) => true,
+        Ok(s) => s
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+    }
+}
+
+#[tokio::test]
+async fn a_spawn_timeout_kills_the_whole_process_group() {
+    let bus = TestBus::with_hooks(
+        "hooks:\n  - name: slow\n    command: [sh, -c, 'sleep 30 & echo $! > $DIR/pids; echo $$ >> $DIR/pids; wait']\n    limits: { timeout_ms: 300 }\n",
+    )
+    .await;
+    let _rx = bus.registered("rx").await;
+    send(&bus, "rx", "x", json!({})).await;
+    let pids_file = bus.dir.path().join("pids");
+    let deadline = Instant::now() + WAIT;
+    let pids: Vec<i32> = loop {
+        let text = std::fs::read_to_string(&pids_file).unwrap_or_default();
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "the hook did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let status = bus
+        .wait_hooks("the timeout to be counted", |s| {
+            hook(s, "slow")["errors"] == 1
+        })
+        .await;
+    assert_eq!(hook(&status, "slow")["last_error"], "deadline exceeded");
+    let deadline = Instant::now() + WAIT;
+    while !pids.iter().all(|&p| dead(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "processes {pids:?} outlived the timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(zombies(), 0);
+    bus.stop().await;
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Hook benchmarks: the same `hookbus bench` load (1→1, 100 B bodies) against a
+# daemon with no hooks, 1 and 5 WASM filters, 1 WASM notify hook, 1 worker
+# subprocess filter and 1 spawn notify hook; then the hermes-bus 0.7.0 server with
+# one hook script. Prints each run's table and the hooks' status.
+# Usage: scripts/bench-hooks.sh [extra `hookbus bench` flags]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-test-env.sh
+scripts/build-guests.sh >/dev/null
+cargo build --release --quiet
+bin=$PWD/target/release/hookbus
+probe=$PWD/target/guests/probe.wasm
+fixtures=$PWD/tests/fixtures
+work=$(mktemp -d)
+export XDG_CACHE_HOME=$work/cache
+cleanup() {
+    for s in "$work"/*.sock; do "$bin" --socket "$s" daemon stop >/dev/null 2>&1 || true; done
+    [ -n "${hermes_pid:-}" ] && kill "$hermes_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+filters() { # n
+    echo "hooks:"
+    for i in $(seq "$1"); do printf '  - name: filter-%s\n    wasm: %s\n' "$i" "$probe"; done
+}
+echo "hooks: []" > "$work/none.yaml"
+filters 1 > "$work/wasm1.yaml"
+filters 5 > "$work/wasm5.yaml"
+printf 'hooks:\n  - name: notify\n    wasm: %s\n    phase: notify\n' "$probe" > "$work/notify1.yaml"
+printf 'hooks:\n  - name: worker\n    command: [python3, %s/worker.py]\n    mode: worker\n' "$fixtures" > "$work/worker1.yaml"
+printf 'hooks:\n  - name: spawn\n    command: ["true"]\n' > "$work/spawn1.yaml"
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+for scenario in none wasm1 wasm5 notify1 worker1 spawn1; do
+    sock=$work/$scenario.sock
+    env -u HOOKBUS_HOOKS -u HERMES_BUS_HOOKS "$bin" --socket "$sock" daemon start --hooks "$work/$scenario.yaml" >/dev/null
+    messages=200000
+    [ "$scenario" = worker1 ] && messages=20000
+    echo "== $scenario: hookbus bench --sizes 100 --fanout 0 --messages $messages $*"
+    "$bin" bench --target "$sock" --sizes 100 --fanout 0 --messages "$messages" --latency-samples 5000 "$@" 2>/dev/null | grep '1→1'
+    sleep 1 # let notify and spawn hooks drain before reading their counters
+    "$bin" --socket "$sock" hooks status | tail -n +4
+    "$bin" --socket "$sock" daemon stop >/dev/null
+done
+
+echo "== hermes-bus 0.7.0 server with one hook script (HERMES_BUS_HOOKS)"
+printf 'import sys\nsys.stdin.read()\n' > "$work/hermes_hook.py"
+mkdir -p "$work/hermes"
+HERMES_BUS_ROOT="$work/hermes" HERMES_BUS_HOOKS="$work/hermes_hook.py" target/hermes-venv/bin/hermes-bus-server >/dev/null 2>&1 &
+hermes_pid=$!
+for _ in $(seq 100); do [ -S "$work/hermes/hermes-bus.sock" ] && break; sleep 0.05; done
+"$bin" bench --target "$work/hermes/hermes-bus.sock" --sizes 100 --fanout 0 --messages 500 --latency-samples 100 "$@" 2>/dev/null | grep '1→1'
