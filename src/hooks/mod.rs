@@ -222,6 +222,10 @@ impl HookSet {
         self.hooks.iter().any(|h| h.config.phase == Phase::Filter)
     }
 
+    pub fn has_notify(&self) -> bool {
+        self.hooks.iter().any(|h| h.config.phase == Phase::Notify)
+    }
+
     /// Per-hook status for `hookbus hooks status`.
     pub fn status(&self) -> Vec<Value> {
         self.hooks

@@ -58,6 +58,7 @@ pub struct HookRuntime {
     pub source: HookSource,
     current: RwLock<Arc<HookSet>>,
     has_filters: AtomicBool,
+    has_notify: AtomicBool,
     next_generation: AtomicU64,
     reload_lock: Mutex<()>,
     last_reload: Mutex<ReloadReport>,
@@ -98,6 +99,7 @@ impl HookRuntime {
             source,
             current: RwLock::new(Arc::new(HookSet::empty())),
             has_filters: AtomicBool::new(false),
+            has_notify: AtomicBool::new(false),
             next_generation: AtomicU64::new(1),
             reload_lock: Mutex::new(()),
             last_reload: Mutex::new(ReloadReport::default()),
@@ -154,6 +156,7 @@ impl HookRuntime {
                 let n = set.hooks.len();
                 let set = Arc::new(set);
                 self.has_filters.store(set.has_filters(), Ordering::Release);
+                self.has_notify.store(set.has_notify(), Ordering::Release);
                 let old = std::mem::replace(
                     &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
                     set,
@@ -276,17 +279,12 @@ impl HookRuntime {
 
     /// Queues a routed message for notify hooks, without waiting.
     pub fn notify(&self, msg: &Routed) {
+        if !self.has_notify.load(Ordering::Acquire) {
+            return;
+        }
         let Some(tx) = self.notify_tx.get() else {
             return;
         };
-        if !self
-            .current()
-            .hooks
-            .iter()
-            .any(|h| h.config.phase == config::Phase::Notify)
-        {
-            return;
-        }
         let job = NotifyJob {
             frame: msg.frame.clone(),
             hops: msg.hops,
