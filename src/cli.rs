@@ -254,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let mut config = args.config(&socket)?;
-            config.hooks = hook_runtime(&args)?;
+            config.hooks = hook_runtime(&args).await?;
             daemon::serve(config).await?;
         }
         Command::Hooks(command) => return crate::hooks_cli::run(&socket, command).await,
@@ -309,7 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// The hook engine for `serve`, or `None` when no hooks are configured.
-fn hook_runtime(
+async fn hook_runtime(
     args: &ServeArgs,
 ) -> anyhow::Result<Option<std::sync::Arc<crate::hooks::runtime::HookRuntime>>> {
     use crate::hooks::{config, reload, runtime::HookRuntime, wasm};
@@ -319,7 +319,9 @@ fn hook_runtime(
         return Ok(None);
     }
     let cache = args.hook_cache.clone().or_else(wasm::default_cache_dir);
-    let runtime = HookRuntime::new(source, cache).context("cannot start the hook engine")?;
+    let runtime = HookRuntime::new(source, cache)
+        .await
+        .context("cannot start the hook engine")?;
     if let Err(e) = reload::watch(&runtime) {
         tracing::warn!("hot reload is off: {e}");
     }

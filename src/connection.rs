@@ -5,7 +5,6 @@
 //! sends every request decoded from one read to the router as a single batch, in
 //! order. The writer batches whatever is queued into one `write` call.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
 use crate::frame;
-use crate::hooks::runtime::ShardJob;
 use crate::outbox::{self, OutboxReceiver};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request};
 use crate::router::{Command, SessionKey};
@@ -72,9 +70,6 @@ async fn read_loop(
     closed: &CancellationToken,
 ) {
     let mut buf = BytesMut::with_capacity(READ_BUF_INITIAL);
-    // Batches of this connection still in a filter shard: while there are any, later
-    // batches follow them through the shard, so the connection's order is kept.
-    let pending = Arc::new(AtomicUsize::new(0));
     loop {
         if buf.capacity() == buf.len() {
             buf.reserve(READ_BUF_INITIAL);
@@ -115,7 +110,7 @@ async fn read_loop(
                 }
             }
         }
-        if !requests.is_empty() && !forward(key, requests, config, router, &pending).await {
+        if !requests.is_empty() && !forward(key, requests, config, router).await {
             return;
         }
         if fatal {
@@ -127,33 +122,23 @@ async fn read_loop(
     }
 }
 
-/// Sends one read's requests on: through the connection's filter shard when filter
-/// hooks are in force (or earlier batches are still there), else to the router.
+/// Sends one read's requests to the router, through the filter chain first when
+/// filter hooks are in force (run here, on this connection's task, so its order holds).
 async fn forward(
     key: SessionKey,
     requests: Vec<Request>,
     config: &Config,
     router: &mpsc::Sender<Command>,
-    pending: &Arc<AtomicUsize>,
 ) -> bool {
-    if let Some(hooks) = &config.hooks {
-        if hooks.has_filters() || pending.load(Ordering::Acquire) > 0 {
-            if let Some(shard) = hooks.shard(key) {
-                pending.fetch_add(1, Ordering::AcqRel);
-                let job = ShardJob {
-                    key,
-                    requests,
-                    router: router.clone(),
-                    pending: pending.clone(),
-                };
-                return shard.send(job).await.is_ok();
-            }
-        }
-    }
-    router
-        .send(Command::Requests { key, requests })
-        .await
-        .is_ok()
+    let requests = match &config.hooks {
+        Some(hooks) if hooks.has_filters() => hooks.filter(requests).await,
+        _ => requests,
+    };
+    requests.is_empty()
+        || router
+            .send(Command::Requests { key, requests })
+            .await
+            .is_ok()
 }
 
 async fn write_loop(

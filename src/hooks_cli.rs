@@ -1,6 +1,6 @@
 //! `hookbus hooks check|status|test`: the hook author's tools.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,12 +9,11 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
 
 use crate::hooks::config::{self, HookConfig, HookSource, Phase, Runner};
 use crate::hooks::wasm::{self, WasmEngine};
-use crate::hooks::{
-    self, CallContext, EmitSink, Fields, HookSet, Instances, LoadedRunner, Verdict,
-};
+use crate::hooks::{self, CallContext, EmitSink, Fields, HookSet, LoadedRunner, Verdict};
 
 #[derive(Debug, Subcommand)]
 pub enum HooksCommand {
@@ -49,11 +48,8 @@ pub enum HooksCommand {
 pub async fn run(socket: &Path, command: HooksCommand) -> anyhow::Result<ExitCode> {
     match command {
         HooksCommand::Status { json } => status(socket, json).await,
-        HooksCommand::Check { file } => tokio::task::spawn_blocking(move || check(file)).await?,
-        HooksCommand::Test { hook, config } => {
-            let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || test(&hook, config, &handle)).await?
-        }
+        HooksCommand::Check { file } => check(file).await,
+        HooksCommand::Test { hook, config } => test(&hook, config).await,
     }
 }
 
@@ -94,7 +90,7 @@ fn printing_emitter() -> EmitSink {
     })
 }
 
-fn check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+async fn check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let source = source_for(file);
     let configs = match config::load(&source) {
         Ok(c) => c,
@@ -110,10 +106,10 @@ fn check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     for hook in configs {
         let started = Instant::now();
         let label = format!("{} ({} {})", hook.name, kind(&hook), phase(&hook));
-        match HookSet::build(0, vec![hook], &engine, &emit) {
+        match HookSet::build(0, vec![hook], &engine, &emit).await {
             Ok(set) => {
                 let took = started.elapsed().as_secs_f64() * 1000.0;
-                let health = match health(&set, &engine, &emit) {
+                let health = match health(&set, &engine, &emit).await {
                     None => String::new(),
                     Some(Ok(())) => ", health ok".into(),
                     Some(Err(e)) => format!(", health: {e}"),
@@ -135,14 +131,24 @@ fn check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 /// The hook's own health report, when it has one (workers; components exporting
 /// `health`).
-fn health(set: &HookSet, engine: &WasmEngine, emit: &EmitSink) -> Option<Result<(), String>> {
+async fn health(set: &HookSet, engine: &WasmEngine, emit: &EmitSink) -> Option<Result<(), String>> {
     let hook = set.hooks.first()?;
     match &hook.runner {
-        LoadedRunner::Worker(worker) => Some(worker.health()),
+        LoadedRunner::Worker(_) => {
+            let hook = hook.clone();
+            tokio::task::spawn_blocking(move || match &hook.runner {
+                LoadedRunner::Worker(worker) => Some(worker.health()),
+                _ => None,
+            })
+            .await
+            .ok()
+            .flatten()
+        }
         LoadedRunner::Wasm(module) => {
-            wasm::WasmInstance::new(engine, module, &hook.config, emit.clone())
-                .ok()?
-                .health()
+            let mut instance = wasm::WasmInstance::new(engine, module, &hook.config, emit.clone())
+                .await
+                .ok()?;
+            instance.health().await
         }
         LoadedRunner::Spawn(_) => None,
     }
@@ -209,11 +215,7 @@ async fn status(socket: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn test(
-    name: &str,
-    file: Option<PathBuf>,
-    runtime: &tokio::runtime::Handle,
-) -> anyhow::Result<ExitCode> {
+async fn test(name: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let source = source_for(file);
     let configs = config::load(&source)?;
     let Some(hook) = configs.into_iter().find(|h| h.name == name) else {
@@ -221,12 +223,16 @@ fn test(
     };
     let engine = engine()?;
     let emit = printing_emitter();
-    let set = HookSet::build(1, vec![hook], &engine, &emit).map_err(anyhow::Error::msg)?;
-    let mut instances = Instances::default();
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout().lock();
-    for line in stdin.lock().lines() {
-        let line = line.context("cannot read stdin")?;
+    let set = HookSet::build(1, vec![hook], &engine, &emit)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let cx = CallContext {
+        engine: &engine,
+        emit: &emit,
+    };
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut out = std::io::stdout();
+    while let Some(line) = lines.next_line().await.context("cannot read stdin")? {
         if line.trim().is_empty() {
             continue;
         }
@@ -234,18 +240,9 @@ fn test(
             Ok(Value::Object(_)) => {
                 let fields = Fields::parse(&line);
                 let result = match &set.hooks[0].runner {
-                    LoadedRunner::Spawn(spawn) => {
-                        runtime.block_on(spawn.run(&line)).map(|()| Verdict::Pass)
-                    }
-                    _ => {
-                        let mut cx = CallContext {
-                            engine: &engine,
-                            emit: &emit,
-                            instances: &mut instances,
-                            runtime: Some(runtime),
-                        };
-                        hooks::call(&set, 0, &line, &fields, 0, &mut cx)
-                    }
+                    // Run it here and wait, rather than queue it as the daemon does.
+                    LoadedRunner::Spawn(spawn) => spawn.run(&line).await.map(|()| Verdict::Pass),
+                    _ => hooks::call(&set, 0, &line, &fields, 0, &cx).await,
                 };
                 match result {
                     Ok(Verdict::Pass) => json!({"verdict": "pass"}),

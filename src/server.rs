@@ -67,7 +67,7 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         hooks: config.hooks.clone(),
     });
     if let Some(hooks) = &config.hooks {
-        hooks.start(&router_tx, tokio::runtime::Handle::current());
+        hooks.start(&router_tx);
     }
     let tracker = TaskTracker::new();
     tracker.spawn(router.run(router_rx));

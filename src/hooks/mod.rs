@@ -6,11 +6,12 @@
 //! - [`HookSet`]: one immutable, compiled and validated generation of hooks.
 //! - [`wasm`]: the wasmtime host (components and core modules, deadlines, memory caps,
 //!   deny-by-default WASI); [`process`]: subprocess hooks (spawn and worker).
-//! - [`runtime`]: where hooks run. A message read from a connection goes to a filter
-//!   shard thread (chosen by connection, so each sender's order is kept), which runs
-//!   the filter chain with its own warm instances, then on to the router. After
-//!   routing, the router queues it for the notify thread. Hooks' `emit`s enter the
-//!   router as new messages with a hop count.
+//! - [`runtime`]: where hooks run. A connection's reader runs the filter chain on
+//!   each message it read, on its own task (each sender's order holds, and a fast
+//!   hook costs no thread hop), before handing the batch to the router. After
+//!   routing, the router queues the message for the notify task. Hooks' `emit`s
+//!   enter the router as new messages with a hop count. WASM calls take a warm
+//!   instance from the hook's pool; subprocess calls run off the async threads.
 //! - [`reload`]: watches the config and the hooks' files, builds a new set off the
 //!   routing path and swaps it in; a bad set leaves the last good one in force.
 
@@ -40,6 +41,10 @@ pub const FAILURES_BEFORE_SUSPEND: u32 = 5;
 /// First suspension; each further one doubles, up to [`SUSPEND_MAX`].
 pub const SUSPEND_INITIAL: Duration = Duration::from_secs(1);
 pub const SUSPEND_MAX: Duration = Duration::from_secs(60);
+
+/// Idle warm instances kept per WASM hook (calls in flight at once beyond this
+/// make instances that are dropped afterwards).
+pub const MAX_IDLE_INSTANCES: usize = 16;
 
 /// Latency samples kept per hook for p50/p99.
 const LATENCY_SAMPLES: usize = 1024;
@@ -85,11 +90,35 @@ pub enum LoadedRunner {
     Spawn(Arc<SpawnHook>),
 }
 
-/// One hook of a set: its config, runner and counters.
+/// One hook of a set: its config, runner, warm instances and counters.
 pub struct LoadedHook {
     pub config: Arc<HookConfig>,
     pub runner: LoadedRunner,
     pub stats: HookStats,
+    /// Idle warm WASM instances. A call takes one (or makes one) and gives it back
+    /// if the call succeeded. The lock is held only to pop or push.
+    pool: Mutex<Vec<WasmInstance>>,
+}
+
+impl LoadedHook {
+    fn take_instance(&self) -> Option<WasmInstance> {
+        HookStats::lock(&self.pool).pop()
+    }
+
+    fn return_instance(&self, instance: WasmInstance) {
+        let mut pool = HookStats::lock(&self.pool);
+        if pool.len() < MAX_IDLE_INSTANCES {
+            pool.push(instance);
+        }
+    }
+
+    /// Calls `shutdown` on the idle instances (when the set is retired).
+    pub async fn shutdown(&self) {
+        let idle: Vec<WasmInstance> = std::mem::take(&mut *HookStats::lock(&self.pool));
+        for instance in idle {
+            instance.shutdown().await;
+        }
+    }
 }
 
 /// Counters and health of one hook.
@@ -186,7 +215,7 @@ impl HookSet {
 
     /// Loads every hook: compiles WASM (through the cache), starts workers, and
     /// checks each WASM hook by instantiating it and calling `init`.
-    pub fn build(
+    pub async fn build(
         generation: u64,
         configs: Vec<HookConfig>,
         engine: &WasmEngine,
@@ -196,10 +225,14 @@ impl HookSet {
         for config in configs {
             let config = Arc::new(config);
             let fail = |e: HookError| format!("hook `{}`: {e}", config.name);
+            let mut pool = Vec::new();
             let runner = match &config.runner {
                 Runner::Wasm(path) => {
                     let module = engine.load(&config, path).map_err(fail)?;
-                    drop(WasmInstance::new(engine, &module, &config, emit.clone()).map_err(fail)?);
+                    let first = WasmInstance::new(engine, &module, &config, emit.clone())
+                        .await
+                        .map_err(fail)?;
+                    pool.push(first);
                     LoadedRunner::Wasm(module)
                 }
                 Runner::Worker(argv) => LoadedRunner::Worker(
@@ -213,6 +246,7 @@ impl HookSet {
                 config,
                 runner,
                 stats: HookStats::default(),
+                pool: Mutex::new(pool),
             }));
         }
         Ok(Self { generation, hooks })
@@ -310,80 +344,64 @@ impl Fields {
     }
 }
 
-/// Warm WASM instances of one thread, for one generation of hooks.
-pub struct Instances {
-    generation: u64,
-    slots: Vec<Option<WasmInstance>>,
-}
-
-impl Default for Instances {
-    fn default() -> Self {
-        Self {
-            generation: u64::MAX,
-            slots: Vec::new(),
-        }
-    }
-}
-
 /// Everything a hook call needs besides the message.
 pub struct CallContext<'a> {
     pub engine: &'a WasmEngine,
     pub emit: &'a EmitSink,
-    pub instances: &'a mut Instances,
-    pub runtime: Option<&'a tokio::runtime::Handle>,
 }
 
 /// Calls hook number `index` of `set` on `json`. Updates the hook's counters and
-/// suspension; a failed WASM instance is dropped, to be recycled on next use.
-pub fn call(
+/// suspension; a failed WASM instance is dropped, and a fresh one made next time.
+pub async fn call(
     set: &HookSet,
     index: usize,
     json: &str,
     fields: &Fields,
     hops: u8,
-    cx: &mut CallContext<'_>,
+    cx: &CallContext<'_>,
 ) -> Result<Verdict, HookError> {
     let hook = &set.hooks[index];
     if hook.stats.suspended() {
         return Err(HookError::Suspended);
     }
-    if cx.instances.generation != set.generation {
-        cx.instances.generation = set.generation;
-        cx.instances.slots.clear();
-    }
-    if cx.instances.slots.len() < set.hooks.len() {
-        cx.instances.slots.resize_with(set.hooks.len(), || None);
-    }
     let started = Instant::now();
     let result = match &hook.runner {
         LoadedRunner::Wasm(module) => {
-            let slot = &mut cx.instances.slots[index];
-            let result = match slot {
-                Some(instance) => instance.handle(&fields.view(json), hops),
-                None => WasmInstance::new(cx.engine, module, &hook.config, cx.emit.clone())
-                    .and_then(|mut instance| {
-                        let verdict = instance.handle(&fields.view(json), hops);
-                        *slot = Some(instance);
-                        verdict
-                    }),
+            let instance = match hook.take_instance() {
+                Some(instance) => Ok(instance),
+                None => WasmInstance::new(cx.engine, module, &hook.config, cx.emit.clone()).await,
             };
-            if result.is_err() {
-                *slot = None; // recycle: a trapped or interrupted instance is not reused
+            match instance {
+                Ok(mut instance) => {
+                    let result = instance.handle(&fields.view(json), hops).await;
+                    if result.is_ok() {
+                        hook.return_instance(instance);
+                    }
+                    result
+                }
+                Err(e) => Err(e),
             }
-            result
         }
-        LoadedRunner::Worker(worker) => worker.handle(json, hops, cx.emit),
+        LoadedRunner::Worker(_) => {
+            // The worker's pipes are blocking I/O: keep them off the async threads.
+            let (hook, json, emit) = (hook.clone(), json.to_owned(), cx.emit.clone());
+            tokio::task::spawn_blocking(move || match &hook.runner {
+                LoadedRunner::Worker(worker) => worker.handle(&json, hops, &emit),
+                _ => Err(HookError::Process("not a worker".into())),
+            })
+            .await
+            .unwrap_or_else(|e| Err(HookError::Process(format!("worker call panicked: {e}"))))
+        }
         LoadedRunner::Spawn(spawn) => {
-            let Some(runtime) = cx.runtime else {
-                return Err(HookError::Process(
-                    "spawn hooks need the async runtime".into(),
-                ));
-            };
             let target = hook.clone();
-            let queued = spawn.dispatch(runtime, json.into(), move |result, took| {
-                target.stats.record(took);
-                let _ = finish(&target, result.map(|()| Verdict::Pass));
-            });
+            let queued = spawn.dispatch(
+                &tokio::runtime::Handle::current(),
+                json.into(),
+                move |result, took| {
+                    target.stats.record(took);
+                    let _ = finish(&target, result.map(|()| Verdict::Pass));
+                },
+            );
             if !queued {
                 tracing::warn!(
                     hook = hook.config.name,
@@ -423,7 +441,7 @@ pub enum Filtered {
 
 /// Runs the filter hooks of `set`, in order, on a message. Each sees the previous
 /// one's output; a drop ends the chain; a failing hook applies its `on_error`.
-pub fn run_filters(set: &HookSet, json: &str, hops: u8, cx: &mut CallContext<'_>) -> Filtered {
+pub async fn run_filters(set: &HookSet, json: &str, hops: u8, cx: &CallContext<'_>) -> Filtered {
     let mut current = json.to_owned();
     let mut changed = false;
     let mut fields = Fields::parse(&current);
@@ -431,7 +449,7 @@ pub fn run_filters(set: &HookSet, json: &str, hops: u8, cx: &mut CallContext<'_>
         if hook.config.phase != Phase::Filter || !fields.matches(&hook.config) {
             continue;
         }
-        let outcome = match call(set, index, &current, &fields, hops, cx) {
+        let outcome = match call(set, index, &current, &fields, hops, cx).await {
             // A replacement the host refuses counts as the hook's failure.
             Ok(Verdict::Replace(new)) => match rewrite(&fields, &new, hook.config.grants.routing) {
                 Ok(new) => Ok(Verdict::Replace(new)),
@@ -487,11 +505,11 @@ fn rewrite(original: &Fields, new: &str, routing: bool) -> Result<String, HookEr
 }
 
 /// Runs the notify hooks of `set` that match, ignoring verdicts.
-pub fn run_notify(set: &HookSet, json: &str, hops: u8, cx: &mut CallContext<'_>) {
+pub async fn run_notify(set: &HookSet, json: &str, hops: u8, cx: &CallContext<'_>) {
     let fields = Fields::parse(json);
     for (index, hook) in set.hooks.iter().enumerate() {
         if hook.config.phase == Phase::Notify && fields.matches(&hook.config) {
-            let _ = call(set, index, json, &fields, hops, cx);
+            let _ = call(set, index, json, &fields, hops, cx).await;
         }
     }
 }

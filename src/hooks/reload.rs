@@ -17,8 +17,11 @@ use super::runtime::HookRuntime;
 /// Quiet time after the last change before reloading.
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// Starts the watcher thread. It stops when `runtime` has no other owner.
+/// Starts the watcher thread (reloads run on it, through the current async
+/// runtime). It stops when `runtime` has no other owner.
 pub fn watch(runtime: &Arc<HookRuntime>) -> Result<(), String> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| "hot reload needs the async runtime".to_owned())?;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = tx.send(event);
@@ -51,7 +54,7 @@ pub fn watch(runtime: &Arc<HookRuntime>) -> Result<(), String> {
             let Some(runtime) = weak.upgrade() else {
                 return;
             };
-            match runtime.reload() {
+            match handle.block_on(runtime.reload()) {
                 Ok(n) => info!(hooks = n, "hooks reloaded"),
                 Err(e) => warn!(error = %e, "reload failed; the previous hooks stay in force"),
             }

@@ -1,7 +1,7 @@
-//! Where hooks run inside the daemon: filter shard threads between connections
-//! and the router, a notify thread after the router, and the emit path back in.
+//! Where hooks run inside the daemon: the filter chain on connection readers, a
+//! notify task after the router, and the emit path back into the router.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,31 +11,17 @@ use tracing::{debug, error, info, warn};
 
 use super::config::{self, HookSource};
 use super::wasm::WasmEngine;
-use super::{
-    run_filters, run_notify, CallContext, EmitSink, Filtered, HookSet, Instances, MAX_HOPS,
-};
+use super::{run_filters, run_notify, CallContext, EmitSink, Filtered, HookSet, MAX_HOPS};
 use crate::frame;
 use crate::protocol::{self, Request, Routed};
-use crate::router::{Command, SessionKey};
-
-/// Batches queued per filter shard; readers wait when it is full.
-pub const SHARD_QUEUE: usize = 256;
+use crate::router::Command;
 
 /// Messages queued for notify hooks; more are counted and skipped, never waited for.
 pub const NOTIFY_QUEUE: usize = 4096;
 
-/// How long a replaced hook set may stay in use by in-flight batches before its
-/// workers are shut down anyway.
+/// How long a replaced hook set may stay in use by in-flight calls before its
+/// instances and workers are shut down anyway.
 const RETIRE_WAIT: Duration = Duration::from_secs(10);
-
-/// Requests from one connection read, for a filter shard.
-pub struct ShardJob {
-    pub key: SessionKey,
-    pub requests: Vec<Request>,
-    pub router: mpsc::Sender<Command>,
-    /// The connection's count of jobs not yet forwarded to the router.
-    pub pending: Arc<AtomicUsize>,
-}
 
 struct NotifyJob {
     frame: bytes::Bytes,
@@ -56,16 +42,16 @@ pub struct ReloadReport {
 pub struct HookRuntime {
     pub engine: WasmEngine,
     pub source: HookSource,
+    /// Read lock held only to clone the Arc; write lock only to swap it.
     current: RwLock<Arc<HookSet>>,
     has_filters: AtomicBool,
     has_notify: AtomicBool,
     next_generation: AtomicU64,
-    reload_lock: Mutex<()>,
+    /// Serialises reloads (the file watcher and start-up).
+    reload_lock: tokio::sync::Mutex<()>,
     last_reload: Mutex<ReloadReport>,
     router: Arc<OnceLock<mpsc::WeakSender<Command>>>,
-    shards: OnceLock<Vec<mpsc::Sender<ShardJob>>>,
-    notify_tx: OnceLock<std::sync::mpsc::SyncSender<NotifyJob>>,
-    runtime: OnceLock<tokio::runtime::Handle>,
+    notify_tx: OnceLock<mpsc::Sender<NotifyJob>>,
     emit: EmitSink,
     /// Messages dropped by filters.
     pub filtered_out: AtomicU64,
@@ -86,7 +72,7 @@ impl std::fmt::Debug for HookRuntime {
 impl HookRuntime {
     /// Creates the engine and loads the hooks of `source`. A bad config is reported
     /// (log and `hooks status`) and leaves no hooks in force: the bus still runs.
-    pub fn new(
+    pub async fn new(
         source: HookSource,
         cache_dir: Option<std::path::PathBuf>,
     ) -> Result<Arc<Self>, super::HookError> {
@@ -101,18 +87,16 @@ impl HookRuntime {
             has_filters: AtomicBool::new(false),
             has_notify: AtomicBool::new(false),
             next_generation: AtomicU64::new(1),
-            reload_lock: Mutex::new(()),
+            reload_lock: tokio::sync::Mutex::new(()),
             last_reload: Mutex::new(ReloadReport::default()),
             router,
-            shards: OnceLock::new(),
             notify_tx: OnceLock::new(),
-            runtime: OnceLock::new(),
             emit,
             filtered_out: AtomicU64::new(0),
             notify_overflow: AtomicU64::new(0),
             hop_limited,
         });
-        match runtime.reload() {
+        match runtime.reload().await {
             Ok(n) => info!(source = %runtime.source, hooks = n, "hooks loaded"),
             Err(e) => {
                 error!(source = %runtime.source, error = %e, "hooks not loaded: running without hooks until the config is fixed")
@@ -123,27 +107,34 @@ impl HookRuntime {
 
     /// The hook set in force.
     pub fn current(&self) -> Arc<HookSet> {
-        // Read lock held only to clone the Arc.
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    /// Whether readers must send messages through the filter shards.
+    /// Whether readers must run the filter chain.
     pub fn has_filters(&self) -> bool {
         self.has_filters.load(Ordering::Acquire)
     }
 
+    fn context(&self) -> CallContext<'_> {
+        CallContext {
+            engine: &self.engine,
+            emit: &self.emit,
+        }
+    }
+
     /// Loads the config again, builds and validates a new set away from routing,
     /// and swaps it in. On error the current set stays. Returns the number of hooks.
-    pub fn reload(&self) -> Result<usize, String> {
-        let _serial = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+    pub async fn reload(&self) -> Result<usize, String> {
+        let _serial = self.reload_lock.lock().await;
         let started = Instant::now();
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let result = config::load(&self.source)
-            .map_err(|e| e.to_string())
-            .and_then(|configs| HookSet::build(generation, configs, &self.engine, &self.emit));
+        let result = match config::load(&self.source) {
+            Ok(configs) => HookSet::build(generation, configs, &self.engine, &self.emit).await,
+            Err(e) => Err(e.to_string()),
+        };
         let report = |ok: bool, error: Option<String>| ReloadReport {
             ok,
             generation,
@@ -173,86 +164,43 @@ impl HookRuntime {
         }
     }
 
-    /// Starts the shard and notify threads; emitted messages go to `router` (held
-    /// weakly, so the router still stops when the server does).
-    pub fn start(
-        self: &Arc<Self>,
-        router: &mpsc::Sender<Command>,
-        runtime: tokio::runtime::Handle,
-    ) {
+    /// Starts the notify task; emitted messages go to `router` (held weakly, so the
+    /// router still stops when the server does).
+    pub fn start(self: &Arc<Self>, router: &mpsc::Sender<Command>) {
         let _ = self.router.set(router.downgrade());
-        let _ = self.runtime.set(runtime);
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut shards = Vec::new();
-        for i in 0..threads {
-            let (tx, rx) = mpsc::channel(SHARD_QUEUE);
-            let this = Arc::downgrade(self);
-            let spawned = std::thread::Builder::new()
-                .name(format!("hookbus-filter-{i}"))
-                .spawn(move || Self::shard_loop(this, rx));
-            match spawned {
-                Ok(_) => shards.push(tx),
-                Err(e) => error!(error = %e, "cannot start a filter thread"),
-            }
-        }
-        let _ = self.shards.set(shards);
-        let (tx, rx) = std::sync::mpsc::sync_channel(NOTIFY_QUEUE);
-        let this = Arc::downgrade(self);
-        match std::thread::Builder::new()
-            .name("hookbus-notify".into())
-            .spawn(move || Self::notify_loop(this, rx))
-        {
-            Ok(_) => {
-                let _ = self.notify_tx.set(tx);
-            }
-            Err(e) => error!(error = %e, "cannot start the notify thread"),
+        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
+        if self.notify_tx.set(tx).is_ok() {
+            tokio::spawn(notify_loop(Arc::downgrade(self), rx));
         }
     }
 
-    /// The shard for a connection: always the same one, so its order is kept.
-    pub fn shard(&self, key: SessionKey) -> Option<&mpsc::Sender<ShardJob>> {
-        let shards = self.shards.get()?;
-        shards.get((key as usize) % shards.len().max(1))
-    }
-
-    /// Runs until the runtime is dropped (its shard senders go with it).
-    fn shard_loop(this: std::sync::Weak<Self>, mut rx: mpsc::Receiver<ShardJob>) {
-        let mut instances = Instances::default();
-        while let Some(job) = rx.blocking_recv() {
-            let Some(this) = this.upgrade() else { return };
-            let set = this.current();
-            let mut cx = CallContext {
-                engine: &this.engine,
-                emit: &this.emit,
-                instances: &mut instances,
-                runtime: this.runtime.get(),
-            };
-            let mut out = Vec::with_capacity(job.requests.len());
-            for request in job.requests {
-                match request {
-                    Request::Message(msg) if set.has_filters() => {
-                        if let Some(msg) = this.filter(&set, msg, &mut cx) {
-                            out.push(Request::Message(msg));
-                        }
+    /// Runs the filter chain on the messages among `requests` (in order), dropping
+    /// what filters drop.
+    pub async fn filter(&self, requests: Vec<Request>) -> Vec<Request> {
+        let set = self.current();
+        if !set.has_filters() {
+            return requests;
+        }
+        let cx = self.context();
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            match request {
+                Request::Message(msg) => {
+                    if let Some(msg) = self.filter_one(&set, msg, &cx).await {
+                        out.push(Request::Message(msg));
                     }
-                    other => out.push(other),
                 }
+                other => out.push(other),
             }
-            if !out.is_empty() {
-                let _ = job.router.blocking_send(Command::Requests {
-                    key: job.key,
-                    requests: out,
-                });
-            }
-            job.pending.fetch_sub(1, Ordering::AcqRel);
         }
+        out
     }
 
-    fn filter(&self, set: &HookSet, msg: Routed, cx: &mut CallContext<'_>) -> Option<Routed> {
+    async fn filter_one(&self, set: &HookSet, msg: Routed, cx: &CallContext<'_>) -> Option<Routed> {
         let Ok(text) = std::str::from_utf8(frame::payload(&msg.frame)) else {
-            return Some(msg); // parsed as UTF-8 already; cannot happen
+            return Some(msg); // the parser checked UTF-8 already
         };
-        match run_filters(set, text, msg.hops, cx) {
+        match run_filters(set, text, msg.hops, cx).await {
             Filtered::Deliver(None) => Some(msg),
             Filtered::Deliver(Some(json)) => {
                 match protocol::parse(frame::encode(json.as_bytes())) {
@@ -300,23 +248,6 @@ impl HookRuntime {
         }
     }
 
-    fn notify_loop(this: std::sync::Weak<Self>, rx: std::sync::mpsc::Receiver<NotifyJob>) {
-        let mut instances = Instances::default();
-        while let Ok(job) = rx.recv() {
-            let Some(this) = this.upgrade() else { return };
-            let set = this.current();
-            let mut cx = CallContext {
-                engine: &this.engine,
-                emit: &this.emit,
-                instances: &mut instances,
-                runtime: this.runtime.get(),
-            };
-            if let Ok(text) = std::str::from_utf8(frame::payload(&job.frame)) {
-                run_notify(&set, text, job.hops, &mut cx);
-            }
-        }
-    }
-
     /// The `hooks_status` answer.
     pub fn status(&self) -> Value {
         let set = self.current();
@@ -337,8 +268,8 @@ impl HookRuntime {
         if let HookSource::File(path) = &self.source {
             files.push(path.clone());
         }
-        // The files of the hooks in force, or, if loading failed, of the config as
-        // it stands, so fixing a broken module also reloads.
+        // The files of the config as it stands, or, if it does not load, of the
+        // hooks in force, so fixing a broken module also reloads.
         match config::load(&self.source) {
             Ok(configs) => files.extend(configs.iter().flat_map(|c| c.watched_files())),
             Err(_) => files.extend(
@@ -352,21 +283,39 @@ impl HookRuntime {
     }
 }
 
-/// Drops a replaced set once in-flight batches are done with it (on its own thread,
-/// since shutting down workers can take a moment).
+/// Runs notify hooks until the runtime is dropped.
+async fn notify_loop(runtime: std::sync::Weak<HookRuntime>, mut rx: mpsc::Receiver<NotifyJob>) {
+    while let Some(job) = rx.recv().await {
+        let Some(runtime) = runtime.upgrade() else {
+            return;
+        };
+        let set = runtime.current();
+        if let Ok(text) = std::str::from_utf8(frame::payload(&job.frame)) {
+            run_notify(&set, text, job.hops, &runtime.context()).await;
+        }
+    }
+}
+
+/// Shuts a replaced set down once in-flight calls are done with it: idle instances
+/// get `shutdown`, workers are stopped (when the last reference goes).
 fn retire(old: Arc<HookSet>) {
     if old.hooks.is_empty() {
         return;
     }
-    let _ = std::thread::Builder::new()
-        .name("hookbus-retire".into())
-        .spawn(move || {
-            let deadline = Instant::now() + RETIRE_WAIT;
-            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            drop(old);
-        });
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return; // dropped here, without `shutdown` calls
+    };
+    handle.spawn(async move {
+        let deadline = Instant::now() + RETIRE_WAIT;
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for hook in &old.hooks {
+            hook.shutdown().await;
+        }
+        // Stopping workers waits on their processes: not on an async thread.
+        let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+    });
 }
 
 /// The emit sink of the daemon: hook messages enter the router as new messages.

@@ -8,9 +8,12 @@
 //!   optional `init`, imports from module `hookbus`), for languages without
 //!   component tooling.
 //!
-//! Every call runs under an epoch deadline (a ticker thread advances the epoch
-//! every [`EPOCH_TICK`] while calls are running, and sleeps otherwise) and a
-//! [`StoreLimits`] memory cap. Guests get WASI with nothing granted unless
+//! Calls are async and run on the calling task (a connection's reader, for
+//! filters), so a fast call costs no thread hop. Every call runs on an epoch
+//! budget: a ticker thread advances the epoch every [`EPOCH_TICK`] while calls are
+//! running (and sleeps otherwise); at each tick a running guest yields to the async
+//! executor, so a slow one never holds a runtime thread, and once its budget is
+//! spent it is interrupted. Memory is capped with [`StoreLimits`]. Guests get WASI with nothing granted unless
 //! hooks.yaml says so: no preopened dirs, no env, clocks reading zero, no network.
 //! Guest stdout and stderr go to the daemon's log.
 
@@ -24,7 +27,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, ResourceTable};
 use wasmtime::{
     Config, Engine, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits,
-    StoreLimitsBuilder, TypedFunc,
+    StoreLimitsBuilder, TypedFunc, UpdateDeadline,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -34,7 +37,7 @@ use super::{EmitSink, HookError, Verdict};
 
 /// Bindings generated from `wit/hook.wit`, the single source of the contract.
 mod bindings {
-    wasmtime::component::bindgen!({ world: "hook", path: "wit" });
+    wasmtime::component::bindgen!({ world: "hook", path: "wit", exports: { default: async } });
 }
 
 use bindings::hookbus::hook::types::{self as wit, Envelope, Level, Message};
@@ -115,7 +118,7 @@ impl WasmEngine {
                 unsafe { Component::deserialize(&self.engine, b) }
             })?;
             let mut linker = wasmtime::component::Linker::<ComponentState>::new(&self.engine);
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_error)?;
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
             Hook::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(link_error)?;
             let pre = linker.instantiate_pre(&component).map_err(|e| {
                 HookError::Load(format!("{} cannot be linked: {e:#} (it must implement world `hook` of wit/hook.wit and import only WASI 0.2 and hookbus:hook/host)", path.display()))
@@ -133,7 +136,7 @@ impl WasmEngine {
                 unsafe { Module::deserialize(&self.engine, b) }
             })?;
             let mut linker = Linker::<CoreState>::new(&self.engine);
-            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi)
+            wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)
                 .map_err(link_error)?;
             add_core_imports(&mut linker).map_err(link_error)?;
             let pre = linker.instantiate_pre(&module).map_err(|e| {
@@ -228,6 +231,18 @@ pub struct HostCtx {
     pub emit: EmitSink,
     /// Hop count of the message being handled; emitted messages get one more.
     pub hops: u8,
+    /// Epoch ticks the running call may still use.
+    ticks_left: u64,
+}
+
+/// At each epoch tick: yield to the executor while the call has budget left,
+/// interrupt it (a trap) once it is spent.
+fn budget_tick(host: &mut HostCtx) -> wasmtime::Result<UpdateDeadline> {
+    if host.ticks_left == 0 {
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    host.ticks_left -= 1;
+    Ok(UpdateDeadline::Yield(1))
 }
 
 impl HostCtx {
@@ -590,9 +605,26 @@ pub struct MessageView<'a> {
     pub json: &'a str,
 }
 
+/// Counts a call as running (for the ticker) until dropped, so a call whose future
+/// is dropped midway is still counted out.
+struct Running<'a>(&'a Ticker);
+
+impl<'a> Running<'a> {
+    fn new(ticker: &'a Ticker) -> Self {
+        ticker.enter();
+        Self(ticker)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.exit();
+    }
+}
+
 impl WasmInstance {
     /// Instantiates `module` for `hook` and calls its `init` with the hook's config.
-    pub fn new(
+    pub async fn new(
         engine: &WasmEngine,
         module: &WasmModule,
         hook: &HookConfig,
@@ -606,14 +638,15 @@ impl WasmInstance {
             name: hook.name.as_str().into(),
             emit,
             hops: 0,
+            ticks_left: 0,
         };
         let timeout_ticks = hook
             .timeout
             .as_micros()
             .div_ceil(EPOCH_TICK.as_micros())
-            .max(1) as u64
-            + 1;
-        let mut instance = match module {
+            .max(1) as u64;
+        let _running = Running::new(&engine.ticker);
+        match module {
             WasmModule::Component(pre) => {
                 let state = ComponentState {
                     host,
@@ -623,14 +656,27 @@ impl WasmInstance {
                 };
                 let mut store = Store::new(&engine.engine, state);
                 store.limiter(|s| &mut s.limits);
-                store.set_epoch_deadline(timeout_ticks);
+                store.epoch_deadline_callback(|mut cx| budget_tick(&mut cx.data_mut().host));
+                arm(&mut store.data_mut().host, timeout_ticks);
+                store.set_epoch_deadline(1);
                 let instance = pre
                     .instance_pre()
-                    .instantiate(&mut store)
+                    .instantiate_async(&mut store)
+                    .await
                     .map_err(|e| classify(e, "instantiation"))?;
                 let bindings =
                     Hook::new(&mut store, &instance).map_err(|e| classify(e, "instantiation"))?;
-                WasmInstance {
+                arm(&mut store.data_mut().host, timeout_ticks);
+                store.set_epoch_deadline(1);
+                match bindings
+                    .call_init(&mut store, &hook.config)
+                    .await
+                    .map_err(|e| classify(e, "init"))?
+                {
+                    Ok(()) => {}
+                    Err(e) => return Err(HookError::Init(e)),
+                }
+                Ok(WasmInstance {
                     ticker: engine.ticker.clone(),
                     timeout_ticks,
                     kind: InstanceKind::Component {
@@ -638,7 +684,7 @@ impl WasmInstance {
                         bindings,
                         instance,
                     },
-                }
+                })
             }
             WasmModule::Core(pre) => {
                 let state = CoreState {
@@ -648,9 +694,12 @@ impl WasmInstance {
                 };
                 let mut store = Store::new(&engine.engine, state);
                 store.limiter(|s| &mut s.limits);
-                store.set_epoch_deadline(timeout_ticks);
+                store.epoch_deadline_callback(|mut cx| budget_tick(&mut cx.data_mut().host));
+                arm(&mut store.data_mut().host, timeout_ticks);
+                store.set_epoch_deadline(1);
                 let instance: Instance = pre
-                    .instantiate(&mut store)
+                    .instantiate_async(&mut store)
+                    .await
                     .map_err(|e| classify(e, "instantiation"))?;
                 let memory = instance
                     .get_memory(&mut store, "memory")
@@ -663,10 +712,20 @@ impl WasmInstance {
                     .map_err(|e| {
                         HookError::Load(format!("`handle` must be (i32, i32) -> i64: {e}"))
                     })?;
-                let init = instance
-                    .get_typed_func::<(i32, i32), i32>(&mut store, "init")
-                    .ok();
-                let mut inst = WasmInstance {
+                if let Ok(init) = instance.get_typed_func::<(i32, i32), i32>(&mut store, "init") {
+                    arm(&mut store.data_mut().host, timeout_ticks);
+                    store.set_epoch_deadline(1);
+                    let ptr =
+                        write_guest(&mut store, &memory, &alloc, hook.config.as_bytes()).await?;
+                    let code = init
+                        .call_async(&mut store, (ptr, hook.config.len() as i32))
+                        .await
+                        .map_err(|e| classify(e, "init"))?;
+                    if code != 0 {
+                        return Err(HookError::Init(format!("init returned {code}")));
+                    }
+                }
+                Ok(WasmInstance {
                     ticker: engine.ticker.clone(),
                     timeout_ticks,
                     kind: InstanceKind::Core {
@@ -675,77 +734,22 @@ impl WasmInstance {
                         alloc,
                         handle,
                     },
-                };
-                if let Some(init) = init {
-                    inst.core_init(init, &hook.config)?;
-                }
-                return Ok(inst);
+                })
             }
-        };
-        instance.component_init(&hook.config)?;
-        Ok(instance)
-    }
-
-    fn component_init(&mut self, config: &str) -> Result<(), HookError> {
-        let InstanceKind::Component {
-            store, bindings, ..
-        } = &mut self.kind
-        else {
-            return Ok(());
-        };
-        store.set_epoch_deadline(self.timeout_ticks);
-        self.ticker.enter();
-        let result = bindings.call_init(&mut *store, config);
-        self.ticker.exit();
-        match result.map_err(|e| classify(e, "init"))? {
-            Ok(()) => Ok(()),
-            Err(e) => Err(HookError::Init(e)),
-        }
-    }
-
-    fn core_init(
-        &mut self,
-        init: TypedFunc<(i32, i32), i32>,
-        config: &str,
-    ) -> Result<(), HookError> {
-        let InstanceKind::Core {
-            store,
-            memory,
-            alloc,
-            ..
-        } = &mut self.kind
-        else {
-            return Ok(());
-        };
-        store.set_epoch_deadline(self.timeout_ticks);
-        self.ticker.enter();
-        let result = (|| {
-            let ptr = write_guest(store, memory, alloc, config.as_bytes())?;
-            init.call(&mut *store, (ptr, config.len() as i32))
-                .map_err(|e| classify(e, "init"))
-        })();
-        self.ticker.exit();
-        match result? {
-            0 => Ok(()),
-            code => Err(HookError::Init(format!("init returned {code}"))),
         }
     }
 
     /// Calls `handle`. `hops` is the message's hop count, for messages it emits.
-    pub fn handle(&mut self, msg: &MessageView<'_>, hops: u8) -> Result<Verdict, HookError> {
-        self.ticker.enter();
-        let result = self.handle_inner(msg, hops);
-        self.ticker.exit();
-        result
-    }
-
-    fn handle_inner(&mut self, msg: &MessageView<'_>, hops: u8) -> Result<Verdict, HookError> {
+    pub async fn handle(&mut self, msg: &MessageView<'_>, hops: u8) -> Result<Verdict, HookError> {
+        let _running = Running::new(&self.ticker);
         match &mut self.kind {
             InstanceKind::Component {
                 store, bindings, ..
             } => {
-                store.data_mut().host.hops = hops;
-                store.set_epoch_deadline(self.timeout_ticks);
+                let host = &mut store.data_mut().host;
+                host.hops = hops;
+                arm(host, self.timeout_ticks);
+                store.set_epoch_deadline(1);
                 let message = Message {
                     envelope: Envelope {
                         kind: msg.kind.to_owned(),
@@ -757,6 +761,7 @@ impl WasmInstance {
                 };
                 let verdict = bindings
                     .call_handle(&mut *store, &message)
+                    .await
                     .map_err(|e| classify(e, "handle"))?;
                 Ok(match verdict {
                     wit::Verdict::Pass => Verdict::Pass,
@@ -770,11 +775,14 @@ impl WasmInstance {
                 alloc,
                 handle,
             } => {
-                store.data_mut().host.hops = hops;
-                store.set_epoch_deadline(self.timeout_ticks);
-                let ptr = write_guest(store, memory, alloc, msg.json.as_bytes())?;
+                let host = &mut store.data_mut().host;
+                host.hops = hops;
+                arm(host, self.timeout_ticks);
+                store.set_epoch_deadline(1);
+                let ptr = write_guest(store, memory, alloc, msg.json.as_bytes()).await?;
                 let packed = handle
-                    .call(&mut *store, (ptr, msg.json.len() as i32))
+                    .call_async(&mut *store, (ptr, msg.json.len() as i32))
+                    .await
                     .map_err(|e| classify(e, "handle"))?;
                 if packed == 0 {
                     return Ok(Verdict::Pass);
@@ -795,7 +803,7 @@ impl WasmInstance {
     }
 
     /// Calls the optional `health` export (components only).
-    pub fn health(&mut self) -> Option<Result<(), String>> {
+    pub async fn health(&mut self) -> Option<Result<(), String>> {
         let InstanceKind::Component {
             store, instance, ..
         } = &mut self.kind
@@ -805,20 +813,17 @@ impl WasmInstance {
         let func = instance
             .get_typed_func::<(), (Result<(), String>,)>(&mut *store, "health")
             .ok()?;
-        store.set_epoch_deadline(self.timeout_ticks);
-        self.ticker.enter();
-        let result = func.call(&mut *store, ());
-        self.ticker.exit();
-        Some(match result {
+        let _running = Running::new(&self.ticker);
+        arm(&mut store.data_mut().host, self.timeout_ticks);
+        store.set_epoch_deadline(1);
+        Some(match func.call_async(&mut *store, ()).await {
             Ok((r,)) => r,
             Err(e) => Err(format!("health trapped: {e}")),
         })
     }
-}
 
-impl Drop for WasmInstance {
-    /// Calls the optional `shutdown` export, under the usual deadline.
-    fn drop(&mut self) {
+    /// Calls the optional `shutdown` export, then drops the instance.
+    pub async fn shutdown(mut self) {
         let InstanceKind::Component {
             store, instance, ..
         } = &mut self.kind
@@ -826,22 +831,28 @@ impl Drop for WasmInstance {
             return;
         };
         if let Ok(func) = instance.get_typed_func::<(), ()>(&mut *store, "shutdown") {
-            store.set_epoch_deadline(self.timeout_ticks);
-            self.ticker.enter();
-            let _ = func.call(&mut *store, ());
-            self.ticker.exit();
+            let _running = Running::new(&self.ticker);
+            arm(&mut store.data_mut().host, self.timeout_ticks);
+            store.set_epoch_deadline(1);
+            let _ = func.call_async(&mut *store, ()).await;
         }
     }
 }
 
-fn write_guest(
+/// Gives the next call its full budget.
+fn arm(host: &mut HostCtx, ticks: u64) {
+    host.ticks_left = ticks;
+}
+
+async fn write_guest(
     store: &mut Store<CoreState>,
     memory: &Memory,
     alloc: &TypedFunc<i32, i32>,
     data: &[u8],
 ) -> Result<i32, HookError> {
     let ptr = alloc
-        .call(&mut *store, data.len() as i32)
+        .call_async(&mut *store, data.len() as i32)
+        .await
         .map_err(|e| classify(e, "alloc"))?;
     memory
         .write(&mut *store, ptr as u32 as usize, data)

@@ -76,6 +76,7 @@ impl TestBus {
             hookbus::hooks::config::HookSource::File(config_path),
             Some(manifest_dir().join("target/test-wasm-cache")),
         )
+        .await
         .unwrap();
         hookbus::hooks::reload::watch(&runtime).unwrap();
         let socket = dir.path().join("bus.sock");
