@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Hook benchmarks: the same `hookbus bench` load (1→1, 100 B bodies) against a
-# daemon with no hooks, 1 and 5 WASM filters, 1 WASM notify hook, 1 worker
-# subprocess filter and 1 spawn notify hook; then the hermes-bus 0.7.0 server with
-# one hook script. Prints each run's table and the hooks' status.
+# daemon with no hooks; 1 and 5 WASM filters (hooks/pass: passes without parsing;
+# tests/guests/probe: parses the message JSON); 1 core-module filter
+# (tests/fixtures/size_guard.wat); 1 WASM notify hook; 1 worker subprocess filter
+# (tests/fixtures/worker.py); 1 spawn notify hook (`true`); then the hermes-bus
+# 0.7.0 server with one hook script. Prints each run's table and hooks status.
 # Usage: scripts/bench-hooks.sh [extra `hookbus bench` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,7 @@ scripts/build-guests.sh >/dev/null
 cargo build --release --quiet
 bin=$PWD/target/release/hookbus
 probe=$PWD/target/guests/probe.wasm
+pass=$PWD/target/guests/pass.wasm
 fixtures=$PWD/tests/fixtures
 work=$(mktemp -d)
 export XDG_CACHE_HOME=$work/cache
@@ -21,19 +24,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-filters() { # n
+filters() { # n module
     echo "hooks:"
-    for i in $(seq "$1"); do printf '  - name: filter-%s\n    wasm: %s\n' "$i" "$probe"; done
+    for i in $(seq "$1"); do printf '  - name: filter-%s\n    wasm: %s\n' "$i" "$2"; done
 }
 echo "hooks: []" > "$work/none.yaml"
-filters 1 > "$work/wasm1.yaml"
-filters 5 > "$work/wasm5.yaml"
+filters 1 "$pass" > "$work/pass1.yaml"
+filters 5 "$pass" > "$work/pass5.yaml"
+filters 1 "$probe" > "$work/probe1.yaml"
+filters 5 "$probe" > "$work/probe5.yaml"
+filters 1 "$fixtures/size_guard.wat" > "$work/core1.yaml"
 printf 'hooks:\n  - name: notify\n    wasm: %s\n    phase: notify\n' "$probe" > "$work/notify1.yaml"
 printf 'hooks:\n  - name: worker\n    command: [python3, %s/worker.py]\n    mode: worker\n' "$fixtures" > "$work/worker1.yaml"
 printf 'hooks:\n  - name: spawn\n    command: ["true"]\n' > "$work/spawn1.yaml"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-for scenario in none wasm1 wasm5 notify1 worker1 spawn1; do
+for scenario in none pass1 pass5 probe1 probe5 core1 notify1 worker1 spawn1; do
     sock=$work/$scenario.sock
     env -u HOOKBUS_HOOKS -u HERMES_BUS_HOOKS "$bin" --socket "$sock" daemon start --hooks "$work/$scenario.yaml" >/dev/null
     messages=200000

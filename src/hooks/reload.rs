@@ -70,11 +70,18 @@ fn absolute(files: Vec<PathBuf>) -> BTreeSet<PathBuf> {
     files.into_iter().map(|f| cwd.join(f)).collect()
 }
 
+/// Whether `event` changed one of `files`. Reads (our own included) and metadata
+/// changes do not count, or each reload would trigger the next.
 fn touches(event: &notify::Result<notify::Event>, files: &BTreeSet<PathBuf>) -> bool {
-    match event {
-        Ok(event) => event.paths.iter().any(|p| files.contains(p)),
-        Err(_) => false,
-    }
+    use notify::event::{EventKind, ModifyKind};
+    let Ok(event) = event else { return false };
+    let changes = match event.kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        _ => false,
+    };
+    changes && event.paths.iter().any(|p| files.contains(p))
 }
 
 fn rewatch(watcher: &mut impl Watcher, files: &BTreeSet<PathBuf>, dirs: &mut BTreeSet<PathBuf>) {

@@ -869,3 +869,25 @@ async fn a_spawn_timeout_kills_the_whole_process_group() {
     assert_eq!(zombies(), 0);
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn reloading_does_not_trigger_itself() {
+    let bus = TestBus::with_hooks("hooks:\n  - name: p\n    wasm: $PROBE\n").await;
+    // Loading reads hooks.yaml and the module; those reads must not count as changes.
+    tokio::time::sleep(hookbus::hooks::reload::RELOAD_DEBOUNCE * 5).await;
+    let status = bus.hooks_status().await;
+    assert_eq!(
+        (
+            status["generation"].clone(),
+            status["last_reload"]["generation"].clone()
+        ),
+        (json!(1), json!(1)),
+        "{status}"
+    );
+    bus.rewrite_hooks("hooks:\n  - name: p\n    wasm: $PROBE\n    config: { tag: x }\n");
+    bus.wait_hooks("the edit to reload", |s| s["generation"] == 2)
+        .await;
+    tokio::time::sleep(hookbus::hooks::reload::RELOAD_DEBOUNCE * 5).await;
+    assert_eq!(bus.hooks_status().await["generation"], 2);
+    bus.stop().await;
+}
