@@ -430,60 +430,128 @@ fn finish(hook: &LoadedHook, result: Result<Verdict, HookError>) -> Result<Verdi
     result
 }
 
-/// The outcome of the filter chain.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Filtered {
-    /// Deliver the message: `None` unchanged, `Some(json)` as rewritten.
-    Deliver(Option<String>),
-    /// Dropped by this hook, for this reason.
-    Dropped { hook: String, reason: String },
+/// A message going through the filter chain.
+pub struct Pending {
+    /// The message as the previous hook left it.
+    pub json: String,
+    pub fields: Fields,
+    pub hops: u8,
+    /// Whether a hook replaced it.
+    pub changed: bool,
+    /// Set when a hook dropped it: (hook, reason).
+    pub dropped: Option<(String, String)>,
 }
 
-/// Runs the filter hooks of `set`, in order, on a message. Each sees the previous
-/// one's output; a drop ends the chain; a failing hook applies its `on_error`.
-pub async fn run_filters(set: &HookSet, json: &str, hops: u8, cx: &CallContext<'_>) -> Filtered {
-    let mut current = json.to_owned();
-    let mut changed = false;
-    let mut fields = Fields::parse(&current);
+impl Pending {
+    pub fn new(json: &str, hops: u8) -> Self {
+        Self {
+            json: json.to_owned(),
+            fields: Fields::parse(json),
+            hops,
+            changed: false,
+            dropped: None,
+        }
+    }
+}
+
+/// Runs the filter hooks of `set`, in order, on a batch of messages (one read of
+/// one connection). Each message sees the previous hook's output; a drop ends its
+/// chain; a failing hook applies its `on_error`. The batch goes through one hook
+/// at a time, which lets a worker subprocess take the whole batch in one exchange.
+pub async fn run_filters(set: &HookSet, items: &mut [Pending], cx: &CallContext<'_>) {
     for (index, hook) in set.hooks.iter().enumerate() {
-        if hook.config.phase != Phase::Filter || !fields.matches(&hook.config) {
+        if hook.config.phase != Phase::Filter {
             continue;
         }
-        let outcome = match call(set, index, &current, &fields, hops, cx).await {
-            // A replacement the host refuses counts as the hook's failure.
-            Ok(Verdict::Replace(new)) => match rewrite(&fields, &new, hook.config.grants.routing) {
+        let selected: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].dropped.is_none() && items[i].fields.matches(&hook.config))
+            .collect();
+        if selected.is_empty() {
+            continue;
+        }
+        let outcomes = match &hook.runner {
+            LoadedRunner::Worker(_) if selected.len() > 1 => {
+                call_worker_batch(hook, items, &selected, cx).await
+            }
+            _ => {
+                let mut outcomes = Vec::with_capacity(selected.len());
+                for &i in &selected {
+                    let item = &items[i];
+                    outcomes.push(call(set, index, &item.json, &item.fields, item.hops, cx).await);
+                }
+                outcomes
+            }
+        };
+        for (&i, outcome) in selected.iter().zip(outcomes) {
+            apply(hook, &mut items[i], outcome);
+        }
+    }
+}
+
+/// Applies one hook's outcome to one message.
+fn apply(hook: &LoadedHook, item: &mut Pending, outcome: Result<Verdict, HookError>) {
+    let outcome = match outcome {
+        // A replacement the host refuses counts as the hook's failure.
+        Ok(Verdict::Replace(new)) => {
+            match rewrite(&item.fields, &new, hook.config.grants.routing) {
                 Ok(new) => Ok(Verdict::Replace(new)),
                 Err(e) => finish(hook, Err(e)),
-            },
-            other => other,
-        };
-        match outcome {
-            Ok(Verdict::Pass) => {}
-            Ok(Verdict::Drop(reason)) => {
+            }
+        }
+        other => other,
+    };
+    match outcome {
+        Ok(Verdict::Pass) => {}
+        Ok(Verdict::Drop(reason)) => {
+            hook.stats.drops.fetch_add(1, Ordering::Relaxed);
+            item.dropped = Some((hook.config.name.clone(), reason));
+        }
+        Ok(Verdict::Replace(new)) => {
+            hook.stats.replaced.fetch_add(1, Ordering::Relaxed);
+            item.fields = Fields::parse(&new);
+            item.json = new;
+            item.changed = true;
+        }
+        Err(e) => {
+            if hook.config.on_error == OnError::Drop {
                 hook.stats.drops.fetch_add(1, Ordering::Relaxed);
-                return Filtered::Dropped {
-                    hook: hook.config.name.clone(),
-                    reason,
-                };
-            }
-            Ok(Verdict::Replace(new)) => {
-                hook.stats.replaced.fetch_add(1, Ordering::Relaxed);
-                current = new;
-                changed = true;
-                fields = Fields::parse(&current);
-            }
-            Err(e) => {
-                if hook.config.on_error == OnError::Drop {
-                    hook.stats.drops.fetch_add(1, Ordering::Relaxed);
-                    return Filtered::Dropped {
-                        hook: hook.config.name.clone(),
-                        reason: format!("on_error: drop ({e})"),
-                    };
-                }
+                item.dropped = Some((hook.config.name.clone(), format!("on_error: drop ({e})")));
             }
         }
     }
-    Filtered::Deliver(changed.then_some(current))
+}
+
+/// Sends a batch to a worker in one exchange: every request is written before the
+/// answers are read, so the worker is never idle waiting for the next message.
+async fn call_worker_batch(
+    hook: &Arc<LoadedHook>,
+    items: &[Pending],
+    selected: &[usize],
+    cx: &CallContext<'_>,
+) -> Vec<Result<Verdict, HookError>> {
+    if hook.stats.suspended() {
+        return selected.iter().map(|_| Err(HookError::Suspended)).collect();
+    }
+    let batch: Vec<(String, u8)> = selected
+        .iter()
+        .map(|&i| (items[i].json.clone(), items[i].hops))
+        .collect();
+    let (target, emit, n) = (hook.clone(), cx.emit.clone(), batch.len());
+    let started = Instant::now();
+    let results = tokio::task::spawn_blocking(move || match &target.runner {
+        LoadedRunner::Worker(worker) => worker.handle_many(&batch, &emit),
+        _ => vec![Err(HookError::Process("not a worker".into())); batch.len()],
+    })
+    .await
+    .unwrap_or_else(|e| vec![Err(HookError::Process(format!("worker call panicked: {e}"))); n]);
+    let each = started.elapsed() / n.max(1) as u32;
+    results
+        .into_iter()
+        .map(|result| {
+            hook.stats.record(each);
+            finish(hook, result)
+        })
+        .collect()
 }
 
 /// Checks and normalises a replacement: a JSON object, `type` and `id` kept from

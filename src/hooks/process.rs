@@ -313,6 +313,104 @@ impl WorkerHook {
         }
     }
 
+    /// Sends several messages in one exchange: all requests first, then the answers
+    /// in order (each within the hook's timeout of the previous one). On a failure
+    /// the rest fail too and the worker is restarted.
+    pub fn handle_many(
+        &self,
+        batch: &[(String, u8)],
+        emit: &EmitSink,
+    ) -> Vec<Result<Verdict, HookError>> {
+        let mut state = self.lock();
+        if state.process.is_none() {
+            if state.not_before.is_some_and(|t| Instant::now() < t) {
+                return batch
+                    .iter()
+                    .map(|_| {
+                        Err(HookError::Process(
+                            "the worker is restarting after a failure".into(),
+                        ))
+                    })
+                    .collect();
+            }
+            match self.spawn() {
+                Ok(p) => {
+                    info!(hook = self.hook.name, "worker restarted");
+                    state.process = Some(p);
+                }
+                Err(e) => {
+                    Self::back_off(&mut state);
+                    return batch.iter().map(|_| Err(e.clone())).collect();
+                }
+            }
+        }
+        let Some(process) = state.process.as_mut() else {
+            return batch
+                .iter()
+                .map(|_| Err(HookError::Process("the worker is not running".into())))
+                .collect();
+        };
+        let first = self
+            .next_id
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut out = String::new();
+        for (k, (json, _)) in batch.iter().enumerate() {
+            match serde_json::from_str::<Value>(json) {
+                Ok(message) => {
+                    out.push_str(
+                        &json!({"type": "handle", "id": first + k as u64, "message": message})
+                            .to_string(),
+                    );
+                    out.push('\n');
+                }
+                Err(e) => {
+                    return batch
+                        .iter()
+                        .map(|_| Err(HookError::BadVerdict(e.to_string())))
+                        .collect()
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        let written = process
+            .stdin
+            .write_all(out.as_bytes())
+            .and_then(|()| process.stdin.flush());
+        let mut failure = written
+            .err()
+            .map(|e| HookError::Process(format!("cannot write to the worker: {e}")));
+        for (k, (_, hops)) in batch.iter().enumerate() {
+            if let Some(e) = &failure {
+                results.push(Err(e.clone()));
+                continue;
+            }
+            let emitter = |m: String| emit(&self.hook.name, m, hops.saturating_add(1));
+            match process.read_answer(
+                first + k as u64,
+                self.hook.timeout,
+                &self.hook.name,
+                &emitter,
+            ) {
+                Ok(answer) => results.push(worker_verdict(&answer)),
+                Err(e) => {
+                    failure = Some(e.clone());
+                    results.push(Err(e));
+                }
+            }
+        }
+        match failure {
+            None => state.backoff = WORKER_BACKOFF_INITIAL,
+            Some(e) => {
+                warn!(hook = self.hook.name, error = %e, "worker failed; restarting it");
+                if let Some(mut p) = state.process.take() {
+                    p.kill();
+                }
+                Self::back_off(&mut state);
+            }
+        }
+        results
+    }
+
     fn back_off(state: &mut WorkerState) {
         state.not_before = Some(Instant::now() + state.backoff);
         state.backoff = (state.backoff * 2).min(WORKER_BACKOFF_MAX);
@@ -371,6 +469,30 @@ impl WorkerProcess {
         writeln!(self.stdin, "{request}")
             .and_then(|()| self.stdin.flush())
             .map_err(|e| HookError::Process(format!("cannot write to the worker: {e}")))?;
+        match (id, emit) {
+            (Some(id), Some(emit)) => self.read_answer(id, timeout, hook, emit),
+            _ => self.read_answer_matching(id, timeout, hook, emit),
+        }
+    }
+
+    /// Reads lines until the answer to `id`, passing `emit` and `log` lines on.
+    fn read_answer(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+        hook: &str,
+        emit: &dyn Fn(String) -> Result<(), String>,
+    ) -> Result<Value, HookError> {
+        self.read_answer_matching(Some(id), timeout, hook, Some(emit))
+    }
+
+    fn read_answer_matching(
+        &mut self,
+        id: Option<u64>,
+        timeout: Duration,
+        hook: &str,
+        emit: Option<&dyn Fn(String) -> Result<(), String>>,
+    ) -> Result<Value, HookError> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -11,7 +11,7 @@ use tracing::{debug, error, info, warn};
 
 use super::config::{self, HookSource};
 use super::wasm::WasmEngine;
-use super::{run_filters, run_notify, CallContext, EmitSink, Filtered, HookSet, MAX_HOPS};
+use super::{run_filters, run_notify, CallContext, EmitSink, HookSet, Pending, MAX_HOPS};
 use crate::frame;
 use crate::protocol::{self, Request, Routed};
 use crate::router::Command;
@@ -181,48 +181,44 @@ impl HookRuntime {
         if !set.has_filters() {
             return requests;
         }
-        let cx = self.context();
+        let mut items = Vec::new();
+        for request in &requests {
+            if let Request::Message(msg) = request {
+                // The parser checked UTF-8 already.
+                let text = std::str::from_utf8(frame::payload(&msg.frame)).unwrap_or_default();
+                items.push(Pending::new(text, msg.hops));
+            }
+        }
+        run_filters(&set, &mut items, &self.context()).await;
+        let mut items = items.into_iter();
         let mut out = Vec::with_capacity(requests.len());
         for request in requests {
-            match request {
-                Request::Message(msg) => {
-                    if let Some(msg) = self.filter_one(&set, msg, &cx).await {
-                        out.push(Request::Message(msg));
-                    }
+            let Request::Message(msg) = request else {
+                out.push(request);
+                continue;
+            };
+            let Some(item) = items.next() else { break };
+            if let Some((hook, reason)) = item.dropped {
+                self.filtered_out.fetch_add(1, Ordering::Relaxed);
+                debug!(hook, reason, "message dropped by filter");
+                continue;
+            }
+            if !item.changed {
+                out.push(Request::Message(msg));
+                continue;
+            }
+            match protocol::parse(frame::encode(item.json.as_bytes())) {
+                Request::Message(mut new) => {
+                    new.hops = msg.hops;
+                    out.push(Request::Message(new));
                 }
-                other => out.push(other),
+                other => warn!(
+                    ?other,
+                    "a filter produced a message the bus cannot route; dropped"
+                ),
             }
         }
         out
-    }
-
-    async fn filter_one(&self, set: &HookSet, msg: Routed, cx: &CallContext<'_>) -> Option<Routed> {
-        let Ok(text) = std::str::from_utf8(frame::payload(&msg.frame)) else {
-            return Some(msg); // the parser checked UTF-8 already
-        };
-        match run_filters(set, text, msg.hops, cx).await {
-            Filtered::Deliver(None) => Some(msg),
-            Filtered::Deliver(Some(json)) => {
-                match protocol::parse(frame::encode(json.as_bytes())) {
-                    Request::Message(mut new) => {
-                        new.hops = msg.hops;
-                        Some(new)
-                    }
-                    other => {
-                        warn!(
-                            ?other,
-                            "a filter produced a message the bus cannot route; dropped"
-                        );
-                        None
-                    }
-                }
-            }
-            Filtered::Dropped { hook, reason } => {
-                self.filtered_out.fetch_add(1, Ordering::Relaxed);
-                debug!(hook, reason, "message dropped by filter");
-                None
-            }
-        }
     }
 
     /// Queues a routed message for notify hooks, without waiting.

@@ -891,3 +891,43 @@ async fn reloading_does_not_trigger_itself() {
     assert_eq!(bus.hooks_status().await["generation"], 2);
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn a_worker_takes_a_whole_read_in_one_exchange_and_keeps_order() {
+    let bus = TestBus::with_hooks(
+        "hooks:\n  - name: worker\n    command: [python3, $FIXTURES/worker.py]\n    mode: worker\n    config: { tag: batch }\n    limits: { timeout_ms: 2000 }\n",
+    )
+    .await;
+    let mut rx = bus.registered("rx").await;
+    let mut ops = bus.registered("ops").await;
+    // Many frames in one write, so the daemon reads them as one batch.
+    let mut burst = Vec::new();
+    for i in 0..200 {
+        let body = match i {
+            50 => json!({"worker": "drop"}),
+            100 => json!({"worker": "emit", "emit_to": "ops"}),
+            _ => json!({"i": i}),
+        };
+        let msg = json!({"type": "message", "to": "rx", "id": i.to_string(), "body": body});
+        burst.extend_from_slice(&hookbus::frame::encode(msg.to_string().as_bytes()));
+    }
+    let mut tx = bus.raw().await;
+    tx.send_bytes(&burst).await;
+    for i in (0..200).filter(|&i| i != 50) {
+        let m = next(&mut rx).await;
+        assert_eq!(m["id"], i.to_string());
+        if i != 100 {
+            assert_eq!(m["worker"], "batch");
+        }
+    }
+    assert_eq!(next(&mut ops).await["body"], json!({"from_worker": "100"}));
+    let status = bus.hooks_status().await;
+    assert_eq!(
+        (
+            hook(&status, "worker")["calls"].clone(),
+            hook(&status, "worker")["drops"].clone()
+        ),
+        (json!(200), json!(1))
+    );
+    bus.stop().await;
+}
