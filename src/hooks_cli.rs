@@ -238,7 +238,7 @@ async fn test(name: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         let answer = match serde_json::from_str::<Value>(&line) {
             Ok(Value::Object(_)) => {
-                let fields = Fields::parse(&line);
+                let fields = Fields::parse(&line).strs();
                 let result = match &set.hooks[0].runner {
                     // Run it here and wait, rather than queue it as the daemon does.
                     LoadedRunner::Spawn(spawn) => spawn.run(&line).await.map(|()| Verdict::Pass),

@@ -21,11 +21,13 @@ pub mod reload;
 pub mod runtime;
 pub mod wasm;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use config::{HookConfig, OnError, Phase, Runner};
@@ -299,46 +301,78 @@ impl HookSet {
     }
 }
 
-/// The routing fields a hook sees, read from a message's JSON.
+/// The routing fields a hook sees, read from a message's JSON without copying
+/// (strings borrow from it unless they hold escapes).
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct Fields {
-    #[serde(rename = "type", default)]
-    pub kind: Option<Value>,
-    #[serde(default)]
-    pub to: Option<Value>,
-    #[serde(default)]
-    pub from: Option<Value>,
-    #[serde(default)]
-    pub id: Option<Value>,
+pub struct Fields<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "raw")]
+    kind: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    to: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    from: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    id: Option<&'a RawValue>,
 }
 
-impl Fields {
-    pub fn parse(json: &str) -> Self {
+fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// A raw JSON value as a string, if it is one.
+fn raw_str<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+    let raw = raw?.get();
+    if !raw.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(raw) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
+    }
+}
+
+/// Typed copies of the routing fields, for matching and for the call.
+pub struct FieldStrs<'a> {
+    kind: Option<Cow<'a, str>>,
+    to: Option<Cow<'a, str>>,
+    from: Option<Cow<'a, str>>,
+    id: Option<Cow<'a, str>>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn parse(json: &'a str) -> Self {
         serde_json::from_str(json).unwrap_or_default()
     }
 
-    fn str(v: &Option<Value>) -> Option<&str> {
-        v.as_ref().and_then(Value::as_str)
+    pub fn strs(&self) -> FieldStrs<'a> {
+        FieldStrs {
+            kind: raw_str(self.kind),
+            to: raw_str(self.to),
+            from: raw_str(self.from),
+            id: raw_str(self.id),
+        }
     }
+}
 
+impl FieldStrs<'_> {
     pub fn to(&self) -> &str {
-        Self::str(&self.to).unwrap_or("")
+        self.to.as_deref().unwrap_or("")
     }
 
     pub fn matches(&self, hook: &HookConfig) -> bool {
         hook.matcher.matches(
-            Self::str(&self.kind).unwrap_or(""),
+            self.kind.as_deref().unwrap_or(""),
             self.to(),
-            Self::str(&self.from).unwrap_or(""),
+            self.from.as_deref().unwrap_or(""),
         )
     }
 
-    pub fn view<'a>(&'a self, json: &'a str) -> MessageView<'a> {
+    pub fn view<'s>(&'s self, json: &'s str) -> MessageView<'s> {
         MessageView {
-            kind: Self::str(&self.kind).unwrap_or(""),
-            to: Self::str(&self.to).filter(|t| !t.is_empty()),
-            from: Self::str(&self.from),
-            id: Self::str(&self.id),
+            kind: self.kind.as_deref().unwrap_or(""),
+            to: self.to.as_deref().filter(|t| !t.is_empty()),
+            from: self.from.as_deref(),
+            id: self.id.as_deref(),
             json,
         }
     }
@@ -356,7 +390,7 @@ pub async fn call(
     set: &HookSet,
     index: usize,
     json: &str,
-    fields: &Fields,
+    fields: &FieldStrs<'_>,
     hops: u8,
     cx: &CallContext<'_>,
 ) -> Result<Verdict, HookError> {
@@ -432,9 +466,7 @@ fn finish(hook: &LoadedHook, result: Result<Verdict, HookError>) -> Result<Verdi
 
 /// A message going through the filter chain.
 pub struct Pending {
-    /// The message as the previous hook left it.
-    pub json: String,
-    pub fields: Fields,
+    text: Text,
     pub hops: u8,
     /// Whether a hook replaced it.
     pub changed: bool,
@@ -442,14 +474,47 @@ pub struct Pending {
     pub dropped: Option<(String, String)>,
 }
 
+/// A message's JSON: still the frame it arrived in, or a hook's replacement.
+enum Text {
+    Frame(bytes::Bytes),
+    Owned(String),
+}
+
 impl Pending {
-    pub fn new(json: &str, hops: u8) -> Self {
+    /// A message as read from a client (`frame` includes the length header).
+    pub fn from_frame(frame: bytes::Bytes, hops: u8) -> Self {
+        Self::with(Text::Frame(frame), hops)
+    }
+
+    pub fn from_json(json: String, hops: u8) -> Self {
+        Self::with(Text::Owned(json), hops)
+    }
+
+    fn with(text: Text, hops: u8) -> Self {
         Self {
-            json: json.to_owned(),
-            fields: Fields::parse(json),
+            text,
             hops,
             changed: false,
             dropped: None,
+        }
+    }
+
+    /// The JSON as the previous hook left it.
+    pub fn json(&self) -> &str {
+        match &self.text {
+            // Frames reach hooks only after the parser checked their UTF-8.
+            Text::Frame(frame) => {
+                std::str::from_utf8(crate::frame::payload(frame)).unwrap_or_default()
+            }
+            Text::Owned(json) => json,
+        }
+    }
+
+    /// The rewritten JSON, if a hook replaced the message.
+    pub fn into_replacement(self) -> Option<String> {
+        match self.text {
+            Text::Owned(json) if self.changed => Some(json),
+            _ => None,
         }
     }
 }
@@ -463,25 +528,26 @@ pub async fn run_filters(set: &HookSet, items: &mut [Pending], cx: &CallContext<
         if hook.config.phase != Phase::Filter {
             continue;
         }
-        let selected: Vec<usize> = (0..items.len())
-            .filter(|&i| items[i].dropped.is_none() && items[i].fields.matches(&hook.config))
-            .collect();
-        if selected.is_empty() {
-            continue;
+        let is_worker = matches!(hook.runner, LoadedRunner::Worker(_));
+        let mut selected = Vec::new();
+        let mut outcomes = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if item.dropped.is_some() {
+                continue;
+            }
+            let json = item.json();
+            let fields = Fields::parse(json).strs();
+            if !fields.matches(&hook.config) {
+                continue;
+            }
+            selected.push(i);
+            if !is_worker {
+                outcomes.push(call(set, index, json, &fields, item.hops, cx).await);
+            }
         }
-        let outcomes = match &hook.runner {
-            LoadedRunner::Worker(_) if selected.len() > 1 => {
-                call_worker_batch(hook, items, &selected, cx).await
-            }
-            _ => {
-                let mut outcomes = Vec::with_capacity(selected.len());
-                for &i in &selected {
-                    let item = &items[i];
-                    outcomes.push(call(set, index, &item.json, &item.fields, item.hops, cx).await);
-                }
-                outcomes
-            }
-        };
+        if is_worker && !selected.is_empty() {
+            outcomes = call_worker_batch(hook, items, &selected, cx).await;
+        }
         for (&i, outcome) in selected.iter().zip(outcomes) {
             apply(hook, &mut items[i], outcome);
         }
@@ -493,7 +559,11 @@ fn apply(hook: &LoadedHook, item: &mut Pending, outcome: Result<Verdict, HookErr
     let outcome = match outcome {
         // A replacement the host refuses counts as the hook's failure.
         Ok(Verdict::Replace(new)) => {
-            match rewrite(&item.fields, &new, hook.config.grants.routing) {
+            match rewrite(
+                &Fields::parse(item.json()),
+                &new,
+                hook.config.grants.routing,
+            ) {
                 Ok(new) => Ok(Verdict::Replace(new)),
                 Err(e) => finish(hook, Err(e)),
             }
@@ -508,8 +578,7 @@ fn apply(hook: &LoadedHook, item: &mut Pending, outcome: Result<Verdict, HookErr
         }
         Ok(Verdict::Replace(new)) => {
             hook.stats.replaced.fetch_add(1, Ordering::Relaxed);
-            item.fields = Fields::parse(&new);
-            item.json = new;
+            item.text = Text::Owned(new);
             item.changed = true;
         }
         Err(e) => {
@@ -534,7 +603,7 @@ async fn call_worker_batch(
     }
     let batch: Vec<(String, u8)> = selected
         .iter()
-        .map(|&i| (items[i].json.clone(), items[i].hops))
+        .map(|&i| (items[i].json().to_owned(), items[i].hops))
         .collect();
     let (target, emit, n) = (hook.clone(), cx.emit.clone(), batch.len());
     let started = Instant::now();
@@ -556,17 +625,16 @@ async fn call_worker_batch(
 
 /// Checks and normalises a replacement: a JSON object, `type` and `id` kept from
 /// the original, `to` unchanged unless `routing` is granted.
-fn rewrite(original: &Fields, new: &str, routing: bool) -> Result<String, HookError> {
+fn rewrite(original: &Fields<'_>, new: &str, routing: bool) -> Result<String, HookError> {
     let mut map: serde_json::Map<String, Value> = serde_json::from_str(new)
         .map_err(|e| HookError::BadVerdict(format!("replace needs a JSON object: {e}")))?;
-    if let Some(kind) = &original.kind {
-        map.insert("type".into(), kind.clone());
-    }
-    if let Some(id) = &original.id {
-        map.insert("id".into(), id.clone());
+    for (key, raw) in [("type", original.kind), ("id", original.id)] {
+        if let Some(value) = raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok()) {
+            map.insert(key.into(), value);
+        }
     }
     let new_to = map.get("to").and_then(Value::as_str).unwrap_or("");
-    if !routing && new_to != original.to() {
+    if !routing && new_to != original.strs().to() {
         return Err(HookError::Routing);
     }
     Ok(Value::Object(map).to_string())
@@ -574,7 +642,7 @@ fn rewrite(original: &Fields, new: &str, routing: bool) -> Result<String, HookEr
 
 /// Runs the notify hooks of `set` that match, ignoring verdicts.
 pub async fn run_notify(set: &HookSet, json: &str, hops: u8, cx: &CallContext<'_>) {
-    let fields = Fields::parse(json);
+    let fields = Fields::parse(json).strs();
     for (index, hook) in set.hooks.iter().enumerate() {
         if hook.config.phase == Phase::Notify && fields.matches(&hook.config) {
             let _ = call(set, index, json, &fields, hops, cx).await;

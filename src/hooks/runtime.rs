@@ -181,14 +181,13 @@ impl HookRuntime {
         if !set.has_filters() {
             return requests;
         }
-        let mut items = Vec::new();
-        for request in &requests {
-            if let Request::Message(msg) = request {
-                // The parser checked UTF-8 already.
-                let text = std::str::from_utf8(frame::payload(&msg.frame)).unwrap_or_default();
-                items.push(Pending::new(text, msg.hops));
-            }
-        }
+        let mut items: Vec<Pending> = requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::Message(msg) => Some(Pending::from_frame(msg.frame.clone(), msg.hops)),
+                _ => None,
+            })
+            .collect();
         run_filters(&set, &mut items, &self.context()).await;
         let mut items = items.into_iter();
         let mut out = Vec::with_capacity(requests.len());
@@ -203,11 +202,11 @@ impl HookRuntime {
                 debug!(hook, reason, "message dropped by filter");
                 continue;
             }
-            if !item.changed {
+            let Some(json) = item.into_replacement() else {
                 out.push(Request::Message(msg));
                 continue;
-            }
-            match protocol::parse(frame::encode(item.json.as_bytes())) {
+            };
+            match protocol::parse(frame::encode(json.as_bytes())) {
                 Request::Message(mut new) => {
                     new.hops = msg.hops;
                     out.push(Request::Message(new));
