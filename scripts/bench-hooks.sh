@@ -43,7 +43,7 @@ for scenario in none pass1 pass5 probe1 probe5 core1 notify1 worker1 spawn1; do
     sock=$work/$scenario.sock
     env -u HOOKBUS_HOOKS -u HERMES_BUS_HOOKS "$bin" --socket "$sock" daemon start --hooks "$work/$scenario.yaml" >/dev/null
     messages=200000
-    [ "$scenario" = worker1 ] && messages=20000
+    [ "$scenario" = worker1 ] && messages=100000
     echo "== $scenario: hookbus bench --sizes 100 --fanout 0 --messages $messages $*"
     "$bin" bench --target "$sock" --sizes 100 --fanout 0 --messages "$messages" --latency-samples 5000 "$@" 2>/dev/null | grep '1→1'
     sleep 1 # let notify and spawn hooks drain before reading their counters
