@@ -305,18 +305,19 @@ impl HookSet {
 /// (strings borrow from it unless they hold escapes).
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct Fields<'a> {
-    #[serde(rename = "type", default, borrow, deserialize_with = "raw")]
+    #[serde(
+        rename = "type",
+        default,
+        borrow,
+        deserialize_with = "crate::protocol::present"
+    )]
     kind: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
+    #[serde(default, borrow, deserialize_with = "crate::protocol::present")]
     to: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
+    #[serde(default, borrow, deserialize_with = "crate::protocol::present")]
     from: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
+    #[serde(default, borrow, deserialize_with = "crate::protocol::present")]
     id: Option<&'a RawValue>,
-}
-
-fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 /// A raw JSON value as a string, if it is one.

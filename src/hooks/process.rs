@@ -265,52 +265,9 @@ impl WorkerHook {
 
     /// Sends one message and waits for its verdict (within the hook's timeout).
     pub fn handle(&self, json: &str, hops: u8, emit: &EmitSink) -> Result<Verdict, HookError> {
-        let mut state = self.lock();
-        if state.process.is_none() {
-            if state.not_before.is_some_and(|t| Instant::now() < t) {
-                return Err(HookError::Process(
-                    "the worker is restarting after a failure".into(),
-                ));
-            }
-            match self.spawn() {
-                Ok(p) => {
-                    info!(hook = self.hook.name, "worker restarted");
-                    state.process = Some(p);
-                }
-                Err(e) => {
-                    Self::back_off(&mut state);
-                    return Err(e);
-                }
-            }
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let message: Value =
-            serde_json::from_str(json).map_err(|e| HookError::BadVerdict(e.to_string()))?;
-        let request = json!({"type": "handle", "id": id, "message": message});
-        let emitter = |m: String| emit(&self.hook.name, m, hops.saturating_add(1));
-        let Some(process) = state.process.as_mut() else {
-            return Err(HookError::Process("the worker is not running".into()));
-        };
-        match process.request(
-            &request,
-            Some(id),
-            self.hook.timeout,
-            &self.hook.name,
-            Some(&emitter),
-        ) {
-            Ok(answer) => {
-                state.backoff = WORKER_BACKOFF_INITIAL;
-                worker_verdict(&answer)
-            }
-            Err(e) => {
-                warn!(hook = self.hook.name, error = %e, "worker failed; restarting it");
-                if let Some(mut p) = state.process.take() {
-                    p.kill();
-                }
-                Self::back_off(&mut state);
-                Err(e)
-            }
-        }
+        self.handle_many(&[(json.to_owned(), hops)], emit)
+            .pop()
+            .unwrap_or_else(|| Err(HookError::Process("the worker gave no answer".into())))
     }
 
     /// Sends several messages in one exchange: all requests first, then the answers

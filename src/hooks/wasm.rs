@@ -654,11 +654,8 @@ impl WasmInstance {
                     table: ResourceTable::new(),
                     limits,
                 };
-                let mut store = Store::new(&engine.engine, state);
-                store.limiter(|s| &mut s.limits);
-                store.epoch_deadline_callback(|mut cx| budget_tick(&mut cx.data_mut().host));
-                arm(&mut store.data_mut().host, timeout_ticks);
-                store.set_epoch_deadline(1);
+                let mut store = new_store(&engine.engine, state);
+                arm(&mut store, timeout_ticks);
                 let instance = pre
                     .instance_pre()
                     .instantiate_async(&mut store)
@@ -666,8 +663,7 @@ impl WasmInstance {
                     .map_err(|e| classify(e, "instantiation"))?;
                 let bindings =
                     Hook::new(&mut store, &instance).map_err(|e| classify(e, "instantiation"))?;
-                arm(&mut store.data_mut().host, timeout_ticks);
-                store.set_epoch_deadline(1);
+                arm(&mut store, timeout_ticks);
                 match bindings
                     .call_init(&mut store, &hook.config)
                     .await
@@ -692,11 +688,8 @@ impl WasmInstance {
                     wasi: wasi_builder(hook)?.build_p1(),
                     limits,
                 };
-                let mut store = Store::new(&engine.engine, state);
-                store.limiter(|s| &mut s.limits);
-                store.epoch_deadline_callback(|mut cx| budget_tick(&mut cx.data_mut().host));
-                arm(&mut store.data_mut().host, timeout_ticks);
-                store.set_epoch_deadline(1);
+                let mut store = new_store(&engine.engine, state);
+                arm(&mut store, timeout_ticks);
                 let instance: Instance = pre
                     .instantiate_async(&mut store)
                     .await
@@ -713,8 +706,7 @@ impl WasmInstance {
                         HookError::Load(format!("`handle` must be (i32, i32) -> i64: {e}"))
                     })?;
                 if let Ok(init) = instance.get_typed_func::<(i32, i32), i32>(&mut store, "init") {
-                    arm(&mut store.data_mut().host, timeout_ticks);
-                    store.set_epoch_deadline(1);
+                    arm(&mut store, timeout_ticks);
                     let ptr =
                         write_guest(&mut store, &memory, &alloc, hook.config.as_bytes()).await?;
                     let code = init
@@ -746,10 +738,8 @@ impl WasmInstance {
             InstanceKind::Component {
                 store, bindings, ..
             } => {
-                let host = &mut store.data_mut().host;
-                host.hops = hops;
-                arm(host, self.timeout_ticks);
-                store.set_epoch_deadline(1);
+                store.data_mut().host.hops = hops;
+                arm(store, self.timeout_ticks);
                 let message = Message {
                     envelope: Envelope {
                         kind: msg.kind.to_owned(),
@@ -775,10 +765,8 @@ impl WasmInstance {
                 alloc,
                 handle,
             } => {
-                let host = &mut store.data_mut().host;
-                host.hops = hops;
-                arm(host, self.timeout_ticks);
-                store.set_epoch_deadline(1);
+                store.data_mut().host.hops = hops;
+                arm(store, self.timeout_ticks);
                 let ptr = write_guest(store, memory, alloc, msg.json.as_bytes()).await?;
                 let packed = handle
                     .call_async(&mut *store, (ptr, msg.json.len() as i32))
@@ -814,8 +802,7 @@ impl WasmInstance {
             .get_typed_func::<(), (Result<(), String>,)>(&mut *store, "health")
             .ok()?;
         let _running = Running::new(&self.ticker);
-        arm(&mut store.data_mut().host, self.timeout_ticks);
-        store.set_epoch_deadline(1);
+        arm(store, self.timeout_ticks);
         Some(match func.call_async(&mut *store, ()).await {
             Ok((r,)) => r,
             Err(e) => Err(format!("health trapped: {e}")),
@@ -832,16 +819,48 @@ impl WasmInstance {
         };
         if let Ok(func) = instance.get_typed_func::<(), ()>(&mut *store, "shutdown") {
             let _running = Running::new(&self.ticker);
-            arm(&mut store.data_mut().host, self.timeout_ticks);
-            store.set_epoch_deadline(1);
+            arm(store, self.timeout_ticks);
             let _ = func.call_async(&mut *store, ()).await;
         }
     }
 }
 
-/// Gives the next call its full budget.
-fn arm(host: &mut HostCtx, ticks: u64) {
-    host.ticks_left = ticks;
+/// Store data that carries the host context and the memory limiter.
+trait HostData: Send + 'static {
+    fn host(&mut self) -> &mut HostCtx;
+    fn limits(&mut self) -> &mut StoreLimits;
+}
+
+impl HostData for ComponentState {
+    fn host(&mut self) -> &mut HostCtx {
+        &mut self.host
+    }
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+impl HostData for CoreState {
+    fn host(&mut self) -> &mut HostCtx {
+        &mut self.host
+    }
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+/// A store with the memory cap and the epoch budget wired in.
+fn new_store<T: HostData>(engine: &Engine, data: T) -> Store<T> {
+    let mut store = Store::new(engine, data);
+    store.limiter(|s| s.limits());
+    store.epoch_deadline_callback(|mut cx| budget_tick(cx.data_mut().host()));
+    store
+}
+
+/// Gives the next call its full budget of `ticks`.
+fn arm<T: HostData>(store: &mut Store<T>, ticks: u64) {
+    store.data_mut().host().ticks_left = ticks;
+    store.set_epoch_deadline(1);
 }
 
 async fn write_guest(
