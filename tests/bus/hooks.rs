@@ -931,3 +931,52 @@ async fn a_worker_takes_a_whole_read_in_one_exchange_and_keeps_order() {
     );
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn env_and_clock_are_granted_only_when_asked() {
+    let bus = TestBus::with_hooks(
+        r#"
+hooks:
+  - name: bare
+    wasm: $PROBE
+    limits: { timeout_ms: 2000 }
+    match: { to: bare }
+  - name: granted
+    wasm: $PROBE
+    limits: { timeout_ms: 2000 }
+    match: { to: granted }
+    grants: { env: [PATH], clock: true }
+"#,
+    )
+    .await;
+    let mut bare = bus.registered("bare").await;
+    let mut granted = bus.registered("granted").await;
+    for to in ["bare", "granted"] {
+        send(&bus, to, "e", json!({"probe": "env", "var": "PATH"})).await;
+        send(&bus, to, "c", json!({"probe": "clock"})).await;
+    }
+    assert_eq!(
+        next(&mut bare).await["body"]["value"],
+        Value::Null,
+        "no env without a grant"
+    );
+    assert_eq!(
+        next(&mut bare).await["body"]["now"],
+        0,
+        "clocks read zero without a grant"
+    );
+    assert_eq!(
+        next(&mut granted).await["body"]["value"],
+        std::env::var("PATH").unwrap()
+    );
+    let now = next(&mut granted).await["body"]["now"].as_u64().unwrap();
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now.abs_diff(real) < 60,
+        "granted clock reads {now}, real time is {real}"
+    );
+    bus.stop().await;
+}

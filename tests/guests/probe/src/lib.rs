@@ -13,6 +13,8 @@
 //! | `echo`     | emit the same message again (a loop), then pass |
 //! | `reroute`  | replace `to` with `body.reroute` |
 //! | `name`     | replace, setting `body.name` to the host's hook-name |
+//! | `env`      | replace, setting `body.value` to env var `body.var` (or `null`) |
+//! | `clock`    | replace, setting `body.now` to the WASI wall clock, in seconds |
 //!
 //! Config `{"fail_init": true}` makes `init` fail.
 
@@ -90,6 +92,18 @@ impl Guest for Probe {
             }
             "reroute" => {
                 value["to"] = value["body"]["reroute"].clone();
+                Verdict::Replace(value.to_string())
+            }
+            "env" => {
+                let var = value["body"]["var"].as_str().unwrap_or("HOME").to_owned();
+                value["body"]["value"] = std::env::var(var).map_or(Value::Null, Value::from);
+                Verdict::Replace(value.to_string())
+            }
+            "clock" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                value["body"]["now"] = json!(now);
                 Verdict::Replace(value.to_string())
             }
             "name" => {
