@@ -484,16 +484,8 @@ enum Text {
 impl Pending {
     /// A message as read from a client (`frame` includes the length header).
     pub fn from_frame(frame: bytes::Bytes, hops: u8) -> Self {
-        Self::with(Text::Frame(frame), hops)
-    }
-
-    pub fn from_json(json: String, hops: u8) -> Self {
-        Self::with(Text::Owned(json), hops)
-    }
-
-    fn with(text: Text, hops: u8) -> Self {
         Self {
-            text,
+            text: Text::Frame(frame),
             hops,
             changed: false,
             dropped: None,

@@ -241,10 +241,8 @@ impl WorkerHook {
         let config: Value = serde_json::from_str(&self.hook.config).unwrap_or(Value::Null);
         let answer = process.request(
             &json!({"type": "init", "hook": self.hook.name, "config": config}),
-            None,
             self.hook.timeout,
             &self.hook.name,
-            None,
         )?;
         if answer["ok"] != true {
             process.kill();
@@ -343,10 +341,10 @@ impl WorkerHook {
             }
             let emitter = |m: String| emit(&self.hook.name, m, hops.saturating_add(1));
             match process.read_answer(
-                first + k as u64,
+                Some(first + k as u64),
                 self.hook.timeout,
                 &self.hook.name,
-                &emitter,
+                Some(&emitter),
             ) {
                 Ok(answer) => results.push(worker_verdict(&answer)),
                 Err(e) => {
@@ -381,10 +379,8 @@ impl WorkerHook {
         };
         match process.request(
             &json!({"type": "health"}),
-            None,
             self.hook.timeout,
             &self.hook.name,
-            None,
         ) {
             Ok(a) if a["ok"] == true => Ok(()),
             Ok(a) => Err(a["detail"].as_str().unwrap_or("unhealthy").to_owned()),
@@ -415,35 +411,22 @@ impl Drop for WorkerHook {
 impl WorkerProcess {
     /// Writes `request` and reads lines until the answer (matching `id` when given).
     /// `{"emit":…}` and `{"log":…}` lines may come first.
+    /// Writes a control request (`init`, `health`) and reads its answer.
     fn request(
         &mut self,
         request: &Value,
-        id: Option<u64>,
         timeout: Duration,
         hook: &str,
-        emit: Option<&dyn Fn(String) -> Result<(), String>>,
     ) -> Result<Value, HookError> {
         writeln!(self.stdin, "{request}")
             .and_then(|()| self.stdin.flush())
             .map_err(|e| HookError::Process(format!("cannot write to the worker: {e}")))?;
-        match (id, emit) {
-            (Some(id), Some(emit)) => self.read_answer(id, timeout, hook, emit),
-            _ => self.read_answer_matching(id, timeout, hook, emit),
-        }
+        self.read_answer(None, timeout, hook, None)
     }
 
-    /// Reads lines until the answer to `id`, passing `emit` and `log` lines on.
+    /// Reads lines until the answer (to `id`, when given), passing `emit` and `log`
+    /// lines on.
     fn read_answer(
-        &mut self,
-        id: u64,
-        timeout: Duration,
-        hook: &str,
-        emit: &dyn Fn(String) -> Result<(), String>,
-    ) -> Result<Value, HookError> {
-        self.read_answer_matching(Some(id), timeout, hook, Some(emit))
-    }
-
-    fn read_answer_matching(
         &mut self,
         id: Option<u64>,
         timeout: Duration,

@@ -101,18 +101,8 @@ impl TestBus {
 
     /// Waits until `check(hooks_status)` holds.
     pub async fn wait_hooks(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let status = self.hooks_status().await;
-            if check(&status) {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; hooks status: {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.wait_for(what, json!({"type": "hooks_status"}), check)
+            .await
     }
 
     pub async fn raw(&self) -> Raw {
@@ -135,15 +125,22 @@ impl TestBus {
 
     /// Waits until `check(status)` holds.
     pub async fn wait_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(what, json!({"type": "status"}), check).await
+    }
+
+    /// Polls the daemon with `request` until `check(answer)` holds.
+    async fn wait_for(&self, what: &str, request: Value, check: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
-            let status = self.status().await;
-            if check(&status) {
-                return status;
+            let answer = hookbus::client::query(&self.socket, &request)
+                .await
+                .unwrap();
+            if check(&answer) {
+                return answer;
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what}; status: {status}"
+                "timed out waiting for {what}; {answer}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
