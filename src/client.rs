@@ -39,10 +39,11 @@ pub const ACK_WAIT: Duration = Duration::from_secs(1);
 /// Errors from the client side.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no daemon at {}: {source}; start one with `hookbus daemon start`", path.display())]
+    // `cause` is part of the message, not a chained source, so it prints once.
+    #[error("no daemon at {}: {cause}; start one with `hookbus daemon start`", path.display())]
     Connect {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("connection to the bus failed: {0}")]
     Io(#[from] std::io::Error),
@@ -87,9 +88,9 @@ impl Conn {
     pub async fn connect(path: &Path) -> Result<Self, ClientError> {
         let stream = UnixStream::connect(path)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|cause| ClientError::Connect {
                 path: path.to_owned(),
-                source,
+                cause,
             })?;
         Ok(Self {
             stream,
