@@ -46,6 +46,10 @@ use bindings::{Hook, HookPre};
 /// Granularity of CPU deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// The least CPU time instantiation and `init` get, however short the hook's
+/// per-message `timeout_ms`.
+pub const INIT_BUDGET: Duration = Duration::from_secs(1);
+
 /// The ticker parks after this many ticks without a running call.
 const TICKER_IDLE_TICKS: u32 = 200;
 
@@ -268,6 +272,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The machine's host name, read once.
+fn bus_host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_string())
+    })
+}
+
 /// Store data of a component instance.
 pub struct ComponentState {
     host: HostCtx,
@@ -302,6 +317,10 @@ impl bindings::hookbus::hook::host::Host for ComponentState {
 
     fn now_ms(&mut self) -> u64 {
         now_ms()
+    }
+
+    fn bus_host(&mut self) -> String {
+        bus_host().to_string()
     }
 }
 
@@ -645,6 +664,19 @@ impl WasmInstance {
             .as_micros()
             .div_ceil(EPOCH_TICK.as_micros())
             .max(1) as u64;
+        // Instantiation and `init` may build tables or parse config: they get at
+        // least INIT_BUDGET, whatever the per-message limit.
+        let init_budget = hook.timeout.max(INIT_BUDGET);
+        let init_ticks = init_budget.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
+        let in_init = |during: &'static str| {
+            move |e: wasmtime::Error| match classify(e, during) {
+                HookError::Timeout => HookError::Init(format!(
+                    "{during} did not finish within {} ms",
+                    init_budget.as_millis()
+                )),
+                other => other,
+            }
+        };
         let _running = Running::new(&engine.ticker);
         match module {
             WasmModule::Component(pre) => {
@@ -655,19 +687,19 @@ impl WasmInstance {
                     limits,
                 };
                 let mut store = new_store(&engine.engine, state);
-                arm(&mut store, timeout_ticks);
+                arm(&mut store, init_ticks);
                 let instance = pre
                     .instance_pre()
                     .instantiate_async(&mut store)
                     .await
-                    .map_err(|e| classify(e, "instantiation"))?;
+                    .map_err(in_init("instantiation"))?;
                 let bindings =
                     Hook::new(&mut store, &instance).map_err(|e| classify(e, "instantiation"))?;
-                arm(&mut store, timeout_ticks);
+                arm(&mut store, init_ticks);
                 match bindings
                     .call_init(&mut store, &hook.config)
                     .await
-                    .map_err(|e| classify(e, "init"))?
+                    .map_err(in_init("init"))?
                 {
                     Ok(()) => {}
                     Err(e) => return Err(HookError::Init(e)),
@@ -689,11 +721,11 @@ impl WasmInstance {
                     limits,
                 };
                 let mut store = new_store(&engine.engine, state);
-                arm(&mut store, timeout_ticks);
+                arm(&mut store, init_ticks);
                 let instance: Instance = pre
                     .instantiate_async(&mut store)
                     .await
-                    .map_err(|e| classify(e, "instantiation"))?;
+                    .map_err(in_init("instantiation"))?;
                 let memory = instance
                     .get_memory(&mut store, "memory")
                     .ok_or_else(|| HookError::Load("the module exports no memory".into()))?;
@@ -706,13 +738,13 @@ impl WasmInstance {
                         HookError::Load(format!("`handle` must be (i32, i32) -> i64: {e}"))
                     })?;
                 if let Ok(init) = instance.get_typed_func::<(i32, i32), i32>(&mut store, "init") {
-                    arm(&mut store, timeout_ticks);
+                    arm(&mut store, init_ticks);
                     let ptr =
                         write_guest(&mut store, &memory, &alloc, hook.config.as_bytes()).await?;
                     let code = init
                         .call_async(&mut store, (ptr, hook.config.len() as i32))
                         .await
-                        .map_err(|e| classify(e, "init"))?;
+                        .map_err(in_init("init"))?;
                     if code != 0 {
                         return Err(HookError::Init(format!("init returned {code}")));
                     }
