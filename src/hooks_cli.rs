@@ -1,4 +1,4 @@
-//! `hookbus hooks check|status|test`: the hook author's tools.
+//! `hookbus hooks check|status|test|new`: the hook author's tools.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
 use crate::hooks::config::{self, HookConfig, HookSource, Phase, Runner};
+use crate::hooks::scaffold::{self, Lang};
 use crate::hooks::wasm::{self, WasmEngine};
 use crate::hooks::{self, CallContext, EmitSink, Fields, HookSet, LoadedRunner, Verdict};
 
@@ -42,6 +43,21 @@ pub enum HooksCommand {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Create a hook project: source with the contract's bindings, a build.sh that
+    /// installs its toolchain, and a hooks.yaml entry
+    #[command(
+        after_help = "Example:\n  hookbus hooks new my-filter --lang rust && cd my-filter && ./build.sh\n  echo '{\"type\":\"message\",\"to\":\"a\",\"body\":\"forbidden\"}' | hookbus hooks test my-filter --config hooks.yaml"
+    )]
+    New {
+        /// Hook name (lower-case letters, digits and '-')
+        name: String,
+        /// Language of the hook
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Folder to create [default: ./NAME]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Runs a `hookbus hooks` command.
@@ -50,6 +66,11 @@ pub async fn run(socket: &Path, command: HooksCommand) -> anyhow::Result<ExitCod
         HooksCommand::Status { json } => status(socket, json).await,
         HooksCommand::Check { file } => check(file).await,
         HooksCommand::Test { hook, config } => test(&hook, config).await,
+        HooksCommand::New { name, lang, dir } => {
+            let dir = scaffold::create(&name, lang, dir)?;
+            println!("{}", scaffold::next_steps(&name, &dir));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

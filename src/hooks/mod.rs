@@ -19,6 +19,7 @@ pub mod config;
 pub mod process;
 pub mod reload;
 pub mod runtime;
+pub mod scaffold;
 pub mod wasm;
 
 use std::borrow::Cow;

@@ -62,8 +62,8 @@ impl TestBus {
     }
 
     /// A server running the hooks of `yaml` (written to `hooks.yaml` in the temp
-    /// dir; `$PROBE`, `$FIXTURES` and `$DIR` are replaced by the probe guest, the
-    /// fixtures folder and the temp dir).
+    /// dir; `$PROBE`, `$GUESTS`, `$HOOKS`, `$FIXTURES` and `$DIR` are replaced by
+    /// the probe guest, target/guests, hooks/, the fixtures folder and the temp dir).
     pub async fn with_hooks(yaml: &str) -> Self {
         Self::with_hooks_and(yaml, |_| {}).await
     }
@@ -74,7 +74,7 @@ impl TestBus {
         std::fs::write(&config_path, expand(yaml, dir.path())).unwrap();
         let runtime = hookbus::hooks::runtime::HookRuntime::new(
             hookbus::hooks::config::HookSource::File(config_path),
-            Some(manifest_dir().join("target/test-wasm-cache")),
+            Some(cache_home().join("hookbus/wasm")),
         )
         .await
         .unwrap();
@@ -218,6 +218,12 @@ impl Raw {
     }
 }
 
+/// $XDG_CACHE_HOME for the hookbus processes the tests start; in-process daemons use
+/// the same compiled-module cache below it, so each module compiles once per run.
+pub fn cache_home() -> PathBuf {
+    manifest_dir().join("target/test-cache")
+}
+
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -237,6 +243,11 @@ pub fn guest(name: &str) -> PathBuf {
 
 fn expand(yaml: &str, dir: &Path) -> String {
     yaml.replace("$PROBE", guest("probe").to_str().unwrap())
+        .replace(
+            "$GUESTS",
+            manifest_dir().join("target/guests").to_str().unwrap(),
+        )
+        .replace("$HOOKS", manifest_dir().join("hooks").to_str().unwrap())
         .replace(
             "$FIXTURES",
             manifest_dir().join("tests/fixtures").to_str().unwrap(),

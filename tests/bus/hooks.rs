@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{bin, guest, manifest_dir, Raw, TestBus, WAIT};
+use crate::common::{bin, cache_home, guest, manifest_dir, Raw, TestBus, WAIT};
 
 /// Sends `body` to `to` from a fresh anonymous connection.
 async fn send(bus: &TestBus, to: &str, id: &str, body: Value) {
@@ -664,10 +664,8 @@ fn hookbus_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output
         .env_remove("HOOKBUS_HOOKS")
         .env_remove("HERMES_BUS_HOOKS");
     let xdg = tempfile::tempdir().unwrap();
-    cmd.env("XDG_CONFIG_HOME", xdg.path()).env(
-        "XDG_CACHE_HOME",
-        manifest_dir().join("target/test-wasm-cache-cli"),
-    );
+    cmd.env("XDG_CONFIG_HOME", xdg.path())
+        .env("XDG_CACHE_HOME", cache_home());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -765,10 +763,7 @@ fn hooks_test_runs_one_hook_offline() {
     let mut child = std::process::Command::new(bin())
         .args(["hooks", "test", "p", "--config"])
         .arg(&config)
-        .env(
-            "XDG_CACHE_HOME",
-            manifest_dir().join("target/test-wasm-cache-cli"),
-        )
+        .env("XDG_CACHE_HOME", cache_home())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -812,10 +807,7 @@ fn the_example_config_checks() {
     let out = std::process::Command::new(bin())
         .args(["hooks", "check"])
         .arg(manifest_dir().join("hooks/hooks.example.yaml"))
-        .env(
-            "XDG_CACHE_HOME",
-            manifest_dir().join("target/test-wasm-cache-cli"),
-        )
+        .env("XDG_CACHE_HOME", cache_home())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -58,7 +58,9 @@ const BUILTINS: &[(&str, &str, &[&str])] = &[
         // A PEM private key block, or its start when the end is cut off.
         "private_keys",
         "private_key",
-        &[r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)"],
+        &[
+            r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+        ],
     ),
 ];
 
@@ -178,8 +180,10 @@ impl Redactor {
 
         // The screen: any detector, a sensitive key, or a \u escape (which could hide
         // either from a scan of the raw text; such messages take the full path).
-        let mut alternatives: Vec<String> =
-            detectors.iter().map(|d| d.regex.as_str().to_string()).collect();
+        let mut alternatives: Vec<String> = detectors
+            .iter()
+            .map(|d| d.regex.as_str().to_string())
+            .collect();
         if !keys.is_empty() {
             let names: Vec<String> = keys.iter().map(|k| regex::escape(k)).collect();
             alternatives.push(format!(r#"(?i)"(?:{})"\s*:"#, names.join("|")));
@@ -187,7 +191,12 @@ impl Redactor {
         alternatives.push(r"\\u".to_string());
         let screen = RegexSet::new(&alternatives).map_err(|e| format!("config: {e}"))?;
 
-        Ok(Redactor { screen, detectors, keys, mask })
+        Ok(Redactor {
+            screen,
+            detectors,
+            keys,
+            mask,
+        })
     }
 
     fn handle(&self, json: &str) -> Verdict {
@@ -251,7 +260,8 @@ impl Redactor {
                     (true, Some(secret)) => {
                         let whole = caps.get(0).expect("group 0 always matches");
                         let text = whole.as_str();
-                        let (start, end) = (secret.start() - whole.start(), secret.end() - whole.start());
+                        let (start, end) =
+                            (secret.start() - whole.start(), secret.end() - whole.start());
                         format!("{}{mask}{}", &text[..start], &text[end..])
                     }
                     _ => mask.clone(),
@@ -271,13 +281,19 @@ impl Detector {
     fn new(kind: &str, pattern: &str) -> Result<Self, regex::Error> {
         let regex = Regex::new(pattern)?;
         let group = regex.capture_names().flatten().any(|n| n == "secret");
-        Ok(Detector { kind: kind.to_string(), regex, group })
+        Ok(Detector {
+            kind: kind.to_string(),
+            regex,
+            group,
+        })
     }
 }
 
 /// A config value that must be a list of strings.
 fn strings(value: &Value, key: &str) -> Result<Vec<String>, String> {
-    let items = value.as_array().ok_or_else(|| format!("config: {key}: expected a list"))?;
+    let items = value
+        .as_array()
+        .ok_or_else(|| format!("config: {key}: expected a list"))?;
     items
         .iter()
         .enumerate()
