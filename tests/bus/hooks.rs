@@ -812,7 +812,7 @@ fn the_example_config_checks() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert_eq!(text.matches('✓').count(), 4, "{text}");
+    assert_eq!(text.matches('✓').count(), 7, "{text}");
 }
 
 /// Whether `pid` is gone (or a zombie awaiting its reaper).
