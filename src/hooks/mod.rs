@@ -553,11 +553,7 @@ fn apply(hook: &LoadedHook, item: &mut Pending, outcome: Result<Verdict, HookErr
     let outcome = match outcome {
         // A replacement the host refuses counts as the hook's failure.
         Ok(Verdict::Replace(new)) => {
-            match rewrite(
-                &Fields::parse(item.json()),
-                &new,
-                hook.config.grants.routing,
-            ) {
+            match rewrite(&Fields::parse(item.json()), new, hook.config.grants.routing) {
                 Ok(new) => Ok(Verdict::Replace(new)),
                 Err(e) => finish(hook, Err(e)),
             }
@@ -619,18 +615,32 @@ async fn call_worker_batch(
 
 /// Checks and normalises a replacement: a JSON object, `type` and `id` kept from
 /// the original, `to` unchanged unless `routing` is granted.
-fn rewrite(original: &Fields<'_>, new: &str, routing: bool) -> Result<String, HookError> {
-    let mut map: serde_json::Map<String, Value> = serde_json::from_str(new)
+fn rewrite(original: &Fields<'_>, new: String, routing: bool) -> Result<String, HookError> {
+    let check_to = |new_to: &str| {
+        if !routing && new_to != original.strs().to() {
+            return Err(HookError::Routing);
+        }
+        Ok(())
+    };
+    // Usual case: the hook kept `type` and `id` (enrichment, redaction), so its text
+    // is delivered as it is, read once for the routing fields and never rebuilt.
+    if let Ok(fields) = serde_json::from_str::<Fields<'_>>(&new) {
+        let same = |a: Option<&RawValue>, b: Option<&RawValue>| {
+            a.map(RawValue::get) == b.map(RawValue::get)
+        };
+        if same(fields.kind, original.kind) && same(fields.id, original.id) {
+            check_to(fields.strs().to())?;
+            return Ok(new);
+        }
+    }
+    let mut map: serde_json::Map<String, Value> = serde_json::from_str(&new)
         .map_err(|e| HookError::BadVerdict(format!("replace needs a JSON object: {e}")))?;
     for (key, raw) in [("type", original.kind), ("id", original.id)] {
         if let Some(value) = raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok()) {
             map.insert(key.into(), value);
         }
     }
-    let new_to = map.get("to").and_then(Value::as_str).unwrap_or("");
-    if !routing && new_to != original.strs().to() {
-        return Err(HookError::Routing);
-    }
+    check_to(map.get("to").and_then(Value::as_str).unwrap_or(""))?;
     Ok(Value::Object(map).to_string())
 }
 
@@ -640,6 +650,69 @@ pub async fn run_notify(set: &HookSet, json: &str, hops: u8, cx: &CallContext<'_
     for (index, hook) in set.hooks.iter().enumerate() {
         if hook.config.phase == Phase::Notify && fields.matches(&hook.config) {
             let _ = call(set, index, json, &fields, hops, cx).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(original: &str, new: &str, routing: bool) -> Result<Value, HookError> {
+        rewrite(&Fields::parse(original), new.to_string(), routing)
+            .map(|text| serde_json::from_str(&text).unwrap())
+    }
+
+    #[test]
+    fn a_replacement_that_keeps_type_and_id_is_delivered_as_written() {
+        let original = r#"{"type":"message","id":"7","to":"a","body":1}"#;
+        let new = r#"{"type": "message", "id": "7", "to": "a", "body": 2, "extra": true}"#;
+        let text = rewrite(&Fields::parse(original), new.to_string(), false).unwrap();
+        assert_eq!(text, new, "kept byte for byte");
+    }
+
+    #[test]
+    fn type_and_id_are_forced_back_to_the_originals() {
+        let original = r#"{"type":"message","id":"7","to":"a"}"#;
+        let got = rewritten(
+            original,
+            r#"{"type":"other","id":"8","to":"a","x":1}"#,
+            false,
+        );
+        assert_eq!(
+            got.unwrap(),
+            serde_json::json!({"type":"message","id":"7","to":"a","x":1})
+        );
+        let got = rewritten(original, r#"{"to":"a"}"#, false).unwrap();
+        assert_eq!((&got["type"], &got["id"]), (&"message".into(), &"7".into()));
+    }
+
+    #[test]
+    fn changing_to_needs_the_routing_grant_on_both_paths() {
+        let original = r#"{"type":"message","id":"7","to":"a"}"#;
+        for new in [
+            r#"{"type":"message","id":"7","to":"b"}"#,
+            r#"{"type":"message","to":"b"}"#,
+        ] {
+            assert!(matches!(
+                rewritten(original, new, false),
+                Err(HookError::Routing)
+            ));
+            assert_eq!(rewritten(original, new, true).unwrap()["to"], "b");
+        }
+    }
+
+    #[test]
+    fn a_replacement_must_be_a_json_object() {
+        let original = r#"{"type":"message","to":"a"}"#;
+        for bad in ["[1]", "nope", r#"{"to":"a"} trailing"#, "\"x\""] {
+            assert!(
+                matches!(
+                    rewritten(original, bad, true),
+                    Err(HookError::BadVerdict(_))
+                ),
+                "{bad}"
+            );
         }
     }
 }
