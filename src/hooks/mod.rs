@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use config::{HookConfig, OnError, Phase, Runner};
@@ -302,35 +301,24 @@ impl HookSet {
     }
 }
 
-/// The routing fields a hook sees, read from a message's JSON without copying
-/// (strings borrow from it unless they hold escapes).
-#[derive(Debug, Default, serde::Deserialize)]
+/// The routing fields a hook sees: the raw JSON text of each top-level `type`, `to`,
+/// `from` and `id` member, borrowed from the message (`None` when absent).
+#[derive(Debug, Default)]
 pub struct Fields<'a> {
-    #[serde(
-        rename = "type",
-        default,
-        borrow,
-        deserialize_with = "crate::protocol::present"
-    )]
-    kind: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "crate::protocol::present")]
-    to: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "crate::protocol::present")]
-    from: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "crate::protocol::present")]
-    id: Option<&'a RawValue>,
+    kind: Option<&'a str>,
+    to: Option<&'a str>,
+    from: Option<&'a str>,
+    id: Option<&'a str>,
 }
 
 /// A raw JSON value as a string, if it is one.
-fn raw_str<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
-    let raw = raw?.get();
-    if !raw.starts_with('"') {
-        return None;
+fn raw_str(raw: Option<&str>) -> Option<Cow<'_, str>> {
+    let raw = raw?;
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
     }
-    match serde_json::from_str::<&str>(raw) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
-    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
 /// Typed copies of the routing fields, for matching and for the call.
@@ -342,8 +330,36 @@ pub struct FieldStrs<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// Reads the routing fields of `json`, which must already be known to be valid
+    /// JSON (the protocol parser or `rewrite` checked it): one pass over the top
+    /// level, nested values skipped without being parsed. A key written with escapes
+    /// is decoded, so `"t\u006f"` is `to`, as for the router. When a key repeats, the
+    /// last one counts. Not an object: no fields.
     pub fn parse(json: &'a str) -> Self {
-        serde_json::from_str(json).unwrap_or_default()
+        let mut fields = Fields::default();
+        let complete = top_level_members(json, |key, value| {
+            let key: Cow<'_, str> = if key.contains('\\') {
+                match serde_json::from_str::<String>(&format!("\"{key}\"")) {
+                    Ok(k) => Cow::Owned(k),
+                    Err(_) => return,
+                }
+            } else {
+                Cow::Borrowed(key)
+            };
+            let slot = match &*key {
+                "type" => &mut fields.kind,
+                "to" => &mut fields.to,
+                "from" => &mut fields.from,
+                "id" => &mut fields.id,
+                _ => return,
+            };
+            *slot = Some(value);
+        });
+        if complete {
+            fields
+        } else {
+            Fields::default()
+        }
     }
 
     pub fn strs(&self) -> FieldStrs<'a> {
@@ -615,6 +631,101 @@ async fn call_worker_batch(
 
 /// Checks and normalises a replacement: a JSON object, `type` and `id` kept from
 /// the original, `to` unchanged unless `routing` is granted.
+/// Calls `member(key, value)` for each top-level member of the JSON object `json`
+/// (the key's text between its quotes, the value's raw text). Assumes valid JSON;
+/// returns false when the text is not an object or ends early.
+fn top_level_members<'a>(json: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = skip_ws(bytes, 0);
+    if bytes.get(i) != Some(&b'{') {
+        return false;
+    }
+    i = skip_ws(bytes, i + 1);
+    if bytes.get(i) == Some(&b'}') {
+        return true;
+    }
+    loop {
+        if bytes.get(i) != Some(&b'"') {
+            return false;
+        }
+        let key_start = i + 1;
+        let Some(key_end) = string_end(bytes, i) else {
+            return false;
+        };
+        i = skip_ws(bytes, key_end);
+        if bytes.get(i) != Some(&b':') {
+            return false;
+        }
+        let start = skip_ws(bytes, i + 1);
+        let Some(end) = value_end(bytes, start) else {
+            return false;
+        };
+        // Every index here sits on an ASCII byte, so on a char boundary.
+        member(&json[key_start..key_end - 1], &json[start..end]);
+        i = skip_ws(bytes, end);
+        match bytes.get(i) {
+            Some(b',') => i = skip_ws(bytes, i + 1),
+            Some(b'}') => return true,
+            _ => return false,
+        }
+    }
+}
+
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// `bytes[start]` is an opening quote: the index after the closing one.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The index just after the value starting at `start`.
+fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    match bytes.get(start)? {
+        b'"' => string_end(bytes, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'"' => {
+                        i = string_end(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let len = bytes[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))?;
+            (len > 0).then_some(start + len)
+        }
+    }
+}
+
 fn rewrite(original: &Fields<'_>, new: String, routing: bool) -> Result<String, HookError> {
     let check_to = |new_to: &str| {
         if !routing && new_to != original.strs().to() {
@@ -622,21 +733,22 @@ fn rewrite(original: &Fields<'_>, new: String, routing: bool) -> Result<String, 
         }
         Ok(())
     };
+    // A replacement must be one JSON object: checked without building it.
+    let bad =
+        |e: serde_json::Error| HookError::BadVerdict(format!("replace needs a JSON object: {e}"));
+    serde_json::from_str::<serde::de::IgnoredAny>(&new).map_err(bad)?;
     // Usual case: the hook kept `type` and `id` (enrichment, redaction), so its text
-    // is delivered as it is, read once for the routing fields and never rebuilt.
-    if let Ok(fields) = serde_json::from_str::<Fields<'_>>(&new) {
-        let same = |a: Option<&RawValue>, b: Option<&RawValue>| {
-            a.map(RawValue::get) == b.map(RawValue::get)
-        };
-        if same(fields.kind, original.kind) && same(fields.id, original.id) {
+    // is delivered as it is, never rebuilt.
+    if new.trim_start().starts_with('{') {
+        let fields = Fields::parse(&new);
+        if fields.kind == original.kind && fields.id == original.id {
             check_to(fields.strs().to())?;
             return Ok(new);
         }
     }
-    let mut map: serde_json::Map<String, Value> = serde_json::from_str(&new)
-        .map_err(|e| HookError::BadVerdict(format!("replace needs a JSON object: {e}")))?;
+    let mut map: serde_json::Map<String, Value> = serde_json::from_str(&new).map_err(bad)?;
     for (key, raw) in [("type", original.kind), ("id", original.id)] {
-        if let Some(value) = raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok()) {
+        if let Some(value) = raw.and_then(|r| serde_json::from_str::<Value>(r).ok()) {
             map.insert(key.into(), value);
         }
     }
@@ -657,6 +769,67 @@ pub async fn run_notify(set: &HookSet, json: &str, hops: u8, cx: &CallContext<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn raw<'a>(f: &Fields<'a>) -> [Option<&'a str>; 4] {
+        [f.kind, f.to, f.from, f.id]
+    }
+
+    #[test]
+    fn routing_fields_are_read_from_the_top_level_only() {
+        let json = r#" { "body" : {"to":"inner","x":["}",{"from":"no"}]}, "to" : "a\"b",
+            "t\u0079pe":"message","id":7,"from":null,"s":"{\\","n":-1.5e3 } "#;
+        let f = Fields::parse(json);
+        assert_eq!(
+            raw(&f),
+            [Some(r#""message""#), Some(r#""a\"b""#), Some("null"), Some("7")]
+        );
+        let strs = f.strs();
+        assert_eq!(strs.to(), "a\"b");
+        assert_eq!(strs.from, None);
+        assert_eq!(raw(&Fields::parse(r#"{"to":"a","to":"b"}"#))[1], Some(r#""b""#));
+        for not_an_object in ["[]", "\"to\"", "1", "", "{\"to\""] {
+            assert_eq!(raw(&Fields::parse(not_an_object)), [None; 4], "{not_an_object}");
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\"\\\\{}\\[\\],: é\u{1F600}]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("(to|from|id|type|[a-z]{1,3})", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The scanner agrees with serde_json on any object, pretty-printed or not.
+        #[test]
+        fn the_scanner_agrees_with_serde(
+            top in prop::collection::btree_map("(to|from|id|type|body|[a-z]{1,3})", json_value(), 0..6),
+            pretty in any::<bool>(),
+        ) {
+            let value = Value::Object(top.clone().into_iter().collect());
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                value.to_string()
+            };
+            let f = Fields::parse(&text);
+            for (key, got) in [("type", f.kind), ("to", f.to), ("from", f.from), ("id", f.id)] {
+                let want = top.get(key);
+                let got: Option<Value> = got.map(|r| serde_json::from_str(r).unwrap());
+                prop_assert_eq!(got.as_ref(), want, "{} in {}", key, text);
+            }
+        }
+    }
 
     fn rewritten(original: &str, new: &str, routing: bool) -> Result<Value, HookError> {
         rewrite(&Fields::parse(original), new.to_string(), routing)
