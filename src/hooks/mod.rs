@@ -782,14 +782,26 @@ mod tests {
         let f = Fields::parse(json);
         assert_eq!(
             raw(&f),
-            [Some(r#""message""#), Some(r#""a\"b""#), Some("null"), Some("7")]
+            [
+                Some(r#""message""#),
+                Some(r#""a\"b""#),
+                Some("null"),
+                Some("7")
+            ]
         );
         let strs = f.strs();
         assert_eq!(strs.to(), "a\"b");
         assert_eq!(strs.from, None);
-        assert_eq!(raw(&Fields::parse(r#"{"to":"a","to":"b"}"#))[1], Some(r#""b""#));
+        assert_eq!(
+            raw(&Fields::parse(r#"{"to":"a","to":"b"}"#))[1],
+            Some(r#""b""#)
+        );
         for not_an_object in ["[]", "\"to\"", "1", "", "{\"to\""] {
-            assert_eq!(raw(&Fields::parse(not_an_object)), [None; 4], "{not_an_object}");
+            assert_eq!(
+                raw(&Fields::parse(not_an_object)),
+                [None; 4],
+                "{not_an_object}"
+            );
         }
     }
 
