@@ -1,7 +1,9 @@
 //! The cost of one hook call in-process, without sockets: for each WASM filter of a
 //! hooks.yaml, the mean time of the host's whole per-message path (`hooks::call`:
 //! the routing-field read, the pool, the call, the counters) over a 100-byte-body
-//! message, and of the routing-field read alone. Compare with the no-hook bus's cost
+//! message, of the routing-field read alone, and of the filter chain as the daemon
+//! runs it on batches of 1, 16 and 64 messages (guests with `handle-batch` get one
+//! call per batch). Compare with the no-hook bus's cost
 //! per message (1 / its msg/s in BENCHMARKS.md).
 //!
 //! cargo run --release --example call_cost -- hooks.yaml [calls]
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use hookbus::hooks::config::{self, HookSource, Phase, Runner};
 use hookbus::hooks::wasm::{self, WasmEngine};
-use hookbus::hooks::{self, CallContext, EmitSink, Fields, HookSet};
+use hookbus::hooks::{self, CallContext, EmitSink, Fields, HookSet, Pending};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -57,6 +59,21 @@ async fn main() -> anyhow::Result<()> {
         }
         let ns = start.elapsed().as_nanos() as f64 / f64::from(calls);
         println!("{name:<24} {ns:>8.0} ns per message (routing-field read + call)");
+
+        // The filter chain as the daemon runs it, on batches of one read's messages.
+        let frame = hookbus::frame::encode(message.as_bytes());
+        for batch in [1u32, 16, 64] {
+            let start = Instant::now();
+            for _ in 0..calls / batch {
+                let mut items: Vec<Pending> = (0..batch)
+                    .map(|_| Pending::from_frame(frame.clone(), 0))
+                    .collect();
+                hooks::run_filters(&set, &mut items, &cx).await;
+                std::hint::black_box(&items);
+            }
+            let ns = start.elapsed().as_nanos() as f64 / f64::from(calls / batch * batch);
+            println!("{:<24} {ns:>8.0} ns per message in batches of {batch}", "");
+        }
     }
     Ok(())
 }

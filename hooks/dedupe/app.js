@@ -13,7 +13,7 @@
 // Module-level code runs once at build time (the engine state is snapshotted), so
 // host functions are only called from `init` and `handle`.
 
-import { nowMs } from "hookbus:hook/host@0.1.1";
+import { nowMs } from "hookbus:hook/host@0.1.2";
 
 const DEFAULTS = { key: ["from", "to", "body"], window_ms: 5000, max_keys: 10000 };
 const RAW_KEY_MAX = 256;

@@ -100,6 +100,8 @@ pub struct LoadedHook {
     /// Idle warm WASM instances. A call takes one (or makes one) and gives it back
     /// if the call succeeded. The lock is held only to pop or push.
     pool: Mutex<Vec<WasmInstance>>,
+    /// The guest exports `handle-batch`: filters call it once per batch.
+    batches: bool,
 }
 
 impl LoadedHook {
@@ -228,12 +230,14 @@ impl HookSet {
             let config = Arc::new(config);
             let fail = |e: HookError| format!("hook `{}`: {e}", config.name);
             let mut pool = Vec::new();
+            let mut batches = false;
             let runner = match &config.runner {
                 Runner::Wasm(path) => {
                     let module = engine.load(&config, path).map_err(fail)?;
                     let first = WasmInstance::new(engine, &module, &config, emit.clone())
                         .await
                         .map_err(fail)?;
+                    batches = first.batches();
                     pool.push(first);
                     LoadedRunner::Wasm(module)
                 }
@@ -249,6 +253,7 @@ impl HookSet {
                 runner,
                 stats: HookStats::default(),
                 pool: Mutex::new(pool),
+                batches,
             }));
         }
         Ok(Self { generation, hooks })
@@ -538,28 +543,94 @@ pub async fn run_filters(set: &HookSet, items: &mut [Pending], cx: &CallContext<
         if hook.config.phase != Phase::Filter {
             continue;
         }
-        let is_worker = matches!(hook.runner, LoadedRunner::Worker(_));
-        let mut selected = Vec::new();
-        let mut outcomes = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            if item.dropped.is_some() {
-                continue;
-            }
-            let json = item.json();
-            let fields = Fields::parse(json).strs();
-            if !fields.matches(&hook.config) {
-                continue;
-            }
-            selected.push(i);
-            if !is_worker {
-                outcomes.push(call(set, index, json, &fields, item.hops, cx).await);
-            }
-        }
-        if is_worker && !selected.is_empty() {
-            outcomes = call_worker_batch(hook, items, &selected, cx).await;
-        }
-        for (&i, outcome) in selected.iter().zip(outcomes) {
+        let (selected, outcomes) = filter_batch(set, index, items, cx).await;
+        for (i, outcome) in selected.into_iter().zip(outcomes) {
             apply(hook, &mut items[i], outcome);
+        }
+    }
+}
+
+/// Runs hook `index` on the items it matches; returns their indexes and outcomes.
+/// Workers and batch-taking guests get them in one exchange, other hooks one call
+/// per message.
+async fn filter_batch(
+    set: &HookSet,
+    index: usize,
+    items: &[Pending],
+    cx: &CallContext<'_>,
+) -> (Vec<usize>, Vec<Result<Verdict, HookError>>) {
+    let hook = &set.hooks[index];
+    let whole_batch = hook.batches || matches!(hook.runner, LoadedRunner::Worker(_));
+    let mut selected = Vec::new();
+    let mut views = Vec::new();
+    let mut outcomes = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if item.dropped.is_some() {
+            continue;
+        }
+        let json = item.json();
+        let fields = Fields::parse(json).strs();
+        if !fields.matches(&hook.config) {
+            continue;
+        }
+        selected.push(i);
+        if hook.batches {
+            views.push((fields, json));
+        } else if !whole_batch {
+            outcomes.push(call(set, index, json, &fields, item.hops, cx).await);
+        }
+    }
+    if whole_batch && !selected.is_empty() {
+        outcomes = if hook.batches {
+            let hops = selected.iter().map(|&i| items[i].hops).max().unwrap_or(0);
+            let views: Vec<MessageView<'_>> = views.iter().map(|(f, json)| f.view(json)).collect();
+            call_wasm_batch(hook, &views, hops, cx).await
+        } else {
+            call_worker_batch(hook, items, &selected, cx).await
+        };
+    }
+    (selected, outcomes)
+}
+
+/// Calls a guest's `handle-batch` once for `msgs`. A failure of the call is one
+/// failure of the hook, and every message of the batch gets its error.
+async fn call_wasm_batch(
+    hook: &LoadedHook,
+    msgs: &[MessageView<'_>],
+    hops: u8,
+    cx: &CallContext<'_>,
+) -> Vec<Result<Verdict, HookError>> {
+    let all = |e: HookError| msgs.iter().map(|_| Err(e.clone())).collect();
+    if hook.stats.suspended() {
+        return all(HookError::Suspended);
+    }
+    let LoadedRunner::Wasm(module) = &hook.runner else {
+        return all(HookError::Trap("handle-batch: not a WASM hook".into()));
+    };
+    let started = Instant::now();
+    let instance = match hook.take_instance() {
+        Some(instance) => Ok(instance),
+        None => WasmInstance::new(cx.engine, module, &hook.config, cx.emit.clone()).await,
+    };
+    let result = match instance {
+        Ok(mut instance) => {
+            let result = instance.handle_batch(msgs, hops).await;
+            if result.is_ok() {
+                hook.return_instance(instance);
+            }
+            result
+        }
+        Err(e) => Err(e),
+    };
+    let per_message = started.elapsed() / msgs.len() as u32;
+    for _ in msgs {
+        hook.stats.record(per_message);
+    }
+    match result {
+        Ok(verdicts) => verdicts.into_iter().map(|v| finish(hook, Ok(v))).collect(),
+        Err(e) => {
+            let _ = finish(hook, Err(e.clone()));
+            all(e)
         }
     }
 }
@@ -681,14 +752,13 @@ fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
 /// `bytes[start]` is an opening quote: the index after the closing one.
 fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    loop {
+        i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+        if bytes[i] == b'"' {
+            return Some(i + 1);
         }
+        i += 2; // a backslash and the character it escapes
     }
-    None
 }
 
 /// The index just after the value starting at `start`.

@@ -606,6 +606,8 @@ enum InstanceKind {
         store: Store<ComponentState>,
         bindings: Hook,
         instance: wasmtime::component::Instance,
+        /// `handle-batch`, when the guest exports it.
+        batch: Option<BatchFunc>,
     },
     Core {
         store: Store<CoreState>,
@@ -615,6 +617,18 @@ enum InstanceKind {
     },
 }
 
+type BatchFunc = wasmtime::component::TypedFunc<(Vec<Message>,), (Vec<wit::Verdict>,)>;
+
+impl From<wit::Verdict> for Verdict {
+    fn from(v: wit::Verdict) -> Self {
+        match v {
+            wit::Verdict::Pass => Verdict::Pass,
+            wit::Verdict::Drop(reason) => Verdict::Drop(reason),
+            wit::Verdict::Replace(json) => Verdict::Replace(json),
+        }
+    }
+}
+
 /// What `handle` got: the routing fields and the JSON text.
 pub struct MessageView<'a> {
     pub kind: &'a str,
@@ -622,6 +636,21 @@ pub struct MessageView<'a> {
     pub from: Option<&'a str>,
     pub id: Option<&'a str>,
     pub json: &'a str,
+}
+
+impl MessageView<'_> {
+    /// The contract's `message` record, as lowered into the guest.
+    fn to_wit(&self) -> Message {
+        Message {
+            envelope: Envelope {
+                kind: self.kind.to_owned(),
+                to: self.to.map(str::to_owned),
+                from: self.from.map(str::to_owned),
+                id: self.id.map(str::to_owned),
+            },
+            json: self.json.to_owned(),
+        }
+    }
 }
 
 /// Counts a call as running (for the ticker) until dropped, so a call whose future
@@ -704,6 +733,13 @@ impl WasmInstance {
                     Ok(()) => {}
                     Err(e) => return Err(HookError::Init(e)),
                 }
+                // World `hook-batch` adds `handle-batch`; plain `hook` guests lack it.
+                let batch = instance
+                    .get_typed_func::<(Vec<Message>,), (Vec<wit::Verdict>,)>(
+                        &mut store,
+                        "handle-batch",
+                    )
+                    .ok();
                 Ok(WasmInstance {
                     ticker: engine.ticker.clone(),
                     timeout_ticks,
@@ -711,6 +747,7 @@ impl WasmInstance {
                         store,
                         bindings,
                         instance,
+                        batch,
                     },
                 })
             }
@@ -772,24 +809,11 @@ impl WasmInstance {
             } => {
                 store.data_mut().host.hops = hops;
                 arm(store, self.timeout_ticks);
-                let message = Message {
-                    envelope: Envelope {
-                        kind: msg.kind.to_owned(),
-                        to: msg.to.map(str::to_owned),
-                        from: msg.from.map(str::to_owned),
-                        id: msg.id.map(str::to_owned),
-                    },
-                    json: msg.json.to_owned(),
-                };
                 let verdict = bindings
-                    .call_handle(&mut *store, &message)
+                    .call_handle(&mut *store, &msg.to_wit())
                     .await
                     .map_err(|e| classify(e, "handle"))?;
-                Ok(match verdict {
-                    wit::Verdict::Pass => Verdict::Pass,
-                    wit::Verdict::Drop(reason) => Verdict::Drop(reason),
-                    wit::Verdict::Replace(json) => Verdict::Replace(json),
-                })
+                Ok(verdict.into())
             }
             InstanceKind::Core {
                 store,
@@ -820,6 +844,45 @@ impl WasmInstance {
                 core_verdict(bytes)
             }
         }
+    }
+
+    /// Whether the guest takes whole batches (`handle-batch`, world `hook-batch`).
+    pub fn batches(&self) -> bool {
+        matches!(&self.kind, InstanceKind::Component { batch: Some(_), .. })
+    }
+
+    /// Decides on `msgs` in one call of `handle-batch` (see `batches`); `hops` is
+    /// the largest hop count among them. The deadline is the per-message one times
+    /// the number of messages.
+    pub async fn handle_batch(
+        &mut self,
+        msgs: &[MessageView<'_>],
+        hops: u8,
+    ) -> Result<Vec<Verdict>, HookError> {
+        let InstanceKind::Component {
+            store,
+            batch: Some(func),
+            ..
+        } = &mut self.kind
+        else {
+            return Err(HookError::Trap("handle-batch: not exported".into()));
+        };
+        let _running = Running::new(&self.ticker);
+        store.data_mut().host.hops = hops;
+        arm(store, self.timeout_ticks.saturating_mul(msgs.len() as u64));
+        let messages = msgs.iter().map(MessageView::to_wit).collect();
+        let (verdicts,) = func
+            .call_async(&mut *store, (messages,))
+            .await
+            .map_err(|e| classify(e, "handle-batch"))?;
+        if verdicts.len() != msgs.len() {
+            return Err(HookError::BadVerdict(format!(
+                "handle-batch returned {} verdicts for {} messages",
+                verdicts.len(),
+                msgs.len()
+            )));
+        }
+        Ok(verdicts.into_iter().map(Verdict::from).collect())
     }
 
     /// Calls the optional `health` export (components only).

@@ -972,3 +972,83 @@ hooks:
     );
     bus.stop().await;
 }
+
+/// Frames for `messages`, back to back, so one write (and one read) carries them all.
+fn frames(messages: &[Value]) -> Vec<u8> {
+    messages
+        .iter()
+        .flat_map(|m| hookbus::frame::encode(m.to_string().as_bytes()).to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_guest_gets_a_whole_read_in_one_call_and_order_is_kept() {
+    let bus = TestBus::with_hooks(&format!(
+        "hooks:\n  - name: batcher\n    wasm: {}\n    limits: {{ timeout_ms: 1000 }}\n",
+        guest("batcher").display()
+    ))
+    .await;
+    let mut rx = bus.registered("rx").await;
+    let batch: Vec<Value> = (0..5)
+        .map(|i| {
+            let body = if i == 2 {
+                json!({"batch": "drop"})
+            } else {
+                json!({"n": i})
+            };
+            json!({"type": "message", "to": "rx", "id": format!("m{i}"), "body": body})
+        })
+        .collect();
+    let mut tx = bus.raw().await;
+    tx.send_bytes(&frames(&batch)).await;
+    assert!(tx.sync().await.is_empty());
+    let got = rx.sync().await;
+    let ids: Vec<&Value> = got.iter().map(|m| &m["id"]).collect();
+    assert_eq!(
+        ids,
+        [&json!("m0"), &json!("m1"), &json!("m3"), &json!("m4")]
+    );
+    for m in &got {
+        assert_eq!(m["batch_size"], 5, "one call for the whole read: {m}");
+    }
+    let status = bus.hooks_status().await;
+    assert_eq!(hook(&status, "batcher")["calls"], 5, "{status}");
+}
+
+#[tokio::test]
+async fn a_batch_with_the_wrong_number_of_verdicts_fails_as_a_whole() {
+    let bus = TestBus::with_hooks(&format!(
+        "hooks:\n  - name: batcher\n    wasm: {}\n    limits: {{ timeout_ms: 1000 }}\n    on_error: drop\n",
+        guest("batcher").display()
+    ))
+    .await;
+    let mut rx = bus.registered("rx").await;
+    let bad: Vec<Value> = ["x", "short", "y"]
+        .iter()
+        .map(|b| json!({"type": "message", "to": "rx", "body": {"batch": b}}))
+        .collect();
+    let mut tx = bus.raw().await;
+    tx.send_bytes(&frames(&bad)).await;
+    assert!(tx.sync().await.is_empty());
+    send(&bus, "rx", "after", json!({})).await;
+    let got = rx.sync().await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the failed batch is dropped (on_error: drop): {got:?}"
+    );
+    assert_eq!(
+        (&got[0]["id"], &got[0]["batch_size"]),
+        (&json!("after"), &json!(1))
+    );
+    let status = bus.hooks_status().await;
+    let batcher = hook(&status, "batcher");
+    assert_eq!(batcher["errors"], 1, "{status}");
+    assert!(
+        batcher["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2 verdicts for 3 messages"),
+        "{status}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The smallest hookbus hook: it passes every message untouched, without parsing it.
-//! `scripts/bench-hooks.sh` uses it to measure what the host itself costs per call.
+//! It targets world `hook-batch`, so the bus hands it a whole read's messages per call.
+//! `scripts/bench-hooks.sh` uses it to measure what the host itself costs.
 
-wit_bindgen::generate!({ world: "hook", path: "../../wit" });
+wit_bindgen::generate!({ world: "hook-batch", path: "../../wit" });
 
 struct Pass;
 
@@ -10,8 +11,12 @@ impl Guest for Pass {
         Ok(())
     }
 
-    fn handle(_msg: hookbus::hook::types::Message) -> Verdict {
+    fn handle(_msg: Message) -> Verdict {
         Verdict::Pass
+    }
+
+    fn handle_batch(msgs: Vec<Message>) -> Vec<Verdict> {
+        msgs.iter().map(|_| Verdict::Pass).collect()
     }
 }
 

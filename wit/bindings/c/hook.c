@@ -3,21 +3,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `hookbus:hook/host@0.1.1`
+// Imported Functions from `hookbus:hook/host@0.1.2`
 
-__attribute__((__import_module__("hookbus:hook/host@0.1.1"), __import_name__("log")))
+__attribute__((__import_module__("hookbus:hook/host@0.1.2"), __import_name__("log")))
 extern void __wasm_import_hookbus_hook_host_log(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("hookbus:hook/host@0.1.1"), __import_name__("emit")))
+__attribute__((__import_module__("hookbus:hook/host@0.1.2"), __import_name__("emit")))
 extern void __wasm_import_hookbus_hook_host_emit(uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("hookbus:hook/host@0.1.1"), __import_name__("hook-name")))
+__attribute__((__import_module__("hookbus:hook/host@0.1.2"), __import_name__("hook-name")))
 extern void __wasm_import_hookbus_hook_host_hook_name(uint8_t *);
 
-__attribute__((__import_module__("hookbus:hook/host@0.1.1"), __import_name__("now-ms")))
+__attribute__((__import_module__("hookbus:hook/host@0.1.2"), __import_name__("now-ms")))
 extern int64_t __wasm_import_hookbus_hook_host_now_ms(void);
 
-__attribute__((__import_module__("hookbus:hook/host@0.1.1"), __import_name__("bus-host")))
+__attribute__((__import_module__("hookbus:hook/host@0.1.2"), __import_name__("bus-host")))
 extern void __wasm_import_hookbus_hook_host_bus_host(uint8_t *);
 
 // Exported Functions from `hook`

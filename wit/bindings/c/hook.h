@@ -79,7 +79,7 @@ typedef hookbus_hook_types_message_t hook_message_t;
 
 typedef hookbus_hook_types_verdict_t hook_verdict_t;
 
-// Imported Functions from `hookbus:hook/host@0.1.1`
+// Imported Functions from `hookbus:hook/host@0.1.2`
 // Writes a line to the daemon's log, tagged with the hook's name.
 extern void hookbus_hook_host_log(hookbus_hook_host_level_t level, hook_string_t *text);
 // Sends a new message on the bus (a notification). `message-json` is a JSON

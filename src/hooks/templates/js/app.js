@@ -6,12 +6,12 @@
 //                     msg.envelope = { kind, to, from, id } (null when absent). Return
 //                     { tag: "pass" }, { tag: "drop", val: reason } or
 //                     { tag: "replace", val: jsonObjectText }.
-// Host functions come from "hookbus:hook/host@0.1.1": log, emit, hookName, nowMs, busHost.
+// Host functions come from "hookbus:hook/host@0.1.2": log, emit, hookName, nowMs, busHost.
 //
 // Module-level code runs once at build time (the engine state is snapshotted into the
 // component), so call host functions only from init and handle.
 
-import { log } from "hookbus:hook/host@0.1.1";
+import { log } from "hookbus:hook/host@0.1.2";
 
 let block;
 
