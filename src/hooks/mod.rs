@@ -105,8 +105,17 @@ pub struct LoadedHook {
 }
 
 impl LoadedHook {
-    fn take_instance(&self) -> Option<WasmInstance> {
-        HookStats::lock(&self.pool).pop()
+    /// A warm instance from the pool, or a new one when the pool is empty.
+    async fn instance(
+        &self,
+        module: &WasmModule,
+        cx: &CallContext<'_>,
+    ) -> Result<WasmInstance, HookError> {
+        let idle = HookStats::lock(&self.pool).pop();
+        match idle {
+            Some(instance) => Ok(instance),
+            None => WasmInstance::new(cx.engine, module, &self.config, cx.emit.clone()).await,
+        }
     }
 
     fn return_instance(&self, instance: WasmInstance) {
@@ -401,6 +410,100 @@ impl FieldStrs<'_> {
     }
 }
 
+/// Calls `member(key, value)` for each top-level member of the JSON object `json`
+/// (the key's text between its quotes, the value's raw text). Assumes valid JSON;
+/// returns false when the text is not an object or ends early.
+fn top_level_members<'a>(json: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = skip_ws(bytes, 0);
+    if bytes.get(i) != Some(&b'{') {
+        return false;
+    }
+    i = skip_ws(bytes, i + 1);
+    if bytes.get(i) == Some(&b'}') {
+        return true;
+    }
+    loop {
+        if bytes.get(i) != Some(&b'"') {
+            return false;
+        }
+        let key_start = i + 1;
+        let Some(key_end) = string_end(bytes, i) else {
+            return false;
+        };
+        i = skip_ws(bytes, key_end);
+        if bytes.get(i) != Some(&b':') {
+            return false;
+        }
+        let start = skip_ws(bytes, i + 1);
+        let Some(end) = value_end(bytes, start) else {
+            return false;
+        };
+        // Every index here sits on an ASCII byte, so on a char boundary.
+        member(&json[key_start..key_end - 1], &json[start..end]);
+        i = skip_ws(bytes, end);
+        match bytes.get(i) {
+            Some(b',') => i = skip_ws(bytes, i + 1),
+            Some(b'}') => return true,
+            _ => return false,
+        }
+    }
+}
+
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// `bytes[start]` is an opening quote: the index after the closing one.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+        if bytes[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2; // a backslash and the character it escapes
+    }
+}
+
+/// The index just after the value starting at `start`.
+fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    match bytes.get(start)? {
+        b'"' => string_end(bytes, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'"' => {
+                        i = string_end(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let len = bytes[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))?;
+            (len > 0).then_some(start + len)
+        }
+    }
+}
+
 /// Everything a hook call needs besides the message.
 pub struct CallContext<'a> {
     pub engine: &'a WasmEngine,
@@ -423,22 +526,16 @@ pub async fn call(
     }
     let started = Instant::now();
     let result = match &hook.runner {
-        LoadedRunner::Wasm(module) => {
-            let instance = match hook.take_instance() {
-                Some(instance) => Ok(instance),
-                None => WasmInstance::new(cx.engine, module, &hook.config, cx.emit.clone()).await,
-            };
-            match instance {
-                Ok(mut instance) => {
-                    let result = instance.handle(&fields.view(json), hops).await;
-                    if result.is_ok() {
-                        hook.return_instance(instance);
-                    }
-                    result
+        LoadedRunner::Wasm(module) => match hook.instance(module, cx).await {
+            Ok(mut instance) => {
+                let result = instance.handle(&fields.view(json), hops).await;
+                if result.is_ok() {
+                    hook.return_instance(instance);
                 }
-                Err(e) => Err(e),
+                result
             }
-        }
+            Err(e) => Err(e),
+        },
         LoadedRunner::Worker(_) => {
             // The worker's pipes are blocking I/O: keep them off the async threads.
             let (hook, json, emit) = (hook.clone(), json.to_owned(), cx.emit.clone());
@@ -616,11 +713,7 @@ async fn call_wasm_batch(
         return all(HookError::Trap("handle-batch: not a WASM hook".into()));
     };
     let started = Instant::now();
-    let instance = match hook.take_instance() {
-        Some(instance) => Ok(instance),
-        None => WasmInstance::new(cx.engine, module, &hook.config, cx.emit.clone()).await,
-    };
-    let result = match instance {
+    let result = match hook.instance(module, cx).await {
         Ok(mut instance) => {
             let result = instance.handle_batch(msgs, hops).await;
             if result.is_ok() {
@@ -710,100 +803,6 @@ async fn call_worker_batch(
 
 /// Checks and normalises a replacement: a JSON object, `type` and `id` kept from
 /// the original, `to` unchanged unless `routing` is granted.
-/// Calls `member(key, value)` for each top-level member of the JSON object `json`
-/// (the key's text between its quotes, the value's raw text). Assumes valid JSON;
-/// returns false when the text is not an object or ends early.
-fn top_level_members<'a>(json: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> bool {
-    let bytes = json.as_bytes();
-    let mut i = skip_ws(bytes, 0);
-    if bytes.get(i) != Some(&b'{') {
-        return false;
-    }
-    i = skip_ws(bytes, i + 1);
-    if bytes.get(i) == Some(&b'}') {
-        return true;
-    }
-    loop {
-        if bytes.get(i) != Some(&b'"') {
-            return false;
-        }
-        let key_start = i + 1;
-        let Some(key_end) = string_end(bytes, i) else {
-            return false;
-        };
-        i = skip_ws(bytes, key_end);
-        if bytes.get(i) != Some(&b':') {
-            return false;
-        }
-        let start = skip_ws(bytes, i + 1);
-        let Some(end) = value_end(bytes, start) else {
-            return false;
-        };
-        // Every index here sits on an ASCII byte, so on a char boundary.
-        member(&json[key_start..key_end - 1], &json[start..end]);
-        i = skip_ws(bytes, end);
-        match bytes.get(i) {
-            Some(b',') => i = skip_ws(bytes, i + 1),
-            Some(b'}') => return true,
-            _ => return false,
-        }
-    }
-}
-
-fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
-    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// `bytes[start]` is an opening quote: the index after the closing one.
-fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let mut i = start + 1;
-    loop {
-        i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
-        if bytes[i] == b'"' {
-            return Some(i + 1);
-        }
-        i += 2; // a backslash and the character it escapes
-    }
-}
-
-/// The index just after the value starting at `start`.
-fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
-    match bytes.get(start)? {
-        b'"' => string_end(bytes, start),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut i = start;
-            while i < bytes.len() {
-                match bytes[i] {
-                    b'"' => {
-                        i = string_end(bytes, i)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(i + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-            None
-        }
-        _ => {
-            let len = bytes[start..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))?;
-            (len > 0).then_some(start + len)
-        }
-    }
-}
-
 fn rewrite(original: &Fields<'_>, new: String, routing: bool) -> Result<String, HookError> {
     let check_to = |new_to: &str| {
         if !routing && new_to != original.strs().to() {

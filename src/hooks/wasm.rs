@@ -688,15 +688,12 @@ impl WasmInstance {
             hops: 0,
             ticks_left: 0,
         };
-        let timeout_ticks = hook
-            .timeout
-            .as_micros()
-            .div_ceil(EPOCH_TICK.as_micros())
-            .max(1) as u64;
+        let ticks = |d: Duration| d.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1) as u64;
+        let timeout_ticks = ticks(hook.timeout);
         // Instantiation and `init` may build tables or parse config: they get at
         // least INIT_BUDGET, whatever the per-message limit.
         let init_budget = hook.timeout.max(INIT_BUDGET);
-        let init_ticks = init_budget.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
+        let init_ticks = ticks(init_budget);
         let in_init = |during: &'static str| {
             move |e: wasmtime::Error| match classify(e, during) {
                 HookError::Timeout => HookError::Init(format!(
@@ -734,12 +731,8 @@ impl WasmInstance {
                     Err(e) => return Err(HookError::Init(e)),
                 }
                 // World `hook-batch` adds `handle-batch`; plain `hook` guests lack it.
-                let batch = instance
-                    .get_typed_func::<(Vec<Message>,), (Vec<wit::Verdict>,)>(
-                        &mut store,
-                        "handle-batch",
-                    )
-                    .ok();
+                let batch: Option<BatchFunc> =
+                    instance.get_typed_func(&mut store, "handle-batch").ok();
                 Ok(WasmInstance {
                     ticker: engine.ticker.clone(),
                     timeout_ticks,
