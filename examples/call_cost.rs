@@ -40,22 +40,30 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let name = hook.name.clone();
-        let set = HookSet::build(1, vec![hook], &engine, &emit)
+        let max_frame = hookbus::frame::DEFAULT_MAX_FRAME_LEN;
+        let set = HookSet::build(1, vec![hook], &HookSet::empty(), &engine, &emit, max_frame)
             .await
             .map_err(anyhow::Error::msg)?;
         let cx = CallContext {
             engine: &engine,
             emit: &emit,
+            max_frame,
         };
         let fields = Fields::parse(&message).strs();
         // Warm up: instance made, code paged in.
         for _ in 0..1000 {
-            hooks::call(&set, 0, &message, &fields, 0, &cx).await.ok();
+            hooks::call(&set.hooks[0], &message, &fields, 0, &cx)
+                .await
+                .ok();
         }
         let start = Instant::now();
         for _ in 0..calls {
             let fields = Fields::parse(&message).strs();
-            std::hint::black_box(hooks::call(&set, 0, &message, &fields, 0, &cx).await.ok());
+            std::hint::black_box(
+                hooks::call(&set.hooks[0], &message, &fields, 0, &cx)
+                    .await
+                    .ok(),
+            );
         }
         let ns = start.elapsed().as_nanos() as f64 / f64::from(calls);
         println!("{name:<24} {ns:>8.0} ns per message (routing-field read + call)");

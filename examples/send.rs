@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
     match send_message(&socket, &to, serde_json::from_str(&body)?, "example").await? {
         Sent::Delivered(n) => println!("delivered to {n} session(s)"),
         Sent::Accepted => println!("accepted"),
+        Sent::Dropped { hook, reason } => println!("dropped by hook {hook}: {reason}"),
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::frame;
+use hookbus::frame;
 
 /// How long a bench client waits on the server before calling the run failed.
 pub const BENCH_IO_TIMEOUT: Duration = Duration::from_secs(10);

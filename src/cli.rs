@@ -11,9 +11,9 @@ use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
 use crate::bench::{self, BenchOptions};
-use crate::client::{self, ClientOptions, Sent};
-use crate::daemon::{self, StartOptions, Stopped};
-use crate::server::Config;
+use hookbus::client::{self, ClientOptions, Sent};
+use hookbus::daemon::{self, StartOptions, Stopped};
+use hookbus::server::Config;
 
 /// A fast, safe, extensible message bus for your workstation.
 ///
@@ -29,7 +29,7 @@ use crate::server::Config;
 )]
 pub struct Cli {
     /// Bus socket [default: $XDG_RUNTIME_DIR/hookbus/bus.sock, or ~/.hookbus/bus.sock]
-    #[arg(long, global = true, env = crate::paths::SOCKET_ENV, value_name = "PATH")]
+    #[arg(long, global = true, env = hookbus::paths::SOCKET_ENV, value_name = "PATH")]
     socket: Option<PathBuf>,
 
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
@@ -126,17 +126,20 @@ struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     hook_cache: Option<PathBuf>,
     /// Largest accepted frame payload, in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = crate::frame::DEFAULT_MAX_FRAME_LEN)]
+    #[arg(long, value_name = "BYTES", default_value_t = hookbus::frame::DEFAULT_MAX_FRAME_LEN)]
     max_frame: usize,
     /// Close registered sessions silent (no ping, no message) for this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 90.0)]
     heartbeat_timeout: f64,
     /// Frames queued for one client before it is disconnected as a slow consumer
-    #[arg(long, value_name = "N", default_value_t = crate::outbox::OUTBOX_CAPACITY)]
+    #[arg(long, value_name = "N", default_value_t = hookbus::outbox::OUTBOX_CAPACITY)]
     outbox_frames: usize,
     /// Bytes queued for one client before it is disconnected as a slow consumer
-    #[arg(long, value_name = "BYTES", default_value_t = crate::outbox::OUTBOX_MAX_BYTES)]
+    #[arg(long, value_name = "BYTES", default_value_t = hookbus::outbox::OUTBOX_MAX_BYTES)]
     outbox_bytes: usize,
+    /// After SIGTERM, stop within this many seconds whatever clients and hooks do
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    shutdown_timeout: f64,
 }
 
 impl ServeArgs {
@@ -144,11 +147,15 @@ impl ServeArgs {
         if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout > 0.0) {
             bail!("--heartbeat-timeout must be a positive number of seconds");
         }
+        if !(self.shutdown_timeout.is_finite() && self.shutdown_timeout > 0.0) {
+            bail!("--shutdown-timeout must be a positive number of seconds");
+        }
         let mut config = Config::new(socket);
         config.max_frame_len = self.max_frame;
         config.heartbeat_timeout = Duration::from_secs_f64(self.heartbeat_timeout);
         config.outbox_capacity = self.outbox_frames;
         config.outbox_max_bytes = self.outbox_bytes;
+        config.shutdown_timeout = Duration::from_secs_f64(self.shutdown_timeout);
         Ok(config)
     }
 
@@ -169,6 +176,7 @@ impl ServeArgs {
             format!("--heartbeat-timeout={}", self.heartbeat_timeout),
             format!("--outbox-frames={}", self.outbox_frames),
             format!("--outbox-bytes={}", self.outbox_bytes),
+            format!("--shutdown-timeout={}", self.shutdown_timeout),
         ]);
         args
     }
@@ -210,6 +218,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Serve(_) | Command::Daemon(_) => "info",
+        // A hook author sees what their guest writes to stderr.
+        Command::Hooks(_) => "warn,hookbus::guest=info",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env()
@@ -237,24 +247,27 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("hookbus: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Whatever is still running (a hook call past its stop) does not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let socket = cli
         .socket
         .clone()
-        .unwrap_or_else(crate::paths::default_socket);
+        .unwrap_or_else(hookbus::paths::default_socket);
     match cli.command {
         Command::Serve(args) => {
             let mut config = args.config(&socket)?;
-            config.hooks = hook_runtime(&args).await?;
+            config.hooks = hook_runtime(&args, config.max_frame_len).await?;
             daemon::serve(config).await?;
         }
         Command::Hooks(command) => return crate::hooks_cli::run(&socket, command).await,
@@ -308,20 +321,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The hook engine for `serve`, or `None` when no hooks are configured.
+/// The hook engine for `serve`, or `None` when hooks are switched off. A config
+/// that cannot load stops the start: a bus must not run without the hooks (a
+/// redaction filter, say) it was told to run.
 async fn hook_runtime(
     args: &ServeArgs,
-) -> anyhow::Result<Option<std::sync::Arc<crate::hooks::runtime::HookRuntime>>> {
-    use crate::hooks::{config, reload, runtime::HookRuntime, wasm};
+    max_frame: usize,
+) -> anyhow::Result<Option<std::sync::Arc<hookbus::hooks::runtime::HookRuntime>>> {
+    use hookbus::hooks::{config, reload, runtime::HookRuntime, wasm};
     let source = config::resolve_source(args.hooks.as_deref());
     if let config::HookSource::None { why } = &source {
         tracing::info!("no hooks: {why}");
         return Ok(None);
     }
     let cache = args.hook_cache.clone().or_else(wasm::default_cache_dir);
-    let runtime = HookRuntime::new(source, cache)
+    let runtime = HookRuntime::new(source.clone(), cache, max_frame)
         .await
-        .context("cannot start the hook engine")?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the hooks of {source} cannot be loaded, so the bus does not start: {e}"
+            )
+        })?;
     if let Err(e) = reload::watch(&runtime) {
         tracing::warn!("hot reload is off: {e}");
     }
@@ -350,9 +370,12 @@ async fn start(
     };
     println!("hookbus {verb} pid {}", status["pid"]);
     println!("  socket: {}", socket.display());
-    println!("  log:    {}", crate::paths::log_file(socket).display());
+    println!("  log:    {}", hookbus::paths::log_file(socket).display());
     Ok(ExitCode::SUCCESS)
 }
+
+/// Exit status of `send` and `broadcast` when a filter hook dropped the message.
+const EXIT_DROPPED: u8 = 4;
 
 async fn send(
     socket: &Path,
@@ -379,6 +402,10 @@ async fn send(
         Ok(Sent::Delivered(n)) if to.is_empty() => println!("broadcast to {n} endpoint(s)"),
         Ok(Sent::Delivered(_)) => println!("delivered to {to}"),
         Ok(Sent::Accepted) => println!("sent (the bus does not confirm delivery)"),
+        Ok(Sent::Dropped { hook, reason }) => {
+            eprintln!("hookbus: dropped by hook {hook}: {reason}");
+            return Ok(ExitCode::from(EXIT_DROPPED));
+        }
         Err(e) if e.code() == Some("endpoint_not_found") => {
             eprintln!("hookbus: no endpoint `{to}` is connected; see `hookbus endpoints`");
             return Ok(ExitCode::from(2));

@@ -160,10 +160,12 @@ pub async fn endpoints(socket: &Path) -> Result<serde_json::Map<String, Value>, 
 }
 
 /// What [`send_message`] learned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
     /// The bus routed the message to this many sessions.
     Delivered(u64),
+    /// A filter hook dropped the message: the hook's name and its reason.
+    Dropped { hook: String, reason: String },
     /// The bus accepted the message without saying more (a hermes-bus server).
     Accepted,
 }
@@ -194,6 +196,12 @@ pub async fn send_message(
             Err(e) => return Err(e),
         };
         match reply["type"].as_str() {
+            Some("ack") if reply["dropped_by"].is_string() => {
+                return Ok(Sent::Dropped {
+                    hook: reply["dropped_by"].as_str().unwrap_or_default().to_owned(),
+                    reason: reply["reason"].as_str().unwrap_or_default().to_owned(),
+                })
+            }
             Some("ack") => return Ok(Sent::Delivered(reply["delivered"].as_u64().unwrap_or(0))),
             Some("error") => return Err(ClientError::from_reply(&reply)),
             _ => {} // `welcome`

@@ -30,6 +30,10 @@ pub const READ_BUF_INITIAL: usize = 8 * 1024;
 /// that once carried a big frame does not keep its memory while idle.
 pub const READ_BUF_KEEP: usize = 64 * 1024;
 
+/// Most requests of one read handed on as one batch (to the filter chain and the
+/// router); a read that holds more is handed on in several.
+pub const MAX_READ_BATCH: usize = 256;
+
 /// Most frames the writer takes from the outbox for one write.
 pub const WRITE_BATCH: usize = 256;
 
@@ -96,6 +100,11 @@ async fn read_loop(
         let mut requests = Vec::new();
         let mut fatal = false;
         loop {
+            if requests.len() == MAX_READ_BATCH
+                && !forward(key, std::mem::take(&mut requests), config, router).await
+            {
+                return;
+            }
             match frame::decode(&mut buf, config.max_frame_len) {
                 Ok(Some(frame)) => requests.push(protocol::parse(frame)),
                 Ok(None) => break,
@@ -123,7 +132,8 @@ async fn read_loop(
 }
 
 /// Sends one read's requests to the router, through the filter chain first when
-/// filter hooks are in force (run here, on this connection's task, so its order holds).
+/// filter hooks are in force (run here, on this connection's task, so its order
+/// holds). A hook with a full backlog and `overflow: block` makes this wait.
 async fn forward(
     key: SessionKey,
     requests: Vec<Request>,
@@ -131,8 +141,15 @@ async fn forward(
     router: &mpsc::Sender<Command>,
 ) -> bool {
     let requests = match &config.hooks {
-        Some(hooks) if hooks.has_filters() => hooks.filter(requests).await,
-        _ => requests,
+        Some(hooks) => {
+            hooks.admit(&requests).await;
+            if hooks.has_filters() {
+                hooks.filter(requests).await
+            } else {
+                requests
+            }
+        }
+        None => requests,
     };
     requests.is_empty()
         || router

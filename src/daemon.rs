@@ -107,9 +107,38 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let shutdown = CancellationToken::new();
     let signals = shutdown_on_signal(shutdown.clone())
         .map_err(io_err("install signal handlers for", &socket))?;
+    let hooks = config.hooks.clone();
+    if hooks.is_some() {
+        if let Err(e) = crate::hooks::process::reaper::start() {
+            warn!("{e}; processes that escape a hook's process group will not be killed");
+        }
+    }
     info!(pid = std::process::id(), socket = %socket.display(), "hookbus daemon started");
-    server::run(listener, config, shutdown).await;
+    // The whole stop, from the signal to the last hook process killed, takes at
+    // most `shutdown_timeout`.
+    let limit = config.shutdown_timeout;
+    let signalled = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            Instant::now()
+        })
+    };
+    let run = server::run(listener, config, shutdown.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        _ = &mut run => {}
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(limit).await;
+        } => warn!("the server did not stop within {limit:?}; stopping anyway"),
+    }
+    let stop_started = signalled.await.unwrap_or_else(|_| Instant::now());
     signals.abort();
+    if let Some(hooks) = hooks {
+        let left = limit.saturating_sub(stop_started.elapsed());
+        hooks.shutdown(left.max(Duration::from_millis(100))).await;
+    }
 
     // Remove our files only if they are still ours (a new daemon may have taken over).
     if read_pid(&pid_path) == Some(std::process::id() as i32) {

@@ -11,10 +11,11 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
-use crate::hooks::config::{self, HookConfig, HookSource, Phase, Runner};
-use crate::hooks::scaffold::{self, Lang};
-use crate::hooks::wasm::{self, WasmEngine};
-use crate::hooks::{self, CallContext, EmitSink, Fields, HookSet, LoadedRunner, Verdict};
+use crate::scaffold::{self, Lang};
+use hookbus::frame::DEFAULT_MAX_FRAME_LEN;
+use hookbus::hooks::config::{self, HookConfig, HookSource, Phase, Runner};
+use hookbus::hooks::wasm::{self, WasmEngine};
+use hookbus::hooks::{self, CallContext, EmitSink, Fields, HookSet, LoadedRunner, Verdict};
 
 #[derive(Debug, Subcommand)]
 pub enum HooksCommand {
@@ -103,9 +104,9 @@ fn phase(hook: &HookConfig) -> &'static str {
 /// An emit sink that prints what a hook emits instead of sending it.
 fn printing_emitter() -> EmitSink {
     Arc::new(|hook: &str, json: String, hops: u8| {
-        let msg = hooks::runtime::emitted_message(hook, &json, hops)?;
-        let value: Value =
-            serde_json::from_slice(crate::frame::payload(&msg.frame)).map_err(|e| e.to_string())?;
+        let msg = hooks::runtime::emitted_message(hook, &json, hops, DEFAULT_MAX_FRAME_LEN)?;
+        let value: Value = serde_json::from_slice(hookbus::frame::payload(&msg.frame))
+            .map_err(|e| e.to_string())?;
         println!("{}", json!({ "emit": value }));
         Ok(())
     })
@@ -127,15 +128,18 @@ async fn check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     for hook in configs {
         let started = Instant::now();
         let label = format!("{} ({} {})", hook.name, kind(&hook), phase(&hook));
-        match HookSet::build(0, vec![hook], &engine, &emit).await {
+        let none = HookSet::empty();
+        match HookSet::build(0, vec![hook], &none, &engine, &emit, DEFAULT_MAX_FRAME_LEN).await {
             Ok(set) => {
                 let took = started.elapsed().as_secs_f64() * 1000.0;
-                let health = match health(&set, &engine, &emit).await {
+                let cx = context(&engine, &emit);
+                let health = match set.hooks[0].check_health(&cx).await {
                     None => String::new(),
                     Some(Ok(())) => ", health ok".into(),
                     Some(Err(e)) => format!(", health: {e}"),
                 };
                 println!("✓ {label}: loaded and initialised in {took:.1} ms{health}");
+                set.shutdown_unshared(&none).await;
             }
             Err(e) => {
                 failed += 1;
@@ -150,33 +154,16 @@ async fn check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The hook's own health report, when it has one (workers; components exporting
-/// `health`).
-async fn health(set: &HookSet, engine: &WasmEngine, emit: &EmitSink) -> Option<Result<(), String>> {
-    let hook = set.hooks.first()?;
-    match &hook.runner {
-        LoadedRunner::Worker(_) => {
-            let hook = hook.clone();
-            tokio::task::spawn_blocking(move || match &hook.runner {
-                LoadedRunner::Worker(worker) => Some(worker.health()),
-                _ => None,
-            })
-            .await
-            .ok()
-            .flatten()
-        }
-        LoadedRunner::Wasm(module) => {
-            let mut instance = wasm::WasmInstance::new(engine, module, &hook.config, emit.clone())
-                .await
-                .ok()?;
-            instance.health().await
-        }
-        LoadedRunner::Spawn(_) => None,
+fn context<'a>(engine: &'a WasmEngine, emit: &'a EmitSink) -> CallContext<'a> {
+    CallContext {
+        engine,
+        emit,
+        max_frame: DEFAULT_MAX_FRAME_LEN,
     }
 }
 
 async fn status(socket: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
-    let status = crate::client::query(socket, &json!({"type": "hooks_status"})).await?;
+    let status = hookbus::client::query(socket, &json!({"type": "hooks_status"})).await?;
     if as_json {
         println!("{status}");
         return Ok(ExitCode::SUCCESS);
@@ -194,9 +181,13 @@ async fn status(socket: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
             reload["took_ms"].as_f64().unwrap_or(0.0)
         ),
         _ => println!(
-            "last reload: FAILED (the previous hooks stay in force): {}",
+            "last reload: FAILED, so the hooks below (if any) stay in force: {}",
             reload["error"].as_str().unwrap_or("?")
         ),
+    }
+    if let Some(files) = status["watching"].as_array() {
+        let files: Vec<&str> = files.iter().filter_map(Value::as_str).collect();
+        println!("watching: {}", files.join(", "));
     }
     println!(
         "filtered out: {}   notify overflow: {}   emits cut by the hop limit: {}",
@@ -207,33 +198,76 @@ async fn status(socket: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
         println!("no hooks in force");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<20} {:<17} {:<7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>9}",
-        "hook", "kind", "phase", "calls", "p50 µs", "p99 µs", "errors", "drops", "suspended"
-    );
-    for h in &hooks {
-        let us = |v: &Value| v.as_u64().map_or("-".to_owned(), |n| n.to_string());
-        println!(
-            "{:<20} {:<17} {:<7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>9}",
-            h["name"].as_str().unwrap_or("?"),
-            h["kind"].as_str().unwrap_or("?"),
-            h["phase"].as_str().unwrap_or("?"),
-            h["calls"],
-            us(&h["p50_us"]),
-            us(&h["p99_us"]),
-            h["errors"],
-            h["drops"],
-            format!(
-                "{}{}",
-                h["suspensions"],
-                if h["suspended"] == true { " (now)" } else { "" }
-            ),
-        );
-        if let Some(e) = h["last_error"].as_str() {
-            println!("    last error: {e}");
-        }
+    let mut out = std::io::stdout().lock();
+    for line in status_table(&hooks) {
+        writeln!(out, "{line}")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `hooks status` table: a header and a row per hook (with its last error
+/// and health beneath), every column aligned.
+fn status_table(hooks: &[Value]) -> Vec<String> {
+    // serde_json's Display ignores widths: every cell becomes a String first.
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let row = |cells: [&str; 10]| {
+        format!(
+            "{:<20} {:<17} {:<7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7} {:>9}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            cells[7],
+            cells[8],
+            cells[9]
+        )
+    };
+    let mut lines = vec![row([
+        "hook",
+        "kind",
+        "phase",
+        "calls",
+        "p50 µs",
+        "p99 µs",
+        "errors",
+        "drops",
+        "skipped",
+        "suspended",
+    ])];
+    for h in hooks {
+        let suspended = format!(
+            "{}{}",
+            text(&h["suspensions"]),
+            if h["suspended"] == true { " (now)" } else { "" }
+        );
+        let cells = [
+            text(&h["name"]),
+            text(&h["kind"]),
+            text(&h["phase"]),
+            text(&h["calls"]),
+            text(&h["p50_us"]),
+            text(&h["p99_us"]),
+            text(&h["errors"]),
+            text(&h["drops"]),
+            text(&h["skipped"]),
+            suspended,
+        ];
+        lines.push(row(cells.each_ref().map(String::as_str)));
+        if let Some(e) = h["last_error"].as_str() {
+            lines.push(format!("    last error: {e}"));
+        }
+        if let Some(health) = h["health"].as_str().filter(|h| *h != "ok") {
+            lines.push(format!("    unhealthy: {health}"));
+        }
+    }
+    lines
 }
 
 async fn test(name: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -244,13 +278,11 @@ async fn test(name: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     };
     let engine = engine()?;
     let emit = printing_emitter();
-    let set = HookSet::build(1, vec![hook], &engine, &emit)
+    let none = HookSet::empty();
+    let set = HookSet::build(1, vec![hook], &none, &engine, &emit, DEFAULT_MAX_FRAME_LEN)
         .await
         .map_err(anyhow::Error::msg)?;
-    let cx = CallContext {
-        engine: &engine,
-        emit: &emit,
-    };
+    let cx = context(&engine, &emit);
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut out = std::io::stdout();
     while let Some(line) = lines.next_line().await.context("cannot read stdin")? {
@@ -263,7 +295,7 @@ async fn test(name: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 let result = match &set.hooks[0].runner {
                     // Run it here and wait, rather than queue it as the daemon does.
                     LoadedRunner::Spawn(spawn) => spawn.run(&line).await.map(|()| Verdict::Pass),
-                    _ => hooks::call(&set, 0, &line, &fields, 0, &cx).await,
+                    _ => hooks::call(&set.hooks[0], &line, &fields, 0, &cx).await,
                 };
                 match result {
                     Ok(Verdict::Pass) => json!({"verdict": "pass"}),
@@ -281,5 +313,37 @@ async fn test(name: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         writeln!(out, "{answer}")?;
         out.flush()?;
     }
+    set.shutdown_unshared(&none).await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_columns_line_up_under_their_headers() {
+        let hooks = [
+            json!({"name": "redact", "kind": "wasm component", "phase": "filter", "calls": 12345,
+                   "p50_us": 3, "p99_us": null, "errors": 0, "drops": 7, "suspensions": 0, "suspended": false}),
+            json!({"name": "notify", "kind": "spawn", "phase": "notify", "calls": 2, "p50_us": 1500,
+                   "p99_us": 2000, "errors": 1, "drops": 0, "skipped": 3, "suspensions": 2, "suspended": true}),
+        ];
+        let lines = status_table(&hooks);
+        let header = &lines[0];
+        let chars = |s: &str| s.chars().collect::<Vec<char>>();
+        // Each header word ends where the values under it end (right-aligned
+        // numbers), counted in characters (`µ` is two bytes).
+        for word in ["calls", "p50 µs", "errors", "drops", "skipped"] {
+            let end = header[..header.find(word).unwrap()].chars().count() + word.chars().count();
+            for line in lines[1..].iter().filter(|l| !l.starts_with("    ")) {
+                let line = chars(line);
+                assert!(
+                    line[end - 1] != ' ' && line[end] == ' ',
+                    "`{word}` column misaligned:\n{header}\n{}",
+                    line.iter().collect::<String>()
+                );
+            }
+        }
+    }
 }

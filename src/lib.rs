@@ -9,33 +9,31 @@
 //!    and starts a [`connection`].
 //! 2. [`connection`]'s reader cuts bytes into frames with [`frame`] and parses
 //!    each into a [`protocol::Request`] — bad frames become error requests, so
-//!    the connection carries on.
-//! 3. When filter hooks are in force, the batch first goes to a filter shard
-//!    thread ([`hooks::runtime`], one per core, chosen by connection so each
-//!    sender's order holds), which runs the filter chain ([`hooks`]) on each message.
-//! 4. The [`router`] actor receives each read's requests as one batch. It owns
-//!    the endpoint map and sessions, answers control requests and routes messages
-//!    point-to-point or as broadcasts, then queues them for notify hooks. Messages
-//!    hooks emit come back to it as new messages.
+//!    the connection carries on. One read's requests travel on as one batch (at
+//!    most [`connection::MAX_READ_BATCH`]).
+//! 3. When filter hooks are in force, the reader runs the filter chain
+//!    ([`hooks`]) on the batch, on its own task, so each sender's order holds; a
+//!    message a filter drops goes on as [`protocol::Request::Dropped`].
+//! 4. The [`router`] actor receives each batch. It owns the endpoint map and
+//!    sessions, answers control requests and routes messages point-to-point or as
+//!    broadcasts, then queues them for notify hooks. Messages hooks emit come back
+//!    to it through the engine's emit port as new messages.
 //! 5. Routed frames are pushed, without waiting, into each recipient's
 //!    [`outbox`]; a full outbox disconnects that slow consumer.
 //! 6. [`connection`]'s writer drains the outbox back into the socket.
 //!
 //! Around the bus: [`daemon`] runs the server in the foreground or detached (pid
-//! file, log file, socket permissions), [`paths`] finds the default socket,
-//! [`client`] is the async Rust client, [`bench`] the load generator behind
-//! `hookbus bench`, and [`cli`] / [`hooks_cli`] the `hookbus` command line.
+//! file, log file, socket permissions, bounded stop), [`paths`] finds the default
+//! socket and [`client`] is the async Rust client. The `hookbus` command line is
+//! the binary's (`src/main.rs`), not part of this library.
 //!
 //! The wire protocol is specified in `docs/PROTOCOL.md`.
 
-pub mod bench;
-pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod daemon;
 pub mod frame;
 pub mod hooks;
-pub mod hooks_cli;
 pub mod outbox;
 pub mod paths;
 pub mod protocol;

@@ -1,3 +1,11 @@
+//! The `hookbus` command line: argument parsing and output live here; everything
+//! else is the library's.
+
+mod bench;
+mod cli;
+mod hooks_cli;
+mod scaffold;
+
 fn main() -> std::process::ExitCode {
-    hookbus::cli::main()
+    cli::main()
 }

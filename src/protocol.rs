@@ -64,8 +64,21 @@ pub enum Request {
     /// `{"type":"hooks_status"}` (hookbus extension)
     HooksStatus,
 
+    /// A message a filter hook dropped: never routed; a sender with `acks` is told.
+    Dropped(Dropped),
+
     /// A frame that could not be accepted; answered with this error.
     Invalid(ProtocolError),
+}
+
+/// A message a filter hook dropped.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    /// The message's `id`.
+    pub id: serde_json::Value,
+    /// The hook that dropped it, and its reason.
+    pub hook: String,
+    pub reason: String,
 }
 
 /// A message to route.
@@ -359,6 +372,15 @@ pub fn welcome(features: Features, max_frame_len: usize) -> Bytes {
 /// `{"type":"ack","id":…,"delivered":n}`
 pub fn ack(id: serde_json::Value, delivered: usize) -> Bytes {
     frame::encode_json(&serde_json::json!({"type": "ack", "id": id, "delivered": delivered}))
+}
+
+/// `{"type":"ack","id":…,"delivered":0,"dropped_by":hook,"reason":…}`: a filter
+/// hook dropped the message.
+pub fn ack_dropped(dropped: &Dropped) -> Bytes {
+    frame::encode_json(&serde_json::json!({
+        "type": "ack", "id": dropped.id, "delivered": 0,
+        "dropped_by": dropped.hook, "reason": dropped.reason,
+    }))
 }
 
 #[cfg(test)]

@@ -76,6 +76,8 @@ pub struct Counters {
     pub heartbeat_timeouts: u64,
     pub slow_consumer_disconnects: u64,
     pub emitted: u64,
+    /// Messages filter hooks dropped.
+    pub filtered_out: u64,
 }
 
 struct Session {
@@ -215,6 +217,15 @@ impl Router {
                 };
                 self.deliver(key, frame);
             }
+            Request::Dropped(dropped) => {
+                if session.endpoint.is_some() {
+                    session.last_seen = Instant::now();
+                }
+                self.counters.filtered_out += 1;
+                if session.features.acks {
+                    self.deliver(key, protocol::ack_dropped(&dropped));
+                }
+            }
             Request::Invalid(error) => {
                 self.counters.bad_frames += 1;
                 debug!(key, %error, "bad frame");
@@ -271,10 +282,7 @@ impl Router {
                 n
             }
             Some(to) => match self.endpoints.get(to) {
-                Some(&key) => {
-                    self.deliver(key, msg.frame.clone());
-                    1
-                }
+                Some(&key) => usize::from(self.deliver(key, msg.frame.clone())),
                 None => {
                     self.not_found(from, &msg, to);
                     found = false;
@@ -312,12 +320,17 @@ impl Router {
         }
     }
 
-    fn deliver(&mut self, key: SessionKey, frame: Bytes) {
-        if let Some(session) = self.sessions.get(&key) {
-            if session.outbox.push(frame).is_err() {
-                self.overflowed.push(key);
-            }
+    /// Pushes `frame` into a session's outbox; false if there is no such session
+    /// or its outbox overflowed (it is then closed as a slow consumer).
+    fn deliver(&mut self, key: SessionKey, frame: Bytes) -> bool {
+        let Some(session) = self.sessions.get(&key) else {
+            return false;
+        };
+        if session.outbox.push(frame).is_err() {
+            self.overflowed.push(key);
+            return false;
         }
+        true
     }
 
     fn close_overflowed(&mut self) {

@@ -14,8 +14,9 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::connection;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
-use crate::hooks::runtime::HookRuntime;
+use crate::hooks::runtime::{EmitPort, HookRuntime};
 use crate::outbox::{OUTBOX_CAPACITY, OUTBOX_MAX_BYTES};
+use crate::protocol::Routed;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::router::{Command, Router, RouterConfig, DEFAULT_HEARTBEAT_TIMEOUT, ROUTER_QUEUE};
 
@@ -24,6 +25,9 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 
 /// How long shutdown waits for writers to flush queued frames.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default bound on a daemon's whole stop after SIGTERM (drain, hooks, processes).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -40,6 +44,9 @@ pub struct Config {
     pub outbox_max_bytes: usize,
     /// The hook engine, if hooks are enabled.
     pub hooks: Option<Arc<HookRuntime>>,
+    /// The daemon stops within this long after SIGTERM, whatever clients and
+    /// hooks do.
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -51,6 +58,7 @@ impl Config {
             outbox_capacity: OUTBOX_CAPACITY,
             outbox_max_bytes: OUTBOX_MAX_BYTES,
             hooks: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -67,7 +75,8 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         hooks: config.hooks.clone(),
     });
     if let Some(hooks) = &config.hooks {
-        hooks.start(&router_tx);
+        // Held weakly, so the router still stops when the server does.
+        hooks.start(EmitToRouter(router_tx.downgrade()));
     }
     let tracker = TaskTracker::new();
     tracker.spawn(router.run(router_rx));
@@ -137,13 +146,23 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
     }
     drop(router_tx);
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("some clients did not take their queued messages within {DRAIN_TIMEOUT:?}; closing anyway");
+    let drain = DRAIN_TIMEOUT.min(config.shutdown_timeout);
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        warn!("some clients did not take their queued messages within {drain:?}; closing anyway");
     }
     info!("server stopped");
+}
+
+/// The port through which hooks' emits enter the router.
+struct EmitToRouter(mpsc::WeakSender<Command>);
+
+impl EmitPort for EmitToRouter {
+    fn emit(&self, msg: Routed) -> Result<(), String> {
+        let router = self.0.upgrade().ok_or("the bus is not running")?;
+        router
+            .try_send(Command::Emitted(msg))
+            .map_err(|_| "the bus is busy; try again".to_owned())
+    }
 }
 
 /// Sends `error` and closes, reading (and discarding) what the peer sends for a

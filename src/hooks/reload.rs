@@ -2,7 +2,11 @@
 //! reload the hook set when one changes.
 //!
 //! Parent directories are watched, not the files, because editors and compilers
-//! replace files by rename. Events are debounced by [`RELOAD_DEBOUNCE`].
+//! replace files by rename. A file whose directory does not exist yet (the default
+//! `~/.config/hookbus/hooks.yaml` before it is created) is watched through its
+//! nearest existing ancestor, and the watches move down as directories appear.
+//! Events are debounced by [`RELOAD_DEBOUNCE`]; the reload itself reads the config
+//! again after building, so a file caught half-saved is not taken.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,7 @@ pub fn watch(runtime: &Arc<HookRuntime>) -> Result<(), String> {
     let mut files = absolute(runtime.watched_files());
     let mut dirs = BTreeSet::new();
     rewatch(&mut watcher, &files, &mut dirs);
+    runtime.set_watching(files.iter().cloned().collect());
     std::thread::Builder::new()
         .name("hookbus-reload".into())
         .spawn(move || loop {
@@ -44,22 +49,31 @@ pub fn watch(runtime: &Arc<HookRuntime>) -> Result<(), String> {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            let mut relevant = touches(&first, &files);
-            while let Ok(event) = rx.recv_timeout(RELOAD_DEBOUNCE) {
-                relevant |= touches(&event, &files);
-            }
-            if !relevant {
+            if !touches(&first, &files) {
                 continue;
+            }
+            // Quiet for RELOAD_DEBOUNCE: only changes count, so a stream of other
+            // events in a watched directory (reads, say) does not hold a reload off.
+            let mut quiet_from = std::time::Instant::now();
+            loop {
+                let left = RELOAD_DEBOUNCE.saturating_sub(quiet_from.elapsed());
+                match rx.recv_timeout(left) {
+                    Ok(event) if touches(&event, &files) => quiet_from = std::time::Instant::now(),
+                    Ok(_) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
             }
             let Some(runtime) = weak.upgrade() else {
                 return;
             };
             match handle.block_on(runtime.reload()) {
                 Ok(n) => info!(hooks = n, "hooks reloaded"),
-                Err(e) => warn!(error = %e, "reload failed; the previous hooks stay in force"),
+                Err(e) => warn!(error = %e, "reload failed; the hooks in force stay"),
             }
             files = absolute(runtime.watched_files());
             rewatch(&mut watcher, &files, &mut dirs);
+            runtime.set_watching(files.iter().cloned().collect());
         })
         .map_err(|e| format!("cannot start the reload thread: {e}"))?;
     Ok(())
@@ -70,8 +84,9 @@ fn absolute(files: Vec<PathBuf>) -> BTreeSet<PathBuf> {
     files.into_iter().map(|f| cwd.join(f)).collect()
 }
 
-/// Whether `event` changed one of `files`. Reads (our own included) and metadata
-/// changes do not count, or each reload would trigger the next.
+/// Whether `event` changed one of `files` or a directory on the way to one (created,
+/// renamed or removed). Reads (our own included) and metadata changes do not
+/// count, or each reload would trigger the next.
 fn touches(event: &notify::Result<notify::Event>, files: &BTreeSet<PathBuf>) -> bool {
     use notify::event::{EventKind, ModifyKind};
     let Ok(event) = event else { return false };
@@ -81,13 +96,22 @@ fn touches(event: &notify::Result<notify::Event>, files: &BTreeSet<PathBuf>) -> 
         EventKind::Modify(_) => true,
         _ => false,
     };
-    changes && event.paths.iter().any(|p| files.contains(p))
+    changes
+        && event
+            .paths
+            .iter()
+            .any(|p| files.contains(p) || files.iter().any(|f| f.starts_with(p)))
 }
 
 fn rewatch(watcher: &mut impl Watcher, files: &BTreeSet<PathBuf>, dirs: &mut BTreeSet<PathBuf>) {
     let wanted: BTreeSet<PathBuf> = files
         .iter()
-        .filter_map(|f| f.parent().map(Path::to_owned))
+        .filter_map(|f| {
+            f.ancestors()
+                .skip(1)
+                .find(|d| d.is_dir())
+                .map(Path::to_owned)
+        })
         .collect();
     for dir in dirs.difference(&wanted) {
         let _ = watcher.unwatch(dir);

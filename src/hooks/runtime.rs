@@ -1,5 +1,6 @@
 //! Where hooks run inside the daemon: the filter chain on connection readers, a
-//! notify task after the router, and the emit path back into the router.
+//! notify task after the router, the emit path back into the bus, periodic
+//! health checks, reloads, and the bounded stop.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -7,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::{self, HookSource};
+use super::process::{reaper, truncate};
+use super::stats::MAX_STATUS_TEXT;
 use super::wasm::WasmEngine;
-use super::{run_filters, run_notify, CallContext, EmitSink, HookSet, Pending, MAX_HOPS};
+use super::{run_filters, run_notify, CallContext, EmitSink, Fields, HookSet, Pending, MAX_HOPS};
 use crate::frame;
-use crate::protocol::{self, Request, Routed};
-use crate::router::Command;
+use crate::protocol::{self, Dropped, Request, Routed};
 
 /// Messages queued for notify hooks; more are counted and skipped, never waited for.
 pub const NOTIFY_QUEUE: usize = 4096;
@@ -22,6 +24,19 @@ pub const NOTIFY_QUEUE: usize = 4096;
 /// How long a replaced hook set may stay in use by in-flight calls before its
 /// instances and workers are shut down anyway.
 const RETIRE_WAIT: Duration = Duration::from_secs(10);
+
+/// How often hooks' `health` is asked for.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(10);
+
+/// Times a reload builds again because the config changed while it was building.
+const RELOAD_ATTEMPTS: usize = 5;
+
+/// Where messages hooks emit go: the narrow port the bus hands to the engine (the
+/// router's queue, in the daemon), so the engine never names the router.
+pub trait EmitPort: Send + Sync {
+    /// Queues `msg` without waiting; an error says why it was refused.
+    fn emit(&self, msg: Routed) -> Result<(), String>;
+}
 
 struct NotifyJob {
     frame: bytes::Bytes,
@@ -42,15 +57,19 @@ pub struct ReloadReport {
 pub struct HookRuntime {
     pub engine: WasmEngine,
     pub source: HookSource,
+    max_frame: usize,
     /// Read lock held only to clone the Arc; write lock only to swap it.
     current: RwLock<Arc<HookSet>>,
     has_filters: AtomicBool,
     has_notify: AtomicBool,
+    has_blocking: AtomicBool,
     next_generation: AtomicU64,
     /// Serialises reloads (the file watcher and start-up).
     reload_lock: tokio::sync::Mutex<()>,
     last_reload: Mutex<ReloadReport>,
-    router: Arc<OnceLock<mpsc::WeakSender<Command>>>,
+    /// The files the reloader watches, for `hooks status`.
+    watching: Mutex<Vec<std::path::PathBuf>>,
+    port: Arc<OnceLock<Box<dyn EmitPort>>>,
     notify_tx: OnceLock<mpsc::Sender<NotifyJob>>,
     emit: EmitSink,
     /// Messages dropped by filters.
@@ -70,38 +89,39 @@ impl std::fmt::Debug for HookRuntime {
 }
 
 impl HookRuntime {
-    /// Creates the engine and loads the hooks of `source`. A bad config is reported
-    /// (log and `hooks status`) and leaves no hooks in force: the bus still runs.
+    /// Creates the engine and loads the hooks of `source`, checking each
+    /// (`max_frame` is the bus's frame limit). A config that cannot load is an
+    /// error: the bus must not start without the hooks it was told to run.
     pub async fn new(
         source: HookSource,
         cache_dir: Option<std::path::PathBuf>,
-    ) -> Result<Arc<Self>, super::HookError> {
-        let engine = WasmEngine::new(cache_dir)?;
-        let router: Arc<OnceLock<mpsc::WeakSender<Command>>> = Arc::new(OnceLock::new());
+        max_frame: usize,
+    ) -> Result<Arc<Self>, String> {
+        let engine = WasmEngine::new(cache_dir).map_err(|e| e.to_string())?;
+        let port: Arc<OnceLock<Box<dyn EmitPort>>> = Arc::new(OnceLock::new());
         let hop_limited = Arc::new(AtomicU64::new(0));
-        let emit = bus_emitter(router.clone(), hop_limited.clone());
+        let emit = bus_emitter(port.clone(), hop_limited.clone(), max_frame);
         let runtime = Arc::new(Self {
             engine,
             source,
+            max_frame,
             current: RwLock::new(Arc::new(HookSet::empty())),
             has_filters: AtomicBool::new(false),
             has_notify: AtomicBool::new(false),
+            has_blocking: AtomicBool::new(false),
             next_generation: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
             last_reload: Mutex::new(ReloadReport::default()),
-            router,
+            watching: Mutex::new(Vec::new()),
+            port,
             notify_tx: OnceLock::new(),
             emit,
             filtered_out: AtomicU64::new(0),
             notify_overflow: AtomicU64::new(0),
             hop_limited,
         });
-        match runtime.reload().await {
-            Ok(n) => info!(source = %runtime.source, hooks = n, "hooks loaded"),
-            Err(e) => {
-                error!(source = %runtime.source, error = %e, "hooks not loaded: running without hooks until the config is fixed")
-            }
-        }
+        let n = runtime.reload().await?;
+        info!(source = %runtime.source, hooks = n, "hooks loaded");
         Ok(runtime)
     }
 
@@ -122,25 +142,53 @@ impl HookRuntime {
         CallContext {
             engine: &self.engine,
             emit: &self.emit,
+            max_frame: self.max_frame,
         }
     }
 
-    /// Loads the config again, builds and validates a new set away from routing,
-    /// and swaps it in. On error the current set stays. Returns the number of hooks.
+    /// Loads the config again, builds and validates a new set away from routing
+    /// (keeping unchanged hooks as they are), and swaps it in. The config is read
+    /// again after the build: if it changed meanwhile (an editor still saving), the
+    /// set is built again from the new text. On error the current set stays.
+    /// Returns the number of hooks.
     pub async fn reload(&self) -> Result<usize, String> {
         let _serial = self.reload_lock.lock().await;
         let started = Instant::now();
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let result = match config::load(&self.source) {
-            Ok(configs) => HookSet::build(generation, configs, &self.engine, &self.emit).await,
-            Err(e) => Err(e.to_string()),
-        };
+        let current = self.current();
+        let mut result = Err("the config kept changing while it was loaded".to_owned());
+        for _ in 0..RELOAD_ATTEMPTS {
+            let before = self.source.snapshot();
+            let built = match config::load(&self.source) {
+                Ok(configs) => {
+                    let ctx = self.context();
+                    HookSet::build(
+                        generation,
+                        configs,
+                        &current,
+                        ctx.engine,
+                        ctx.emit,
+                        self.max_frame,
+                    )
+                    .await
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            if self.source.snapshot() == before {
+                result = built;
+                break;
+            }
+            debug!("the hooks config changed while it was loaded; loading it again");
+            if let Ok(set) = built {
+                set.shutdown_unshared(&current).await;
+            }
+        }
         let report = |ok: bool, error: Option<String>| ReloadReport {
             ok,
             generation,
             at_unix: protocol::unix_now(),
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
-            error,
+            error: error.map(|e| truncate(&e, MAX_STATUS_TEXT).into_owned()),
         };
         match result {
             Ok(set) => {
@@ -148,11 +196,16 @@ impl HookRuntime {
                 let set = Arc::new(set);
                 self.has_filters.store(set.has_filters(), Ordering::Release);
                 self.has_notify.store(set.has_notify(), Ordering::Release);
+                self.has_blocking
+                    .store(set.blocking_spawns().next().is_some(), Ordering::Release);
                 let old = std::mem::replace(
                     &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
-                    set,
+                    set.clone(),
                 );
-                retire(old);
+                if n == 0 && !old.hooks.is_empty() {
+                    info!(source = %self.source, "no hooks in the config any more: hooks unloaded");
+                }
+                retire(old, set);
                 *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = report(true, None);
                 Ok(n)
             }
@@ -164,18 +217,38 @@ impl HookRuntime {
         }
     }
 
-    /// Starts the notify task; emitted messages go to `router` (held weakly, so the
-    /// router still stops when the server does).
-    pub fn start(self: &Arc<Self>, router: &mpsc::Sender<Command>) {
-        let _ = self.router.set(router.downgrade());
+    /// Starts the notify task and the health checks; emitted messages go to `port`.
+    pub fn start(self: &Arc<Self>, port: impl EmitPort + 'static) {
+        let _ = self.port.set(Box::new(port));
         let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
         if self.notify_tx.set(tx).is_ok() {
             tokio::spawn(notify_loop(Arc::downgrade(self), rx));
+            tokio::spawn(health_loop(Arc::downgrade(self)));
         }
     }
 
-    /// Runs the filter chain on the messages among `requests` (in order), dropping
-    /// what filters drop.
+    /// Waits, before a read's messages go on, until every `overflow: block` spawn
+    /// hook they match has room in its backlog. Only this sender waits.
+    pub async fn admit(&self, requests: &[Request]) {
+        if !self.has_blocking.load(Ordering::Acquire) {
+            return;
+        }
+        let set = self.current();
+        for (config, spawn) in set.blocking_spawns() {
+            let matches = requests.iter().any(|r| match r {
+                Request::Message(msg) => std::str::from_utf8(frame::payload(&msg.frame))
+                    .is_ok_and(|json| Fields::parse(json).strs().matches(config)),
+                _ => false,
+            });
+            if matches {
+                spawn.wait_room().await;
+            }
+        }
+    }
+
+    /// Runs the filter chain on the messages among `requests` (in order). A
+    /// message a filter drops becomes [`Request::Dropped`], so its sender can be
+    /// told.
     pub async fn filter(&self, requests: Vec<Request>) -> Vec<Request> {
         let set = self.current();
         if !set.has_filters() {
@@ -197,9 +270,14 @@ impl HookRuntime {
                 continue;
             };
             let Some(item) = items.next() else { break };
-            if let Some((hook, reason)) = item.dropped {
+            if let Some((hook, reason)) = item.dropped.clone() {
                 self.filtered_out.fetch_add(1, Ordering::Relaxed);
                 debug!(hook, reason, "message dropped by filter");
+                out.push(Request::Dropped(Dropped {
+                    id: msg.id(),
+                    hook,
+                    reason,
+                }));
                 continue;
             }
             let Some(json) = item.into_replacement() else {
@@ -248,6 +326,7 @@ impl HookRuntime {
         let set = self.current();
         json!({
             "source": self.source.to_string(),
+            "watching": self.watching.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             "generation": set.generation,
             "last_reload": *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()),
             "filtered_out": self.filtered_out.load(Ordering::Relaxed),
@@ -257,11 +336,17 @@ impl HookRuntime {
         })
     }
 
-    /// Files whose change should trigger a reload.
+    /// Files whose change should trigger a reload: the config (and the target of
+    /// a config that is a symlink) and the files of its hooks.
     pub fn watched_files(&self) -> Vec<std::path::PathBuf> {
         let mut files = Vec::new();
-        if let HookSource::File(path) = &self.source {
-            files.push(path.clone());
+        if let Some(path) = self.source.file() {
+            files.push(path.to_owned());
+            if let Ok(target) = std::fs::canonicalize(path) {
+                if target != path {
+                    files.push(target);
+                }
+            }
         }
         // The files of the config as it stands, or, if it does not load, of the
         // hooks in force, so fixing a broken module also reloads.
@@ -275,6 +360,27 @@ impl HookRuntime {
             ),
         }
         files
+    }
+
+    /// Records what the reloader watches (see [`super::reload`]).
+    pub fn set_watching(&self, files: Vec<std::path::PathBuf>) {
+        *self.watching.lock().unwrap_or_else(|p| p.into_inner()) = files;
+    }
+
+    /// Stops every hook within `grace`: idle instances get `shutdown`, workers are
+    /// asked to stop; then every hook process group, and anything that escaped
+    /// one, is killed.
+    pub async fn shutdown(&self, grace: Duration) {
+        let set = self.current();
+        let polite = async {
+            for hook in &set.hooks {
+                hook.shutdown().await;
+            }
+        };
+        if tokio::time::timeout(grace, polite).await.is_err() {
+            warn!("hooks did not stop within {grace:?}; killing them");
+        }
+        let _ = tokio::task::spawn_blocking(reaper::kill_all).await;
     }
 }
 
@@ -291,32 +397,49 @@ async fn notify_loop(runtime: std::sync::Weak<HookRuntime>, mut rx: mpsc::Receiv
     }
 }
 
-/// Shuts a replaced set down once in-flight calls are done with it: idle instances
-/// get `shutdown`, workers are stopped (when the last reference goes).
-fn retire(old: Arc<HookSet>) {
+/// Asks every hook for its health every [`HEALTH_EVERY`], until the runtime is
+/// dropped.
+async fn health_loop(runtime: std::sync::Weak<HookRuntime>) {
+    loop {
+        tokio::time::sleep(HEALTH_EVERY).await;
+        let Some(runtime) = runtime.upgrade() else {
+            return;
+        };
+        let set = runtime.current();
+        for hook in &set.hooks {
+            let health = hook.check_health(&runtime.context()).await;
+            if let Some(Err(e)) = &health {
+                warn!(hook = hook.config.name, error = %truncate(e, MAX_STATUS_TEXT), "hook reports itself unhealthy");
+            }
+            hook.stats.set_health(health);
+        }
+    }
+}
+
+/// Shuts the hooks of a replaced set that the new set does not keep down, once
+/// in-flight calls are done with them (or after [`RETIRE_WAIT`]).
+fn retire(old: Arc<HookSet>, new: Arc<HookSet>) {
     if old.hooks.is_empty() {
         return;
     }
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return; // dropped here, without `shutdown` calls
+        return; // dropped here; workers are killed by their `Drop`
     };
     handle.spawn(async move {
         let deadline = Instant::now() + RETIRE_WAIT;
         while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for hook in &old.hooks {
-            hook.shutdown().await;
-        }
-        // Stopping workers waits on their processes: not on an async thread.
-        let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+        old.shutdown_unshared(&new).await;
     });
 }
 
-/// The emit sink of the daemon: hook messages enter the router as new messages.
+/// The emit sink of the daemon: hook messages enter the bus through the port as
+/// new messages, within the hop limit and the frame limit.
 fn bus_emitter(
-    router: Arc<OnceLock<mpsc::WeakSender<Command>>>,
+    port: Arc<OnceLock<Box<dyn EmitPort>>>,
     hop_limited: Arc<AtomicU64>,
+    max_frame: usize,
 ) -> EmitSink {
     Arc::new(move |hook: &str, json: String, hops: u8| {
         if hops > MAX_HOPS {
@@ -325,20 +448,25 @@ fn bus_emitter(
                 "hop limit reached: this message descends from {MAX_HOPS} emits already"
             ));
         }
-        let msg = emitted_message(hook, &json, hops)?;
-        let router = router
-            .get()
-            .and_then(mpsc::WeakSender::upgrade)
-            .ok_or("the bus is not running")?;
-        router
-            .try_send(Command::Emitted(msg))
-            .map_err(|_| "the bus is busy; try again".to_owned())
+        let msg = emitted_message(hook, &json, hops, max_frame)?;
+        port.get().ok_or("the bus is not running")?.emit(msg)
     })
 }
 
-/// Builds the message a hook emitted: a JSON object; `type` defaults to `message`
-/// and `from` to `hook:<name>`.
-pub fn emitted_message(hook: &str, json: &str, hops: u8) -> Result<Routed, String> {
+/// Builds the message a hook emitted: a JSON object within `max_frame` bytes;
+/// `type` defaults to `message` and `from` to `hook:<name>`.
+pub fn emitted_message(
+    hook: &str,
+    json: &str,
+    hops: u8,
+    max_frame: usize,
+) -> Result<Routed, String> {
+    if json.len() > max_frame {
+        return Err(format!(
+            "the message is {} bytes, over the bus's frame limit of {max_frame}",
+            json.len()
+        ));
+    }
     let mut map: serde_json::Map<String, Value> =
         serde_json::from_str(json).map_err(|e| format!("emit needs a JSON object: {e}"))?;
     map.entry("type").or_insert_with(|| "message".into());
@@ -347,9 +475,21 @@ pub fn emitted_message(hook: &str, json: &str, hops: u8) -> Result<Routed, Strin
     if map["type"] != "message" {
         return Err("emitted messages must have type `message`".into());
     }
-    match protocol::parse(frame::encode(Value::Object(map).to_string().as_bytes())) {
+    let frame = frame::encode(Value::Object(map).to_string().as_bytes());
+    if frame::payload(&frame).len() > max_frame {
+        return Err(format!(
+            "the message with its `id` and `from` is over the bus's frame limit of {max_frame}"
+        ));
+    }
+    match protocol::parse(frame) {
         Request::Message(mut msg) => {
             msg.hops = hops;
+            // `id` and `ts` were added by the parser: the delivered frame must still fit.
+            if frame::payload(&msg.frame).len() > max_frame {
+                return Err(format!(
+                    "the message is over the bus's frame limit of {max_frame}"
+                ));
+            }
             Ok(msg)
         }
         Request::Invalid(e) => Err(e.detail),

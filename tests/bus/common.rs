@@ -75,6 +75,7 @@ impl TestBus {
         let runtime = hookbus::hooks::runtime::HookRuntime::new(
             hookbus::hooks::config::HookSource::File(config_path),
             Some(cache_home().join("hookbus/wasm")),
+            hookbus::frame::DEFAULT_MAX_FRAME_LEN,
         )
         .await
         .unwrap();

@@ -1,6 +1,6 @@
 //! `hookbus hooks new NAME --lang L`: writes a working hook project.
 //!
-//! Templates live in `src/hooks/templates/<lang>/` and are compiled into the binary.
+//! Templates live in `src/templates/<lang>/` and are compiled into the binary.
 //! Every template builds a hook that behaves the same way (it drops messages whose
 //! JSON contains the configured `block` text), has a `build.sh` that installs what it
 //! needs, and a `hooks.yaml` with its entry, so one test covers them all.
@@ -38,7 +38,7 @@ macro_rules! template {
     };
 }
 
-const WIT: File = ("wit/hook.wit", include_str!("../../wit/hook.wit"));
+const WIT: File = ("wit/hook.wit", include_str!("../wit/hook.wit"));
 
 fn files(lang: Lang) -> Vec<File> {
     let (files, component): (&[File], bool) = match lang {
@@ -57,14 +57,8 @@ fn files(lang: Lang) -> Vec<File> {
                 ("hooks.yaml", include_str!("templates/c/hooks.yaml")),
                 ("README.md", include_str!("templates/c/README.md")),
                 (".gitignore", include_str!("templates/c/.gitignore")),
-                (
-                    "bindings/hook.c",
-                    include_str!("../../wit/bindings/c/hook.c"),
-                ),
-                (
-                    "bindings/hook.h",
-                    include_str!("../../wit/bindings/c/hook.h"),
-                ),
+                ("bindings/hook.c", include_str!("../wit/bindings/c/hook.c")),
+                ("bindings/hook.h", include_str!("../wit/bindings/c/hook.h")),
             ],
             true,
         ),
@@ -80,7 +74,7 @@ fn files(lang: Lang) -> Vec<File> {
             &[
                 ("hook.ts", include_str!("templates/assemblyscript/hook.ts")),
                 // The guard hook's small JSON reader, for reading the config.
-                ("json.ts", include_str!("../../hooks/guard/json.ts")),
+                ("json.ts", include_str!("../hooks/guard/json.ts")),
                 (
                     "package.json",
                     include_str!("templates/assemblyscript/package.json"),

@@ -1,0 +1,110 @@
+//! The daemon as a child subreaper: a descendant of a hook that leaves its
+//! process group (`setsid`, a double fork) and is orphaned becomes the daemon's
+//! child instead of init's, and is killed and reaped here, so no hook process
+//! outlives its run or the daemon.
+//!
+//! Direct children (the hook processes themselves) are registered when started
+//! and are waited for by their owners, never here.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// How often the reaper looks for inherited processes.
+pub const REAP_EVERY: Duration = Duration::from_millis(250);
+
+/// Direct children started by hooks and not yet waited for. Held only to insert,
+/// remove or filter pids: no await, no blocking call inside but the fork itself.
+static CHILDREN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+fn children() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts `cmd` and registers the child (under the lock, so a sweep never sees
+/// it unregistered).
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut registered = children();
+    let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        registered.insert(pid);
+    }
+    Ok(child)
+}
+
+/// Unregisters a direct child that has been waited for.
+pub fn forget(pid: u32) {
+    children().remove(&pid);
+}
+
+/// Makes this process a child subreaper and starts the sweeping thread. Only the
+/// daemon calls this: in any other process it would reap children it does not own.
+pub fn start() -> Result<(), String> {
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("cannot become a child subreaper: {e}"))?;
+    std::thread::Builder::new()
+        .name("hookbus-reaper".into())
+        .spawn(|| loop {
+            std::thread::sleep(REAP_EVERY);
+            sweep();
+        })
+        .map_err(|e| format!("cannot start the reaper thread: {e}"))?;
+    Ok(())
+}
+
+/// Kills and reaps every child of this process that no hook started directly.
+/// Returns how many there were.
+pub fn sweep() -> usize {
+    let me = std::process::id();
+    let found = child_pids(me);
+    let strays: Vec<u32> = {
+        let registered = children();
+        found
+            .into_iter()
+            .filter(|p| !registered.contains(p))
+            .collect()
+    };
+    for &pid in &strays {
+        let pid = Pid::from_raw(pid as i32);
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
+    if !strays.is_empty() {
+        tracing::warn!(
+            processes = strays.len(),
+            "killed processes that escaped their hook's process group"
+        );
+    }
+    strays.len()
+}
+
+/// Kills the process group of every registered hook process and every stray
+/// child: the last step of a daemon stop.
+pub fn kill_all() {
+    let registered: Vec<u32> = children().iter().copied().collect();
+    for pid in registered {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    sweep();
+}
+
+/// Pids whose parent is `parent`, from /proc.
+fn child_pids(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent).then_some(pid)
+    })
+    .collect()
+}
