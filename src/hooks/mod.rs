@@ -41,8 +41,21 @@ pub use set::{call, CallContext, HookSet, LoadedHook, LoadedRunner};
 /// refused, which cuts hook loops.
 pub const MAX_HOPS: u8 = 4;
 
-/// Most messages a hook may emit while handling one message; more are refused.
+/// Most messages a hook may emit while handling one client's message; more are
+/// refused.
 pub const MAX_EMITS_PER_MESSAGE: usize = 16;
+
+/// Emits a hook may make while handling a message with `hops` hops: a client's
+/// message allows [`MAX_EMITS_PER_MESSAGE`], a message a hook emitted only one, so
+/// a hook that reacts to its own emits makes a chain, not a storm (with
+/// [`MAX_HOPS`], at most 16 + 3 messages per hook from one client message).
+pub fn emit_allowance(hops: u8) -> usize {
+    if hops == 0 {
+        MAX_EMITS_PER_MESSAGE
+    } else {
+        1
+    }
+}
 
 /// The longest deadline of one batched call (`handle-batch`, a worker exchange),
 /// unless the hook's own per-message timeout is longer.

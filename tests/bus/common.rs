@@ -72,8 +72,18 @@ impl TestBus {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("hooks.yaml");
         std::fs::write(&config_path, expand(yaml, dir.path())).unwrap();
+        let source = hookbus::hooks::config::HookSource::File(config_path);
+        Self::with_source(dir, source, configure).await
+    }
+
+    /// A server running the hooks of `source`, watched for changes, in `dir`.
+    pub async fn with_source(
+        dir: tempfile::TempDir,
+        source: hookbus::hooks::config::HookSource,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let runtime = hookbus::hooks::runtime::HookRuntime::new(
-            hookbus::hooks::config::HookSource::File(config_path),
+            source,
             Some(cache_home().join("hookbus/wasm")),
             hookbus::frame::DEFAULT_MAX_FRAME_LEN,
         )
@@ -242,7 +252,7 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
-fn expand(yaml: &str, dir: &Path) -> String {
+pub fn expand(yaml: &str, dir: &Path) -> String {
     yaml.replace("$PROBE", guest("probe").to_str().unwrap())
         .replace(
             "$GUESTS",

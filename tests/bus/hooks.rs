@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::common::{bin, cache_home, guest, manifest_dir, Raw, TestBus, WAIT};
 
 /// Sends `body` to `to` from a fresh anonymous connection.
-async fn send(bus: &TestBus, to: &str, id: &str, body: Value) {
+pub async fn send(bus: &TestBus, to: &str, id: &str, body: Value) {
     let mut c = bus.raw().await;
     c.send(&json!({"type": "message", "to": to, "id": id, "body": body}))
         .await;
@@ -17,13 +17,13 @@ async fn send(bus: &TestBus, to: &str, id: &str, body: Value) {
 }
 
 /// The next message `rx` gets, skipping nothing.
-async fn next(rx: &mut Raw) -> Value {
+pub async fn next(rx: &mut Raw) -> Value {
     let m = rx.recv().await;
     assert_eq!(m["type"], "message", "{m}");
     m
 }
 
-fn hook<'a>(status: &'a Value, name: &str) -> &'a Value {
+pub fn hook<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["hooks"]
         .as_array()
         .unwrap()
@@ -556,7 +556,7 @@ async fn a_hermes_style_hook_list_runs_python_scripts_with_json_on_stdin() {
     bus.stop().await;
 }
 
-async fn wait_lines(file: &std::path::Path, n: usize) -> Vec<Value> {
+pub async fn wait_lines(file: &std::path::Path, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + WAIT;
     loop {
         let text = std::fs::read_to_string(file).unwrap_or_default();
@@ -579,7 +579,8 @@ async fn wait_lines(file: &std::path::Path, n: usize) -> Vec<Value> {
 }
 
 /// Zombie children of this process, from /proc.
-fn zombies() -> usize {
+/// This test process's children that exited and were not reaped: "pid name" each.
+pub fn zombies() -> Vec<String> {
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -590,7 +591,17 @@ fn zombies() -> usize {
                 && s.lines()
                     .any(|l| l.strip_prefix("PPid:").is_some_and(|p| p.trim() == me))
         })
-        .count()
+        .map(|s| {
+            let field = |k: &str| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            };
+            format!("{} {}", field("Pid:"), field("Name:"))
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -634,7 +645,7 @@ async fn ten_thousand_spawn_runs_leave_no_zombies() {
         (json!(0), json!(0)),
         "{t}"
     );
-    assert_eq!(zombies(), 0);
+    assert_eq!(zombies(), Vec::<String>::new());
     bus.stop().await;
 }
 
@@ -816,7 +827,7 @@ fn the_example_config_checks() {
 }
 
 /// Whether `pid` is gone (or a zombie awaiting its reaper).
-fn dead(pid: i32) -> bool {
+pub fn dead(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
         Err(_) => true,
         Ok(s) => s
@@ -858,7 +869,7 @@ async fn a_spawn_timeout_kills_the_whole_process_group() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(zombies(), 0);
+    assert_eq!(zombies(), Vec::<String>::new());
     bus.stop().await;
 }
 
@@ -975,7 +986,7 @@ hooks:
 }
 
 /// Frames for `messages`, back to back, so one write (and one read) carries them all.
-fn frames(messages: &[Value]) -> Vec<u8> {
+pub fn frames(messages: &[Value]) -> Vec<u8> {
     messages
         .iter()
         .flat_map(|m| hookbus::frame::encode(m.to_string().as_bytes()).to_vec())

@@ -9,5 +9,6 @@ mod daemon;
 mod guests;
 mod hermes;
 mod hooks;
+mod isolation;
 mod protocol;
 mod robustness;

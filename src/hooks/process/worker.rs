@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::{command, kill_group, log_stderr, read_line, start, truncate, Line, MAX_LOG_LINE};
 use crate::hooks::config::HookConfig;
 use crate::hooks::wasm::{GUEST_TARGET, INIT_BUDGET};
-use crate::hooks::{batch_deadline, EmitSink, HookError, Verdict, MAX_EMITS_PER_MESSAGE};
+use crate::hooks::{batch_deadline, emit_allowance, EmitSink, HookError, Verdict};
 
 /// First and longest delay before restarting a worker that failed.
 const WORKER_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -32,6 +32,9 @@ const WORKER_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// How long a worker may take to exit after `shutdown` before its group is killed.
 pub const WORKER_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Longest a dropped worker is waited for after its group was killed.
+const REAP_IN_DROP: Duration = Duration::from_millis(200);
 
 /// Lines read from a worker's stdout and not yet taken by an exchange.
 const LINE_QUEUE: usize = 256;
@@ -203,6 +206,7 @@ impl WorkerHook {
                     }
                 }
             },
+            |k| emit_allowance(batch[k].1),
             &self.hook.name,
         );
         let failure = match tokio::time::timeout(left, exchange).await {
@@ -277,15 +281,22 @@ impl WorkerHook {
 
 impl Drop for WorkerHook {
     /// The last resort when `shutdown` was not called or could not take the lock:
-    /// kill the group; the child is reaped by tokio.
+    /// kill the group and reap the worker (it dies at once; waited for at most
+    /// [`REAP_IN_DROP`]).
     fn drop(&mut self) {
-        if let Some(p) = self.state.get_mut().process.as_ref() {
-            if let Some(pid) = p.child.id() {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+        let Some(p) = self.state.get_mut().process.as_mut() else {
+            return;
+        };
+        if let Some(pid) = p.child.id() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let deadline = Instant::now() + REAP_IN_DROP;
+            while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
             }
+            super::reaper::forget(pid);
         }
     }
 }
@@ -333,6 +344,7 @@ impl WorkerProcess {
         requests: &str,
         ids: Range<u64>,
         mut each: impl FnMut(usize, Answer) -> Result<(), String>,
+        allowance: impl Fn(usize) -> usize,
         hook: &str,
     ) -> Result<(), HookError> {
         let Self {
@@ -349,11 +361,8 @@ impl WorkerProcess {
                 match next_line(lines, child, hook).await? {
                     Parsed::Emit(message) => {
                         emits += 1;
-                        if emits > MAX_EMITS_PER_MESSAGE {
-                            debug!(
-                                hook,
-                                "emit refused: over {MAX_EMITS_PER_MESSAGE} for one message"
-                            );
+                        if emits > allowance(k) {
+                            debug!(hook, "emit refused: over the limit for one message");
                         } else if let Err(e) = each(k, Answer::Emit(message)) {
                             debug!(hook, error = e, "emit refused");
                         }

@@ -7,7 +7,7 @@ use wasmtime::{Engine, Store, StoreLimits, UpdateDeadline};
 
 use super::bindings::hookbus::hook::types::Level;
 use super::wasi::GUEST_TARGET;
-use crate::hooks::{EmitSink, MAX_EMITS_PER_MESSAGE};
+use crate::hooks::{emit_allowance, EmitSink};
 
 /// Host-side state every guest call can reach.
 pub struct HostCtx {
@@ -49,9 +49,10 @@ impl HostCtx {
     /// Passes `json` to the bus, within the call's emit allowance.
     pub fn emit(&mut self, json: String) -> Result<(), String> {
         if self.emits_left == 0 {
-            return Err(format!(
-                "emit limit reached: at most {MAX_EMITS_PER_MESSAGE} emits per message handled"
-            ));
+            return Err(
+                "emit limit reached: at most 16 emits per client message, 1 per emitted message"
+                    .into(),
+            );
         }
         self.emits_left -= 1;
         (self.emit)(&self.name, json, self.hops.saturating_add(1))
@@ -108,7 +109,7 @@ fn budget_tick(host: &mut HostCtx) -> wasmtime::Result<UpdateDeadline> {
 pub fn arm<T: HostData>(store: &mut Store<T>, ticks: u64, messages: usize, hops: u8) {
     let host = store.data_mut().host();
     host.ticks_left = ticks;
-    host.emits_left = MAX_EMITS_PER_MESSAGE.saturating_mul(messages.max(1));
+    host.emits_left = emit_allowance(hops).saturating_mul(messages.max(1));
     host.hops = hops;
     store.set_epoch_deadline(1);
 }

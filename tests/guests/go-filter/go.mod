@@ -1,0 +1,3 @@
+module hookbus.test/go-filter
+
+go 1.24
