@@ -41,9 +41,8 @@ async fn main() -> anyhow::Result<()> {
         }
         let name = hook.name.clone();
         let max_frame = hookbus::frame::DEFAULT_MAX_FRAME_LEN;
-        let set = HookSet::build(1, vec![hook], &HookSet::empty(), &engine, &emit, max_frame)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let set =
+            HookSet::build(1, vec![hook], &HookSet::empty(), &engine, &emit, max_frame).await?;
         let cx = CallContext {
             engine: &engine,
             emit: &emit,

@@ -58,3 +58,51 @@ HERMES_BUS_ROOT="$work/hermes" HERMES_BUS_HOOKS="$work/hermes_hook.py" target/he
 hermes_pid=$!
 for _ in $(seq 100); do [ -S "$work/hermes/hermes-bus.sock" ] && break; sleep 0.05; done
 "$bin" bench --target "$work/hermes/hermes-bus.sock" --sizes 100 --fanout 0 --messages 500 --latency-samples 100 "$@" 2>/dev/null | grep '1→1'
+
+# A burst in one write, sent and timed by Python (no client library: raw frames).
+burst() { # socket count
+    python3 - "$1" "$2" <<'PY'
+import json, socket, struct, sys
+path, n = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+frames = b"".join(
+    struct.pack(">I", len(p)) + p
+    for p in (json.dumps({"type": "message", "to": "", "id": str(i), "body": {"i": i}}).encode() for i in range(n))
+)
+s.sendall(frames)
+s.close()
+PY
+}
+
+echo "== a 2,000-message burst (one write) through one spawn hook: every run seen, time to drain"
+sock=$work/burst.sock
+printf 'hooks:\n  - name: record\n    command: [%s/record.sh]\n    env: { RECORD_TO: %s/seen }\n' "$fixtures" "$work" > "$work/burst.yaml"
+env -u HOOKBUS_HOOKS -u HERMES_BUS_HOOKS "$bin" --socket "$sock" daemon start --hooks "$work/burst.yaml" >/dev/null
+start=$(date +%s.%N)
+burst "$sock" 2000
+until [ "$(wc -l < "$work/seen" 2>/dev/null || echo 0)" -ge 2000 ]; do sleep 0.01; done
+end=$(date +%s.%N)
+echo "runs seen: $(wc -l < "$work/seen") of 2000; drained in $(awk "BEGIN { printf \"%.2f\", $end - $start }") s"
+"$bin" --socket "$sock" hooks status | tail -n +5
+"$bin" --socket "$sock" daemon stop >/dev/null
+
+echo "== daemon stop with a hung worker (stopped reading stdin, a 200 KB message in flight; --shutdown-timeout 5)"
+sock=$work/hung.sock
+printf 'hooks:\n  - name: hung\n    command: [python3, %s/hostile_worker.py]\n    mode: worker\n    config: { mode: stall }\n    limits: { timeout_ms: 60000 }\n' "$fixtures" > "$work/hung.yaml"
+env -u HOOKBUS_HOOKS -u HERMES_BUS_HOOKS "$bin" --socket "$sock" daemon start --hooks "$work/hung.yaml" >/dev/null
+python3 - "$sock" <<'PY' &
+import json, socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+p = json.dumps({"type": "message", "to": "", "body": {"pad": "x" * 200000}}).encode()
+s.sendall(struct.pack(">I", len(p)) + p)
+time.sleep(30)
+PY
+sender=$!
+sleep 0.5
+start=$(date +%s.%N)
+"$bin" --socket "$sock" daemon stop
+end=$(date +%s.%N)
+echo "daemon stop took $(awk "BEGIN { printf \"%.2f\", $end - $start }") s"
+kill "$sender" 2>/dev/null || true

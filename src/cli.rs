@@ -343,7 +343,7 @@ async fn hook_runtime(
             )
         })?;
     if let Err(e) = reload::watch(&runtime) {
-        tracing::warn!("hot reload is off: {e}");
+        tracing::warn!("{e}");
     }
     Ok(Some(runtime))
 }

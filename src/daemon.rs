@@ -110,7 +110,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let hooks = config.hooks.clone();
     if hooks.is_some() {
         if let Err(e) = crate::hooks::process::reaper::start() {
-            warn!("{e}; processes that escape a hook's process group will not be killed");
+            warn!("cannot become a child subreaper ({e}): processes that escape a hook's process group will not be killed");
         }
     }
     info!(pid = std::process::id(), socket = %socket.display(), "hookbus daemon started");

@@ -174,14 +174,19 @@ async fn status(socket: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
         status["generation"]
     );
     let reload = &status["last_reload"];
+    let hooks = status["hooks"].as_array().cloned().unwrap_or_default();
     match reload["ok"].as_bool() {
         Some(true) => println!(
             "last reload: ok, generation {}, {:.1} ms",
             reload["generation"],
             reload["took_ms"].as_f64().unwrap_or(0.0)
         ),
+        _ if hooks.is_empty() => println!(
+            "last reload: FAILED: {}",
+            reload["error"].as_str().unwrap_or("?")
+        ),
         _ => println!(
-            "last reload: FAILED, so the hooks below (if any) stay in force: {}",
+            "last reload: FAILED, the hooks below stay in force: {}",
             reload["error"].as_str().unwrap_or("?")
         ),
     }
@@ -193,7 +198,6 @@ async fn status(socket: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
         "filtered out: {}   notify overflow: {}   emits cut by the hop limit: {}",
         status["filtered_out"], status["notify_overflow"], status["hop_limited"]
     );
-    let hooks = status["hooks"].as_array().cloned().unwrap_or_default();
     if hooks.is_empty() {
         println!("no hooks in force");
         return Ok(ExitCode::SUCCESS);
@@ -279,9 +283,7 @@ async fn test(name: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let engine = engine()?;
     let emit = printing_emitter();
     let none = HookSet::empty();
-    let set = HookSet::build(1, vec![hook], &none, &engine, &emit, DEFAULT_MAX_FRAME_LEN)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let set = HookSet::build(1, vec![hook], &none, &engine, &emit, DEFAULT_MAX_FRAME_LEN).await?;
     let cx = context(&engine, &emit);
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut out = std::io::stdout();

@@ -101,6 +101,21 @@ pub enum HookError {
     Suspended,
 }
 
+/// Why a hook set could not be loaded (the set in force, if any, stays).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("hook `{hook}`: {error}")]
+    Hook { hook: String, error: HookError },
+    #[error("the config kept changing while it was loaded; the next change loads it again")]
+    Unsettled,
+    #[error("cannot start the hook engine: {0}")]
+    Engine(HookError),
+    #[error("hot reload is off: {0}")]
+    Watch(String),
+}
+
 /// Where hooks' `emit` calls go: (hook name, message JSON, hop count). The router
 /// side is [`runtime`]'s; `hookbus hooks test` prints instead.
 pub type EmitSink = Arc<dyn Fn(&str, String, u8) -> Result<(), String> + Send + Sync>;

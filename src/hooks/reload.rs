@@ -17,20 +17,21 @@ use notify::{RecursiveMode, Watcher};
 use tracing::{info, warn};
 
 use super::runtime::HookRuntime;
+use super::LoadError;
 
 /// Quiet time after the last change before reloading.
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Starts the watcher thread (reloads run on it, through the current async
 /// runtime). It stops when `runtime` has no other owner.
-pub fn watch(runtime: &Arc<HookRuntime>) -> Result<(), String> {
+pub fn watch(runtime: &Arc<HookRuntime>) -> Result<(), LoadError> {
     let handle = tokio::runtime::Handle::try_current()
-        .map_err(|_| "hot reload needs the async runtime".to_owned())?;
+        .map_err(|_| LoadError::Watch("it needs the async runtime".into()))?;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = tx.send(event);
     })
-    .map_err(|e| format!("cannot watch files: {e}"))?;
+    .map_err(|e| LoadError::Watch(format!("cannot watch files: {e}")))?;
     let weak = Arc::downgrade(runtime);
     let mut files = absolute(runtime.watched_files());
     let mut dirs = BTreeSet::new();
@@ -75,7 +76,7 @@ pub fn watch(runtime: &Arc<HookRuntime>) -> Result<(), String> {
             rewatch(&mut watcher, &files, &mut dirs);
             runtime.set_watching(files.iter().cloned().collect());
         })
-        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
+        .map_err(|e| LoadError::Watch(format!("cannot start the reload thread: {e}")))?;
     Ok(())
 }
 

@@ -14,7 +14,9 @@ use super::config::{self, HookSource};
 use super::process::{reaper, truncate};
 use super::stats::MAX_STATUS_TEXT;
 use super::wasm::WasmEngine;
-use super::{run_filters, run_notify, CallContext, EmitSink, Fields, HookSet, Pending, MAX_HOPS};
+use super::{
+    run_filters, run_notify, CallContext, EmitSink, Fields, HookSet, LoadError, Pending, MAX_HOPS,
+};
 use crate::frame;
 use crate::protocol::{self, Dropped, Request, Routed};
 
@@ -96,8 +98,8 @@ impl HookRuntime {
         source: HookSource,
         cache_dir: Option<std::path::PathBuf>,
         max_frame: usize,
-    ) -> Result<Arc<Self>, String> {
-        let engine = WasmEngine::new(cache_dir).map_err(|e| e.to_string())?;
+    ) -> Result<Arc<Self>, LoadError> {
+        let engine = WasmEngine::new(cache_dir).map_err(LoadError::Engine)?;
         let port: Arc<OnceLock<Box<dyn EmitPort>>> = Arc::new(OnceLock::new());
         let hop_limited = Arc::new(AtomicU64::new(0));
         let emit = bus_emitter(port.clone(), hop_limited.clone(), max_frame);
@@ -151,12 +153,12 @@ impl HookRuntime {
     /// again after the build: if it changed meanwhile (an editor still saving), the
     /// set is built again from the new text. On error the current set stays.
     /// Returns the number of hooks.
-    pub async fn reload(&self) -> Result<usize, String> {
+    pub async fn reload(&self) -> Result<usize, LoadError> {
         let _serial = self.reload_lock.lock().await;
         let started = Instant::now();
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let current = self.current();
-        let mut result = Err("the config kept changing while it was loaded".to_owned());
+        let mut result = Err(LoadError::Unsettled);
         for _ in 0..RELOAD_ATTEMPTS {
             let before = self.source.snapshot();
             let built = match config::load(&self.source) {
@@ -172,7 +174,7 @@ impl HookRuntime {
                     )
                     .await
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.into()),
             };
             if self.source.snapshot() == before {
                 result = built;
@@ -183,12 +185,12 @@ impl HookRuntime {
                 set.shutdown_unshared(&current).await;
             }
         }
-        let report = |ok: bool, error: Option<String>| ReloadReport {
+        let report = |ok: bool, error: Option<&LoadError>| ReloadReport {
             ok,
             generation,
             at_unix: protocol::unix_now(),
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
-            error: error.map(|e| truncate(&e, MAX_STATUS_TEXT).into_owned()),
+            error: error.map(|e| truncate(&e.to_string(), MAX_STATUS_TEXT).into_owned()),
         };
         match result {
             Ok(set) => {
@@ -211,7 +213,7 @@ impl HookRuntime {
             }
             Err(e) => {
                 *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) =
-                    report(false, Some(e.clone()));
+                    report(false, Some(&e));
                 Err(e)
             }
         }

@@ -14,7 +14,7 @@ use super::pool::{Lease, Pool};
 use super::process::{SpawnHook, WorkerHook};
 use super::stats::HookStats;
 use super::wasm::{WasmEngine, WasmInstance, WasmModule};
-use super::{EmitSink, HookError, Verdict};
+use super::{EmitSink, HookError, LoadError, Verdict};
 
 /// A loaded hook's runner.
 pub enum LoadedRunner {
@@ -193,7 +193,7 @@ impl HookSet {
         engine: &WasmEngine,
         emit: &EmitSink,
         max_frame: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LoadError> {
         let mut hooks = Vec::new();
         for config in configs {
             let kept = previous
@@ -210,7 +210,10 @@ impl HookSet {
                 Err(e) => {
                     let partial = Self { generation, hooks };
                     partial.shutdown_unshared(previous).await;
-                    return Err(format!("hook `{name}`: {e}"));
+                    return Err(LoadError::Hook {
+                        hook: name,
+                        error: e,
+                    });
                 }
             }
         }

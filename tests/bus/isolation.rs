@@ -686,3 +686,76 @@ async fn a_hooks_file_that_cannot_load_stops_the_start() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(full.to_str().unwrap()), "{text}");
 }
+
+#[tokio::test]
+async fn a_reload_keeps_unchanged_hooks_and_health_is_polled() {
+    let worker = "  - name: w\n    command: [python3, $FIXTURES/hostile_worker.py]\n    mode: worker\n    config: { mode: ok, pids: $DIR/pids }\n";
+    let tagger = |tag: &str| {
+        format!("  - name: t\n    wasm: $PROBE\n    limits: {{ timeout_ms: 2000 }}\n    config: {{ tag: {tag} }}\n")
+    };
+    let bus = TestBus::with_hooks(&format!("hooks:\n{worker}{}", tagger("one"))).await;
+    let first = wait_pids(&bus.dir.path().join("pids"), 1).await;
+    let mut rx = bus.registered("rx").await;
+    bus.rewrite_hooks(&format!("hooks:\n{worker}{}", tagger("two")));
+    bus.wait_hooks("the edit to load", |s| s["generation"] == 2)
+        .await;
+    send(&bus, "rx", "1", json!({})).await;
+    assert_eq!(next(&mut rx).await["tagged_by"], json!(["two"]));
+    let status = bus.hooks_status().await;
+    assert_eq!(
+        hook(&status, "w")["starts"],
+        1,
+        "the worker was kept: {status}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bus.dir.path().join("pids"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "no second worker process"
+    );
+    assert!(!dead(first[0]));
+    // Health is asked for every HEALTH_EVERY.
+    let deadline = Instant::now() + hookbus::hooks::runtime::HEALTH_EVERY * 3;
+    loop {
+        let status = bus.hooks_status().await;
+        if hook(&status, "w")["health"] == "ok" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no health shown: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bus.stop().await;
+}
+
+#[test]
+fn hooks_test_shows_what_a_failing_hook_wrote_to_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hooks.yaml");
+    std::fs::write(
+        &config,
+        "hooks:\n  - name: s\n    command: [sh, -c, 'echo the-reason-it-failed >&2; exit 1']\n",
+    )
+    .unwrap();
+    let mut child = Command::new(bin())
+        .args(["hooks", "test", "s", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"type\":\"message\",\"to\":\"a\"}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the-reason-it-failed"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exited with"));
+}

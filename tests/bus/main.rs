@@ -11,4 +11,5 @@ mod hermes;
 mod hooks;
 mod isolation;
 mod protocol;
+mod reactors;
 mod robustness;

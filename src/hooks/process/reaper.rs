@@ -44,16 +44,14 @@ pub fn forget(pid: u32) {
 
 /// Makes this process a child subreaper and starts the sweeping thread. Only the
 /// daemon calls this: in any other process it would reap children it does not own.
-pub fn start() -> Result<(), String> {
-    nix::sys::prctl::set_child_subreaper(true)
-        .map_err(|e| format!("cannot become a child subreaper: {e}"))?;
+pub fn start() -> std::io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)?;
     std::thread::Builder::new()
         .name("hookbus-reaper".into())
         .spawn(|| loop {
             std::thread::sleep(REAP_EVERY);
             sweep();
-        })
-        .map_err(|e| format!("cannot start the reaper thread: {e}"))?;
+        })?;
     Ok(())
 }
 
