@@ -4,7 +4,10 @@
 # tests/guests/probe: parses the message JSON); 1 core-module filter
 # (tests/fixtures/size_guard.wat); 1 WASM notify hook; 1 worker subprocess filter
 # (tests/fixtures/worker.py); 1 spawn notify hook (`true`); then the hermes-bus
-# 0.7.0 server with one hook script. Prints each run's table and hooks status.
+# 0.7.0 server with one hook script; then a 2,000-message burst in one write
+# through one hermes-style spawn hook (runs seen, time to drain) and the time
+# `daemon stop` takes with a hung worker holding a sender. Prints each run's table
+# and hooks status.
 # Usage: scripts/bench-hooks.sh [extra `hookbus bench` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,7 +84,7 @@ printf 'hooks:\n  - name: record\n    command: [%s/record.sh]\n    env: { RECORD
 env -u HOOKBUS_HOOKS -u HERMES_BUS_HOOKS "$bin" --socket "$sock" daemon start --hooks "$work/burst.yaml" >/dev/null
 start=$(date +%s.%N)
 burst "$sock" 2000
-until [ "$(wc -l < "$work/seen" 2>/dev/null || echo 0)" -ge 2000 ]; do sleep 0.01; done
+until [ "$(cat "$work/seen" 2>/dev/null | wc -l)" -ge 2000 ]; do sleep 0.01; done
 end=$(date +%s.%N)
 echo "runs seen: $(wc -l < "$work/seen") of 2000; drained in $(awk "BEGIN { printf \"%.2f\", $end - $start }") s"
 "$bin" --socket "$sock" hooks status | tail -n +5

@@ -59,6 +59,11 @@ impl Pool {
         })
     }
 
+    /// Instances alive now: in calls and idle.
+    pub fn live(&self, cap: usize) -> usize {
+        cap - self.live.available_permits() + self.idle().len()
+    }
+
     /// Takes every idle instance (to shut them down).
     pub fn drain(&self) -> Vec<WasmInstance> {
         std::mem::take(&mut *self.idle())

@@ -163,7 +163,9 @@ impl LoadedHook {
             LoadedRunner::Worker(worker) => {
                 v["starts"] = worker.starts.load(Ordering::Relaxed).into();
             }
-            LoadedRunner::Wasm(_) => {}
+            LoadedRunner::Wasm(_) => {
+                v["instances"] = self.pool.live(self.config.instances).into();
+            }
         }
         v
     }

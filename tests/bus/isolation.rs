@@ -240,10 +240,24 @@ async fn a_spawn_hook_may_write_much_to_stderr() {
 #[tokio::test]
 async fn a_hermes_style_script_sees_every_message_of_a_burst() {
     const BURST: usize = 2000;
-    let bus = TestBus::with_hooks(
-        "hooks:\n  - name: record\n    command: [$FIXTURES/record.sh]\n    env: { RECORD_TO: $DIR/seen }\n",
+    // HOOKBUS_HOOKS=script, as a hermes-bus user sets it.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("record");
+    let seen = dir.path().join("seen");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nline=$(cat)\nprintf '%s\\n' \"$line\" >> {}\n",
+            seen.display()
+        ),
     )
-    .await;
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let source = hookbus::hooks::config::HookSource::Env {
+        var: hookbus::hooks::config::HOOKS_ENV,
+        value: script.display().to_string(),
+    };
+    let bus = TestBus::with_source(dir, source, |_| {}).await;
     let _rx = bus.registered("rx").await;
     let mut tx = bus.raw().await;
     let burst: Vec<Value> = (0..BURST)
@@ -252,7 +266,6 @@ async fn a_hermes_style_script_sees_every_message_of_a_burst() {
     tx.send_bytes(&frames(&burst)).await;
     assert!(tx.sync().await.is_empty());
     let deadline = Instant::now() + Duration::from_secs(120);
-    let seen = bus.dir.path().join("seen");
     loop {
         let n = std::fs::read_to_string(&seen)
             .unwrap_or_default()
@@ -758,4 +771,37 @@ fn hooks_test_shows_what_a_failing_hook_wrote_to_stderr() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the-reason-it-failed"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("exited with"));
+}
+
+#[tokio::test]
+async fn live_instances_are_capped_per_hook() {
+    let bus = TestBus::with_hooks(
+        "hooks:\n  - name: spin\n    wasm: $PROBE\n    limits: { timeout_ms: 400, instances: 2 }\n",
+    )
+    .await;
+    let _rx = bus.registered("rx").await;
+    // Ten senders at once, each call spinning until its deadline.
+    let mut senders = Vec::new();
+    for i in 0..10 {
+        let mut tx = bus.raw().await;
+        senders.push(tokio::spawn(async move {
+            tx.send(&json!({"type": "message", "to": "rx", "id": i.to_string(), "body": {"probe": "loop"}}))
+                .await;
+            tx.sync().await; // the pong comes once the filter is done with the message
+        }));
+    }
+    let mut most = 0;
+    let deadline = Instant::now() + WAIT * 2;
+    while !senders.iter().all(|s| s.is_finished()) {
+        let status = bus.hooks_status().await;
+        let spin = hook(&status, "spin");
+        most = most.max(spin["instances"].as_u64().unwrap());
+        assert!(Instant::now() < deadline, "{spin}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        most, 2,
+        "at most `limits.instances` alive, and the cap was reached"
+    );
+    bus.stop().await;
 }

@@ -15,8 +15,9 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-/// How often the reaper looks for inherited processes.
-pub const REAP_EVERY: Duration = Duration::from_millis(250);
+/// The reaper looks for inherited processes whenever a child exits (an orphan is
+/// adopted before its parent's exit is signalled), and at least this often.
+pub const REAP_EVERY: Duration = Duration::from_secs(5);
 
 /// Direct children started by hooks and not yet waited for. Held only to insert,
 /// remove or filter pids: no await, no blocking call inside but the fork itself.
@@ -42,16 +43,24 @@ pub fn forget(pid: u32) {
     children().remove(&pid);
 }
 
-/// Makes this process a child subreaper and starts the sweeping thread. Only the
-/// daemon calls this: in any other process it would reap children it does not own.
+/// Makes this process a child subreaper and starts sweeping, on SIGCHLD and every
+/// [`REAP_EVERY`]. Only the daemon calls this: in any other process it would reap
+/// children it does not own. Needs the async runtime.
 pub fn start() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     nix::sys::prctl::set_child_subreaper(true)?;
-    std::thread::Builder::new()
-        .name("hookbus-reaper".into())
-        .spawn(|| loop {
-            std::thread::sleep(REAP_EVERY);
-            sweep();
-        })?;
+    let mut exited = signal(SignalKind::child())?;
+    tokio::spawn(async move {
+        let mut backstop = tokio::time::interval(REAP_EVERY);
+        loop {
+            tokio::select! {
+                _ = exited.recv() => {}
+                _ = backstop.tick() => {}
+            }
+            // Reading /proc and waiting for a killed process: off the async threads.
+            let _ = tokio::task::spawn_blocking(sweep).await;
+        }
+    });
     Ok(())
 }
 
