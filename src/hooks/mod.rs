@@ -22,6 +22,7 @@
 pub mod chain;
 pub mod config;
 pub mod fields;
+pub mod guest_log;
 pub mod pool;
 pub mod process;
 pub mod reload;

@@ -54,12 +54,12 @@ impl LoadedHook {
     /// instantiating it and calling `init`; starts a worker.
     async fn load(
         config: HookConfig,
+        fingerprint: [u8; 32],
         engine: &WasmEngine,
         emit: &EmitSink,
         max_frame: usize,
     ) -> Result<Self, HookError> {
         let config = Arc::new(config);
-        let fingerprint = fingerprint(&config);
         let mut first = None;
         let mut batches = false;
         let runner = match &config.runner {
@@ -198,16 +198,17 @@ impl HookSet {
     ) -> Result<Self, LoadError> {
         let mut hooks = Vec::new();
         for config in configs {
+            let print = fingerprint(&config);
             let kept = previous
                 .hooks
                 .iter()
-                .find(|old| *old.config == config && old.fingerprint == fingerprint(&config));
+                .find(|old| *old.config == config && old.fingerprint == print);
             if let Some(old) = kept {
                 hooks.push(old.clone());
                 continue;
             }
             let name = config.name.clone();
-            match LoadedHook::load(config, engine, emit, max_frame).await {
+            match LoadedHook::load(config, print, engine, emit, max_frame).await {
                 Ok(hook) => hooks.push(Arc::new(hook)),
                 Err(e) => {
                     let partial = Self { generation, hooks };

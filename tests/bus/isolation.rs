@@ -805,3 +805,27 @@ async fn live_instances_are_capped_per_hook() {
     );
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn a_chatty_hook_cannot_fill_the_log() {
+    let daemon = Daemon::start(
+        "hooks:\n  - name: chatty\n    command: [sh, -c, 'cat > /dev/null; yes chatty-line | head -n 20000 >&2']\n",
+        &[],
+    )
+    .await;
+    let mut tx = crate::common::Raw::connect(&daemon.socket).await;
+    for _ in 0..2 {
+        tx.send(&json!({"type": "message", "to": "", "body": {}}))
+            .await;
+        assert!(tx.sync().await.is_empty());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    let log = daemon.log();
+    let lines = log.matches("chatty-line").count();
+    let limit = hookbus::hooks::guest_log::MAX_LINES_PER_SECOND as usize;
+    assert!(
+        lines > 0 && lines <= 2 * limit,
+        "{lines} lines of hook output logged"
+    );
+    assert!(log.contains("lines not logged"), "{log}");
+}

@@ -24,13 +24,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::process::{Child, Command};
 
 use super::config::HookConfig;
+use super::guest_log::{self, MAX_LOG_LINE};
 use super::HookError;
 
 pub use spawn::SpawnHook;
 pub use worker::WorkerHook;
-
-/// Longest line of a hook's stderr (or unparsable stdout) written to the log.
-pub const MAX_LOG_LINE: usize = 1024;
 
 /// How long a killed process group may take to be reaped.
 const REAP_WAIT: Duration = Duration::from_secs(1);
@@ -136,15 +134,12 @@ pub async fn read_line(
 async fn log_stderr(hook: String, stderr: tokio::process::ChildStderr) {
     let mut reader = tokio::io::BufReader::new(stderr);
     while let Ok(Some(line)) = read_line(&mut reader, MAX_LOG_LINE).await {
-        match line {
-            Line::Text(text) if text.is_empty() => {}
-            Line::Text(text) => {
-                tracing::info!(target: super::wasm::GUEST_TARGET, hook, stream = "stderr", "{text}")
-            }
-            Line::TooLong(n) => {
-                tracing::info!(target: super::wasm::GUEST_TARGET, hook, stream = "stderr", "({n}-byte line not shown)")
-            }
-        }
+        let text = match line {
+            Line::Text(text) if text.is_empty() => continue,
+            Line::Text(text) => text,
+            Line::TooLong(n) => format!("({n}-byte line not shown)"),
+        };
+        guest_log::line(&hook, "stderr", tracing::Level::INFO, &text);
     }
 }
 

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore};
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::{command, kill_group, reaper, start, truncate, MAX_LOG_LINE};
+use super::{command, kill_group, reaper, start};
 use crate::hooks::config::{HookConfig, Overflow};
+use crate::hooks::guest_log;
 use crate::hooks::HookError;
 
 /// Bytes of message JSON a spawn hook's backlog may hold, whatever its run count.
@@ -161,7 +162,7 @@ impl SpawnHook {
                 .lines()
                 .filter(|l| !l.is_empty())
             {
-                info!(target: crate::hooks::wasm::GUEST_TARGET, hook = self.hook.name, stream, "{}", truncate(line, MAX_LOG_LINE));
+                guest_log::line(&self.hook.name, stream, tracing::Level::INFO, line);
             }
         }
         match status {

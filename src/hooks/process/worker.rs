@@ -21,9 +21,10 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, Mutex};
 use tracing::{debug, info, warn};
 
-use super::{command, kill_group, log_stderr, read_line, start, truncate, Line, MAX_LOG_LINE};
+use super::{command, kill_group, log_stderr, read_line, start, truncate, Line};
 use crate::hooks::config::HookConfig;
-use crate::hooks::wasm::{GUEST_TARGET, INIT_BUDGET};
+use crate::hooks::guest_log::{self, MAX_LOG_LINE};
+use crate::hooks::wasm::INIT_BUDGET;
 use crate::hooks::{batch_deadline, emit_allowance, EmitSink, HookError, Verdict};
 
 /// First and longest delay before restarting a worker that failed.
@@ -424,7 +425,7 @@ async fn next_line(
             }
         };
         let Ok(value) = serde_json::from_str::<Value>(&line) else {
-            info!(target: GUEST_TARGET, hook, stream = "stdout", "{}", truncate(&line, MAX_LOG_LINE));
+            guest_log::line(hook, "stdout", tracing::Level::INFO, &line);
             continue;
         };
         if let Some(message) = value.get("emit") {
@@ -434,7 +435,7 @@ async fn next_line(
             let text = text
                 .as_str()
                 .map_or_else(|| text.to_string(), str::to_owned);
-            info!(target: GUEST_TARGET, hook, "{}", truncate(&text, MAX_LOG_LINE));
+            guest_log::line(hook, "log", tracing::Level::INFO, &text);
             continue;
         }
         return Ok(Parsed::Answer(value));

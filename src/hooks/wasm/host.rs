@@ -6,7 +6,7 @@ use std::sync::Arc;
 use wasmtime::{Engine, Store, StoreLimits, UpdateDeadline};
 
 use super::bindings::hookbus::hook::types::Level;
-use super::wasi::GUEST_TARGET;
+use crate::hooks::guest_log;
 use crate::hooks::{emit_allowance, EmitSink};
 
 /// Host-side state every guest call can reach.
@@ -36,14 +36,14 @@ impl HostCtx {
     }
 
     pub fn log(&self, level: Level, text: &str) {
-        let hook = &*self.name;
-        match level {
-            Level::Trace => tracing::trace!(target: GUEST_TARGET, hook, "{text}"),
-            Level::Debug => tracing::debug!(target: GUEST_TARGET, hook, "{text}"),
-            Level::Info => tracing::info!(target: GUEST_TARGET, hook, "{text}"),
-            Level::Warn => tracing::warn!(target: GUEST_TARGET, hook, "{text}"),
-            Level::Error => tracing::error!(target: GUEST_TARGET, hook, "{text}"),
-        }
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        guest_log::line(&self.name, "log", level, text);
     }
 
     /// Passes `json` to the bus, within the call's emit allowance.

@@ -23,7 +23,6 @@ mod wasi;
 pub use engine::{default_cache_dir, read_module, WasmEngine, WasmModule, MAX_MODULE_BYTES};
 pub use instance::{MessageView, WasmInstance, INIT_BUDGET, WALL_SLACK};
 pub use ticker::EPOCH_TICK;
-pub use wasi::GUEST_TARGET;
 
 /// Bindings generated from `wit/hook.wit`, the single source of the contract.
 mod bindings {

@@ -1,6 +1,6 @@
 //! The WASI a guest sees: nothing granted unless hooks.yaml says so (no preopened
 //! dirs, no env, no network); real clocks unless `grants.clock: false`; stdout and
-//! stderr into the log under the `hookbus::guest` target.
+//! stderr into the log through [`guest_log`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,14 +8,8 @@ use std::time::Duration;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::hooks::config::{DirMode, HookConfig};
+use crate::hooks::guest_log::{self, MAX_LOG_LINE};
 use crate::hooks::HookError;
-
-/// The tracing target of guest output (stdout, stderr, `host.log`), so the command
-/// line can show it without the daemon's own info lines.
-pub const GUEST_TARGET: &str = "hookbus::guest";
-
-/// Longest partial line kept before it is logged anyway.
-const MAX_LOG_LINE: usize = 4096;
 
 /// Guest output, one log line per line written.
 struct LogOutput {
@@ -52,13 +46,7 @@ struct LogStream {
 impl LogStream {
     fn emit_line(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        tracing::info!(
-            target: GUEST_TARGET,
-            hook = &*self.hook,
-            stream = self.stream,
-            "{}",
-            text.trim_end()
-        );
+        guest_log::line(&self.hook, self.stream, tracing::Level::INFO, &text);
         self.line.clear();
     }
 }
