@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
 use crate::frame;
+use crate::hooks::runtime::HookRuntime;
 use crate::outbox::{self, OutboxReceiver};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request};
 use crate::router::{Command, SessionKey};
@@ -33,6 +34,10 @@ pub const READ_BUF_KEEP: usize = 64 * 1024;
 /// Most requests of one read handed on as one batch (to the filter chain and the
 /// router); a read that holds more is handed on in several.
 pub const MAX_READ_BATCH: usize = 256;
+
+/// How long filter hooks may go on with a read's requests once the server is
+/// stopping, before the requests are abandoned.
+pub const HOOK_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Most frames the writer takes from the outbox for one write.
 pub const WRITE_BATCH: usize = 256;
@@ -101,7 +106,7 @@ async fn read_loop(
         let mut fatal = false;
         loop {
             if requests.len() == MAX_READ_BATCH
-                && !forward(key, std::mem::take(&mut requests), config, router).await
+                && !forward(key, std::mem::take(&mut requests), config, router, shutdown).await
             {
                 return;
             }
@@ -119,7 +124,7 @@ async fn read_loop(
                 }
             }
         }
-        if !requests.is_empty() && !forward(key, requests, config, router).await {
+        if !requests.is_empty() && !forward(key, requests, config, router, shutdown).await {
             return;
         }
         if fatal {
@@ -133,29 +138,48 @@ async fn read_loop(
 
 /// Sends one read's requests to the router, through the filter chain first when
 /// filter hooks are in force (run here, on this connection's task, so its order
-/// holds). A hook with a full backlog and `overflow: block` makes this wait.
+/// holds). A hook with a full backlog and `overflow: block` makes this wait. Once
+/// the server is stopping, hooks get [`HOOK_STOP_GRACE`] to finish with the batch;
+/// after that it is abandoned (and logged) so a hung hook cannot hold the stop.
 async fn forward(
     key: SessionKey,
     requests: Vec<Request>,
     config: &Config,
     router: &mpsc::Sender<Command>,
+    shutdown: &CancellationToken,
 ) -> bool {
     let requests = match &config.hooks {
-        Some(hooks) => {
-            hooks.admit(&requests).await;
-            if hooks.has_filters() {
-                hooks.filter(requests).await
-            } else {
-                requests
+        Some(hooks) if hooks.runs_inline() => {
+            let n = requests.len();
+            let stopping = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(HOOK_STOP_GRACE).await;
+            };
+            tokio::select! {
+                requests = run_hooks(hooks, requests) => requests,
+                () = stopping => {
+                    tracing::warn!(requests = n, "the bus is stopping and a hook still holds these requests: not delivered");
+                    return false;
+                }
             }
         }
-        None => requests,
+        _ => requests,
     };
     requests.is_empty()
         || router
             .send(Command::Requests { key, requests })
             .await
             .is_ok()
+}
+
+/// The hooks' part of [`forward`]: admission (`overflow: block`) and filters.
+async fn run_hooks(hooks: &HookRuntime, requests: Vec<Request>) -> Vec<Request> {
+    hooks.admit(&requests).await;
+    if hooks.has_filters() {
+        hooks.filter(requests).await
+    } else {
+        requests
+    }
 }
 
 async fn write_loop(

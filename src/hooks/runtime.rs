@@ -140,6 +140,12 @@ impl HookRuntime {
         self.has_filters.load(Ordering::Acquire)
     }
 
+    /// Whether readers must call [`Self::admit`] and [`Self::filter`] before handing
+    /// requests on (filters, or spawn hooks with `overflow: block`, in force).
+    pub fn runs_inline(&self) -> bool {
+        self.has_filters() || self.has_blocking.load(Ordering::Acquire)
+    }
+
     fn context(&self) -> CallContext<'_> {
         CallContext {
             engine: &self.engine,
