@@ -206,6 +206,13 @@ impl Raw {
         self.try_recv().await.expect("connection closed")
     }
 
+    /// Asks for acks (`hello`) and waits for the `welcome`.
+    pub async fn hello_acks(&mut self) {
+        self.send(&json!({"type": "hello", "protocol": 1, "features": ["acks"]}))
+            .await;
+        assert_eq!(self.recv().await["type"], "welcome");
+    }
+
     /// Sends a ping and returns everything received before the pong.
     pub async fn sync(&mut self) -> Vec<Value> {
         self.send(&json!({"type": "ping"})).await;

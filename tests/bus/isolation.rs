@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::{bin, cache_home, expand, TestBus, WAIT};
+use crate::daemon::text;
 use crate::hooks::{dead, frames, hook, next, send};
 
 /// Pids written one per line to `file`, once there are `n` of them.
@@ -213,10 +214,9 @@ async fn a_worker_whose_init_never_answers_stops_the_start_and_dies_with_its_chi
     )
     .output()
     .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(text.contains("init did not answer"), "{text}");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("init did not answer"), "{said}");
     // The worker and the child it forked are both gone.
     let pids = wait_pids(&dir.path().join("pids"), 2).await;
     wait_dead(&pids, "the worker and its child").await;
@@ -379,9 +379,7 @@ async fn a_dropped_message_is_acked_with_the_hook_and_its_reason() {
     .await;
     let mut rx = bus.registered("rx").await;
     let mut tx = bus.raw().await;
-    tx.send(&json!({"type": "hello", "protocol": 1, "features": ["acks"]}))
-        .await;
-    assert_eq!(tx.recv().await["type"], "welcome");
+    tx.hello_acks().await;
     tx.send(&json!({"type": "message", "to": "rx", "id": "d", "body": {"probe": "drop"}}))
         .await;
     let ack = tx.recv().await;
@@ -425,9 +423,7 @@ async fn acks_count_only_messages_their_recipient_could_take() {
     let bus = TestBus::start_with(|c| c.outbox_max_bytes = 100_000).await;
     let _rx = bus.registered("rx").await; // never reads
     let mut tx = bus.raw().await;
-    tx.send(&json!({"type": "hello", "protocol": 1, "features": ["acks"]}))
-        .await;
-    assert_eq!(tx.recv().await["type"], "welcome");
+    tx.hello_acks().await;
     let pad = "x".repeat(60_000);
     let mut delivered = Vec::new();
     for i in 0..40 {
@@ -667,24 +663,22 @@ async fn a_hooks_file_that_cannot_load_stops_the_start() {
     };
     let missing = dir.path().join("missing.yaml");
     let out = start(&missing);
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
     assert!(
-        text.contains("missing.yaml") && text.contains("does not start"),
-        "{text}"
+        said.contains("missing.yaml") && said.contains("does not start"),
+        "{said}"
     );
-    assert!(!text.contains("started"), "{text}");
+    assert!(!said.contains("started"), "{said}");
 
     let broken = dir.path().join("broken.yaml");
     std::fs::write(&broken, "hooks:\n  - name: x\n    wasm: nowhere.wasm\n").unwrap();
     let out = start(&broken);
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
     // The module is named by its full path.
     let full = dir.path().join("nowhere.wasm");
-    assert!(text.contains(full.to_str().unwrap()), "{text}");
+    assert!(said.contains(full.to_str().unwrap()), "{said}");
     assert!(
         hookbus::daemon::query_status(&socket).await.is_err(),
         "no daemon left running"
@@ -696,8 +690,8 @@ async fn a_hooks_file_that_cannot_load_stops_the_start() {
         .args(["hooks", "check", "broken.yaml"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(full.to_str().unwrap()), "{text}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(full.to_str().unwrap()), "{said}");
 }
 
 #[tokio::test]
