@@ -86,6 +86,10 @@ enum Command {
         /// Start the daemon if none is running
         #[arg(long)]
         autostart: bool,
+        /// When another connection registers NAME, register it again instead of
+        /// stopping (two such listeners keep taking the name from each other)
+        #[arg(long)]
+        take_over: bool,
     },
     /// List registered endpoints and their session ids
     Endpoints {
@@ -300,7 +304,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Send { to, body, from } => return send(&socket, &to, body, &from).await,
         Command::Broadcast { body, from } => return send(&socket, "", body, &from).await,
-        Command::Listen { name, autostart } => listen(&socket, name, autostart).await?,
+        Command::Listen {
+            name,
+            autostart,
+            take_over,
+        } => return listen(&socket, name, autostart, take_over).await,
         Command::Endpoints { json } => {
             let endpoints = client::endpoints(&socket).await?;
             if json {
@@ -415,9 +423,19 @@ async fn send(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn listen(socket: &Path, name: String, autostart: bool) -> anyhow::Result<()> {
+/// Exit status of `listen` when another connection took its endpoint.
+const EXIT_REPLACED: u8 = 5;
+
+/// Prints each message as a JSON line on stdout; error replies go to stderr.
+async fn listen(
+    socket: &Path,
+    name: String,
+    autostart: bool,
+    take_over: bool,
+) -> anyhow::Result<ExitCode> {
     let mut options = ClientOptions::new(socket, name);
     options.autostart = autostart;
+    options.take_over = take_over;
     if let Ok(exe) = std::env::current_exe() {
         options.daemon_program = exe;
     }
@@ -431,11 +449,27 @@ async fn listen(socket: &Path, name: String, autostart: bool) -> anyhow::Result<
     loop {
         tokio::select! {
             msg = client.recv() => {
-                let Some(msg) = msg else { return Ok(()) };
+                let Some(msg) = msg else {
+                    return Ok(match client.ended() {
+                        Some(detail) => {
+                            eprintln!("hookbus: stopped listening as `{}`: {detail}; use --take-over to take the name back", client.endpoint());
+                            ExitCode::from(EXIT_REPLACED)
+                        }
+                        None => ExitCode::SUCCESS,
+                    });
+                };
+                if msg["type"] == "error" {
+                    eprintln!(
+                        "hookbus: {}: {}",
+                        msg["code"].as_str().unwrap_or("error"),
+                        msg["detail"].as_str().unwrap_or_default()
+                    );
+                    continue;
+                }
                 writeln!(stdout, "{msg}")?;
                 stdout.flush()?;
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
 }

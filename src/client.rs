@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::frame::{self, DEFAULT_MAX_FRAME_LEN};
 
@@ -228,6 +229,9 @@ pub struct ClientOptions {
     pub daemon_program: PathBuf,
     /// Ask for `endpoint_not_found` errors on messages to unknown endpoints.
     pub errors: bool,
+    /// When another connection registers this endpoint (`replaced`), register it
+    /// again instead of stopping.
+    pub take_over: bool,
 }
 
 impl ClientOptions {
@@ -241,6 +245,7 @@ impl ClientOptions {
             autostart: false,
             daemon_program: PathBuf::from("hookbus"),
             errors: false,
+            take_over: false,
         }
     }
 }
@@ -252,6 +257,8 @@ pub struct Client {
     incoming: mpsc::Receiver<Value>,
     session: watch::Receiver<String>,
     endpoint: String,
+    /// Why the client stopped by itself, once it has.
+    ended: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Client {
@@ -271,12 +278,14 @@ impl Client {
         let (in_tx, in_rx) = mpsc::channel(INBOX_CAPACITY);
         let (session_tx, session_rx) = watch::channel(session_id);
         let endpoint = options.endpoint.clone();
-        tokio::spawn(run(options, conn, out_rx, in_tx, session_tx));
+        let ended = Arc::new(std::sync::Mutex::new(None));
+        tokio::spawn(run(options, conn, out_rx, in_tx, session_tx, ended.clone()));
         Ok(Self {
             outgoing: out_tx,
             incoming: in_rx,
             session: session_rx,
             endpoint,
+            ended,
         })
     }
 
@@ -308,10 +317,17 @@ impl Client {
             .map_err(|_| ClientError::Closed)
     }
 
-    /// The next received message (pongs are consumed by the client); `None` once the
-    /// client has stopped.
+    /// The next received frame: messages, and error replies to what this client
+    /// sent (pongs and the errors that end a connection are the client's own
+    /// business); `None` once the client has stopped (see [`Client::ended`]).
     pub async fn recv(&mut self) -> Option<Value> {
         self.incoming.recv().await
+    }
+
+    /// Why the client stopped by itself (its endpoint was taken over by another
+    /// connection and `take_over` is off), if it has.
+    pub fn ended(&self) -> Option<String> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -325,10 +341,11 @@ impl tokio_stream::Stream for Client {
 
 async fn register(options: &ClientOptions) -> Result<(Conn, String), ClientError> {
     let mut conn = Conn::connect(&options.socket).await?;
-    if options.errors {
-        conn.send(&json!({"type": "hello", "protocol": crate::protocol::PROTOCOL_VERSION, "features": ["errors"]}))
-            .await?;
-    }
+    // `hello` also tells a hookbus server that this client understands its notices
+    // (`shutting_down`); a hermes-bus server ignores it.
+    let features: &[&str] = if options.errors { &["errors"] } else { &[] };
+    conn.send(&json!({"type": "hello", "protocol": crate::protocol::PROTOCOL_VERSION, "features": features}))
+        .await?;
     conn.send(&json!({"type": "register", "endpoint": options.endpoint}))
         .await?;
     loop {
@@ -374,10 +391,27 @@ async fn run(
     mut outgoing: mpsc::Receiver<Value>,
     incoming: mpsc::Sender<Value>,
     session: watch::Sender<String>,
+    ended: Arc<std::sync::Mutex<Option<String>>>,
 ) {
     loop {
+        // While the bus is stopping or restarting, failed reconnects are expected.
+        let mut quiet = false;
         match pump(&options, &mut conn, &mut outgoing, &incoming).await {
             Pump::ClientGone => return,
+            Pump::Replaced(detail) if !options.take_over => {
+                *ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(detail);
+                return; // closes `incoming`: `recv` returns None
+            }
+            Pump::Replaced(detail) => {
+                info!(endpoint = options.endpoint, %detail, "taking the endpoint back")
+            }
+            Pump::ShuttingDown => {
+                info!(
+                    endpoint = options.endpoint,
+                    "the bus is shutting down; waiting for it to come back"
+                );
+                quiet = true;
+            }
             Pump::Disconnected(reason) => {
                 debug!(%reason, endpoint = options.endpoint, "disconnected from the bus")
             }
@@ -407,6 +441,10 @@ async fn run(
                     let _ = session.send(id);
                     break conn;
                 }
+                Err(e) if quiet => {
+                    debug!(error = %e, retry_in = ?delay, "the bus is not back yet");
+                    delay = (delay * 2).min(options.reconnect_max);
+                }
                 Err(e) => {
                     warn!(error = %e, retry_in = ?delay, "reconnect failed");
                     delay = (delay * 2).min(options.reconnect_max);
@@ -419,6 +457,10 @@ async fn run(
 enum Pump {
     ClientGone,
     Disconnected(String),
+    /// Another connection registered this endpoint.
+    Replaced(String),
+    /// The bus said it is stopping.
+    ShuttingDown,
 }
 
 async fn pump(
@@ -443,6 +485,17 @@ async fn pump(
                 Ok(Some(msg)) => {
                     if msg["type"] == "pong" {
                         continue;
+                    }
+                    if msg["type"] == "error" {
+                        let detail = msg["detail"].as_str().unwrap_or_default().to_owned();
+                        match msg["code"].as_str() {
+                            Some("replaced") => return Pump::Replaced(detail),
+                            Some("shutting_down") => return Pump::ShuttingDown,
+                            Some(code @ ("heartbeat_timeout" | "slow_consumer")) => {
+                                return Pump::Disconnected(format!("{code}: {detail}"))
+                            }
+                            _ => {}
+                        }
                     }
                     if incoming.send(msg).await.is_err() {
                         return Pump::ClientGone;

@@ -67,7 +67,11 @@ pub(crate) async fn serve(
     let closed = CancellationToken::new();
     tracker.spawn(write_loop(writer, outbox_rx, closed.clone()).in_current_span());
     read_loop(reader, key, &config, &router, &shutdown, &closed).await;
-    let _ = router.send(Command::Closed { key }).await;
+    // When the server is stopping, the router closes every session itself, after
+    // telling it so (`shutting_down`).
+    if !shutdown.is_cancelled() {
+        let _ = router.send(Command::Closed { key }).await;
+    }
 }
 
 async fn read_loop(

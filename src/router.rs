@@ -51,6 +51,9 @@ pub enum Command {
     Rejected,
     /// A message a hook emitted.
     Emitted(Routed),
+    /// The server is stopping: every session is told (`shutting_down`) and closed
+    /// once its queued frames are written.
+    ShuttingDown,
 }
 
 /// Settings the router needs.
@@ -86,6 +89,9 @@ struct Session {
     outbox: Outbox,
     last_seen: Instant,
     features: Features,
+    /// The client sent `hello`: it speaks hookbus's extensions, so it may be sent
+    /// frames a hermes-bus 0.7 client would hand to its application as messages.
+    negotiated: bool,
 }
 
 /// How the router ends a session.
@@ -154,6 +160,7 @@ impl Router {
                         outbox,
                         last_seen: Instant::now(),
                         features: Features::default(),
+                        negotiated: false,
                     },
                 );
             }
@@ -167,6 +174,28 @@ impl Router {
             Command::Emitted(msg) => {
                 self.counters.emitted += 1;
                 self.route(EMITTER, msg);
+            }
+            Command::ShuttingDown => {
+                let frame = ProtocolError::new(
+                    ErrorCode::ShuttingDown,
+                    "the bus is shutting down; reconnect when it is back",
+                )
+                .to_frame();
+                // hermes-bus clients would take the notice for a message: they
+                // see the connection close, as a hermes-bus server does it.
+                let sessions: Vec<(SessionKey, bool)> = self
+                    .sessions
+                    .iter()
+                    .map(|(&k, s)| (k, s.negotiated))
+                    .collect();
+                for (key, negotiated) in sessions {
+                    let how = if negotiated {
+                        Close::FlushWith(frame.clone())
+                    } else {
+                        Close::Flush
+                    };
+                    self.close(key, how);
+                }
             }
         }
     }
@@ -195,6 +224,7 @@ impl Router {
             }
             Request::Hello { features } => {
                 session.features = features;
+                session.negotiated = true;
                 let frame = protocol::welcome(features, self.config.max_frame_len);
                 self.deliver(key, frame);
             }

@@ -144,6 +144,7 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
             .instrument(info_span!("conn", key)),
         );
     }
+    let _ = router_tx.send(Command::ShuttingDown).await;
     drop(router_tx);
     tracker.close();
     let drain = DRAIN_TIMEOUT.min(config.shutdown_timeout);
