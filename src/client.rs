@@ -502,7 +502,14 @@ async fn pump(
                     }
                 }
                 Ok(None) => return Pump::Disconnected("the bus closed the connection".into()),
-                Err(e) => return Pump::Disconnected(e.to_string()),
+                // The frame was read whole: say so, and go on with the next one.
+                Err(ClientError::BadReply(e)) => {
+                    warn!(error = %e, endpoint = options.endpoint, "a frame from the bus is not valid JSON; skipped");
+                }
+                Err(e) => {
+                    warn!(error = %e, endpoint = options.endpoint, "cannot read from the bus; reconnecting");
+                    return Pump::Disconnected(e.to_string());
+                }
             },
             _ = heartbeat.tick() => {
                 if let Err(e) = conn.send(&json!({"type": "ping"})).await {

@@ -115,7 +115,9 @@ async fn read_loop(
                 return;
             }
             match frame::decode(&mut buf, config.max_frame_len) {
-                Ok(Some(frame)) => requests.push(protocol::parse(frame)),
+                Ok(Some(frame)) => {
+                    requests.push(protocol::parse_within(frame, config.max_frame_len))
+                }
                 Ok(None) => break,
                 Err(too_large) => {
                     let detail = format!("{too_large}; the connection will be closed");

@@ -17,6 +17,11 @@ use crate::frame::{self, HEADER_LEN};
 /// clients never send `hello` and get plain hermes behaviour.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Deepest nesting of JSON arrays and objects accepted in a frame. Deeper frames
+/// are refused (`bad_frame`): Python's `json.loads`, which hermes clients use,
+/// fails on nesting not much deeper, so the bus must not forward it.
+pub const MAX_JSON_DEPTH: usize = 128;
+
 /// Longest accepted endpoint name, in bytes.
 pub const MAX_ENDPOINT_LEN: usize = 256;
 
@@ -226,6 +231,56 @@ pub fn parse(frame: Bytes) -> Request {
     }
 }
 
+/// [`parse`], then refuses a message that the `id` and `ts` the bus adds would
+/// take over `max_frame` bytes: nothing is ever delivered over the limit the bus
+/// advertises. The connection stays open (the frame itself was read whole).
+pub fn parse_within(frame: Bytes, max_frame: usize) -> Request {
+    match parse(frame) {
+        Request::Message(msg) if frame::payload(&msg.frame).len() > max_frame => {
+            let mut error = ProtocolError::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "with the `id` and `ts` the bus adds, the message is {} bytes, over the {max_frame}-byte limit; send `id` and `ts` yourself or make it smaller",
+                    frame::payload(&msg.frame).len()
+                ),
+            );
+            error.id = Some(msg.id());
+            Request::Invalid(error)
+        }
+        other => other,
+    }
+}
+
+/// Whether `text` nests arrays and objects deeper than `max` (outside strings).
+fn too_deep(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn parse_inner(frame: Bytes) -> Result<Request, ProtocolError> {
     let payload = frame::payload(&frame);
     let text = std::str::from_utf8(payload).map_err(|e| {
@@ -238,6 +293,12 @@ fn parse_inner(frame: Bytes) -> Result<Request, ProtocolError> {
         return Err(ProtocolError::new(
             ErrorCode::BadFrame,
             "payload must be a JSON object",
+        ));
+    }
+    if too_deep(text, MAX_JSON_DEPTH) {
+        return Err(ProtocolError::new(
+            ErrorCode::BadFrame,
+            format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
         ));
     }
     let head: Head = serde_json::from_str(text).map_err(|e| {
@@ -402,6 +463,51 @@ mod tests {
 
     fn body(frame: &Bytes) -> Value {
         serde_json::from_slice(frame::payload(frame)).unwrap()
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_and_strings_do_not_count() {
+        let nested = |n: usize| {
+            format!(
+                r#"{{"type":"message","to":"a","body":{}1{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        // The object itself is one level.
+        assert!(matches!(
+            req(&nested(MAX_JSON_DEPTH - 1)),
+            Request::Message(_)
+        ));
+        let e = invalid(nested(MAX_JSON_DEPTH).as_bytes());
+        assert_eq!(e.code, ErrorCode::BadFrame, "{e}");
+        assert!(e.detail.contains("nested"), "{e}");
+        let e = invalid(nested(100_000).as_bytes());
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        let brackets = format!(
+            r#"{{"type":"message","to":"a","body":"{}\"{}"}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert!(matches!(req(&brackets), Request::Message(_)));
+    }
+
+    #[test]
+    fn a_message_the_id_and_ts_would_take_over_the_limit_is_refused() {
+        let text = r#"{"type":"message","to":"a","body":"xxxxxxxxxx"}"#;
+        let exact = text.len();
+        match parse_within(frame::encode(text.as_bytes()), exact) {
+            Request::Invalid(e) => {
+                assert_eq!(e.code, ErrorCode::FrameTooLarge);
+                assert!(e.id.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        let with_both = r#"{"type":"message","id":"1","ts":1.0,"to":"a"}"#;
+        assert!(matches!(
+            parse_within(frame::encode(with_both.as_bytes()), with_both.len()),
+            Request::Message(_)
+        ));
     }
 
     #[test]

@@ -292,15 +292,13 @@ impl HookRuntime {
                 out.push(Request::Message(msg));
                 continue;
             };
-            match protocol::parse(frame::encode(json.as_bytes())) {
+            match protocol::parse_within(frame::encode(json.as_bytes()), self.max_frame) {
                 Request::Message(mut new) => {
                     new.hops = msg.hops;
                     out.push(Request::Message(new));
                 }
-                other => warn!(
-                    ?other,
-                    "a filter produced a message the bus cannot route; dropped"
-                ),
+                // The sender is told why (`frame_too_large`, say).
+                other => out.push(other),
             }
         }
         out

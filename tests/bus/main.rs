@@ -10,6 +10,7 @@ mod guests;
 mod hermes;
 mod hooks;
 mod isolation;
+mod limits;
 mod notices;
 mod protocol;
 mod reactors;
