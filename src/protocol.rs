@@ -253,6 +253,12 @@ pub fn parse_within(frame: Bytes, max_frame: usize) -> Request {
 
 /// Whether `text` nests arrays and objects deeper than `max` (outside strings).
 fn too_deep(text: &str, max: usize) -> bool {
+    // Deeper than `max` needs more than `max` openers and as many closers: short
+    // frames (most) cannot be, and a count of `{` and `[` settles almost every other
+    // frame without the byte-by-byte walk.
+    if text.len() <= 2 * max || memchr::memchr2_iter(b'{', b'[', text.as_bytes()).count() <= max {
+        return false;
+    }
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
