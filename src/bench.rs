@@ -433,10 +433,7 @@ pub fn rss_kib(pid: i64) -> std::io::Result<u64> {
 }
 
 fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
+    let _ = hookbus::fd_limit::raise_soft_limit();
 }
 
 /// Formats rows as a Markdown table, with each target's throughput relative to

@@ -99,6 +99,13 @@ pub fn bind(socket: &Path) -> Result<UnixListener, DaemonError> {
 /// pid file, serves, then removes the socket and the pid file.
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let socket = config.socket_path.clone();
+    if let Some((old, new)) = crate::fd_limit::raise_soft_limit() {
+        info!(
+            from = old,
+            to = new,
+            "raised the open-file limit to its hard limit"
+        );
+    }
     let listener = bind(&socket)?;
     let pid_path = paths::pid_file(&socket);
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))

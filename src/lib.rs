@@ -23,7 +23,8 @@
 //! 6. [`connection`]'s writer drains the outbox back into the socket.
 //!
 //! Around the bus: [`daemon`] runs the server in the foreground or detached (pid
-//! file, log file, socket permissions, bounded stop), [`paths`] finds the default
+//! file, log file, socket permissions, bounded stop), [`fd_limit`] keeps clients
+//! answered when descriptors run out, [`paths`] finds the default
 //! socket and [`client`] is the async Rust client. The `hookbus` command line is
 //! the binary's (`src/main.rs`), not part of this library.
 //!
@@ -32,6 +33,7 @@
 pub mod client;
 pub mod connection;
 pub mod daemon;
+pub mod fd_limit;
 pub mod frame;
 pub mod hooks;
 pub mod outbox;

@@ -82,6 +82,7 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
     tracker.spawn(router.run(router_rx));
 
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut reserve = crate::fd_limit::Reserve::new();
     let my_uid = nix::unistd::geteuid().as_raw();
     let mut next_key = 0u64;
     info!(socket = %config.socket_path.display(), "listening");
@@ -90,8 +91,11 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                Err(e) if crate::fd_limit::is_exhausted(&e) => {
+                    reserve.turn_away(&listener).await;
+                    continue;
+                }
                 Err(e) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

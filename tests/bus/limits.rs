@@ -51,3 +51,77 @@ async fn json_nested_deeper_than_the_limit_is_refused() {
     );
     bus.stop().await;
 }
+
+/// `hookbus serve` with hooks off and at most `fds` open files (soft and hard).
+fn serve_with_fd_limit(socket: &std::path::Path, fds: u64) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(crate::common::bin());
+    cmd.args(["serve", "--socket"])
+        .arg(socket)
+        .env("HOOKBUS_HOOKS", "none")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, fds, fds)
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn().unwrap()
+}
+
+#[tokio::test]
+async fn past_the_descriptor_limit_every_client_is_served_or_answered() {
+    const CLIENTS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("bus.sock");
+    let mut daemon = serve_with_fd_limit(&socket, 200);
+    let deadline = std::time::Instant::now() + crate::common::WAIT;
+    while hookbus::daemon::query_status(&socket).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut clients = Vec::new();
+    let (mut served, mut refused) = (0, 0);
+    let ping = hookbus::frame::encode(br#"{"type":"ping"}"#);
+    for _ in 0..CLIENTS {
+        let mut c = crate::common::Raw::connect(&socket).await;
+        // A refused client may find the connection closed already: the answer
+        // waits for it all the same.
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut c.stream, &ping).await;
+        // Each gets an answer at once: a pong, or the refusal and the close.
+        match c.try_recv().await {
+            Some(m) if m["type"] == "pong" => served += 1,
+            Some(m) if m["code"] == "too_many_connections" => refused += 1,
+            other => panic!("client got {other:?}"),
+        }
+        clients.push(c);
+    }
+    assert_eq!(served + refused, CLIENTS);
+    assert!(
+        refused > 0 && served > 100,
+        "{served} served, {refused} refused"
+    );
+    drop(clients);
+    // Once clients leave, new ones are served again.
+    let deadline = std::time::Instant::now() + crate::common::WAIT;
+    loop {
+        let mut c = crate::common::Raw::connect(&socket).await;
+        c.send(&json!({"type": "ping"})).await;
+        if c.try_recv().await.is_some_and(|m| m["type"] == "pong") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not served after clients left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
