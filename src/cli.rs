@@ -144,6 +144,9 @@ struct ServeArgs {
     /// After SIGTERM, stop within this many seconds whatever clients and hooks do
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     shutdown_timeout: f64,
+    /// Close a connection that takes longer than this many seconds to send one frame
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    frame_timeout: f64,
 }
 
 impl ServeArgs {
@@ -151,8 +154,13 @@ impl ServeArgs {
         if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout > 0.0) {
             bail!("--heartbeat-timeout must be a positive number of seconds");
         }
-        if !(self.shutdown_timeout.is_finite() && self.shutdown_timeout > 0.0) {
-            bail!("--shutdown-timeout must be a positive number of seconds");
+        for (flag, secs) in [
+            ("--shutdown-timeout", self.shutdown_timeout),
+            ("--frame-timeout", self.frame_timeout),
+        ] {
+            if !(secs.is_finite() && secs > 0.0) {
+                bail!("{flag} must be a positive number of seconds");
+            }
         }
         let mut config = Config::new(socket);
         config.max_frame_len = self.max_frame;
@@ -160,6 +168,7 @@ impl ServeArgs {
         config.outbox_capacity = self.outbox_frames;
         config.outbox_max_bytes = self.outbox_bytes;
         config.shutdown_timeout = Duration::from_secs_f64(self.shutdown_timeout);
+        config.frame_timeout = Duration::from_secs_f64(self.frame_timeout);
         Ok(config)
     }
 
@@ -181,6 +190,7 @@ impl ServeArgs {
             format!("--outbox-frames={}", self.outbox_frames),
             format!("--outbox-bytes={}", self.outbox_bytes),
             format!("--shutdown-timeout={}", self.shutdown_timeout),
+            format!("--frame-timeout={}", self.frame_timeout),
         ]);
         args
     }

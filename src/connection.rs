@@ -83,14 +83,32 @@ async fn read_loop(
     closed: &CancellationToken,
 ) {
     let mut buf = BytesMut::with_capacity(READ_BUF_INITIAL);
+    // When the frame being read began, while one is partly read.
+    let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
         if buf.capacity() == buf.len() {
             buf.reserve(READ_BUF_INITIAL);
         }
+        let stalled = async {
+            match partial_since {
+                Some(since) => tokio::time::sleep_until(since + config.frame_timeout).await,
+                None => std::future::pending().await,
+            }
+        };
         let read = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             _ = closed.cancelled() => return,
+            () = stalled => {
+                let detail = format!(
+                    "{} bytes of a frame arrived, and not the rest within {} s; the connection will be closed",
+                    buf.len(),
+                    config.frame_timeout.as_secs_f64()
+                );
+                let error = ProtocolError::new(ErrorCode::FrameTimeout, detail);
+                let _ = forward(key, vec![Request::Invalid(error)], config, router, shutdown).await;
+                return;
+            }
             read = reader.read_buf(&mut buf) => read,
         };
         match read {
@@ -108,6 +126,7 @@ async fn read_loop(
         }
         let mut requests = Vec::new();
         let mut fatal = false;
+        let mut completed = 0usize;
         loop {
             if requests.len() == MAX_READ_BATCH
                 && !forward(key, std::mem::take(&mut requests), config, router, shutdown).await
@@ -116,6 +135,7 @@ async fn read_loop(
             }
             match frame::decode(&mut buf, config.max_frame_len) {
                 Ok(Some(frame)) => {
+                    completed += 1;
                     requests.push(protocol::parse_within(frame, config.max_frame_len))
                 }
                 Ok(None) => break,
@@ -135,6 +155,12 @@ async fn read_loop(
         }
         if fatal {
             return;
+        }
+        // The clock of the frame in progress starts when its first bytes arrive.
+        if buf.is_empty() {
+            partial_since = None;
+        } else if partial_since.is_none() || completed > 0 {
+            partial_since = Some(tokio::time::Instant::now());
         }
         if buf.is_empty() && buf.capacity() > READ_BUF_KEEP {
             buf = BytesMut::with_capacity(READ_BUF_INITIAL);

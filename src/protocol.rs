@@ -140,6 +140,8 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The server is shutting down.
     ShuttingDown,
+    /// The client stayed inside one frame longer than the frame timeout.
+    FrameTimeout,
 }
 
 /// A protocol error, sent to the client as an error frame.

@@ -204,15 +204,11 @@ impl Router {
         let Some(session) = self.sessions.get_mut(&key) else {
             return; // closed by the router while its reader was still sending
         };
+        // Any request shows the client is alive.
+        session.last_seen = Instant::now();
         match request {
-            Request::Message(msg) => {
-                if session.endpoint.is_some() {
-                    session.last_seen = Instant::now();
-                }
-                self.route(key, msg);
-            }
+            Request::Message(msg) => self.route(key, msg),
             Request::Ping => {
-                session.last_seen = Instant::now();
                 self.deliver(key, protocol::pong());
             }
             Request::Register { endpoint } => self.register(key, endpoint),
@@ -248,9 +244,6 @@ impl Router {
                 self.deliver(key, frame);
             }
             Request::Dropped(dropped) => {
-                if session.endpoint.is_some() {
-                    session.last_seen = Instant::now();
-                }
                 self.counters.filtered_out += 1;
                 if session.features.acks {
                     self.deliver(key, protocol::ack_dropped(&dropped));
@@ -275,7 +268,6 @@ impl Router {
             return;
         }
         session.endpoint = Some(endpoint.clone());
-        session.last_seen = Instant::now();
         let reply = protocol::registered(&endpoint, &session.id);
         info!(endpoint, session_id = %session.id, "registered");
         if let Some(old) = self.endpoints.insert(endpoint.clone(), key) {
@@ -408,24 +400,37 @@ impl Router {
         }
     }
 
-    /// Closes registered sessions silent for longer than the heartbeat timeout.
+    /// Closes sessions silent (no request at all) for longer than the heartbeat
+    /// timeout: registered ones, and anonymous ones, which would otherwise hold a
+    /// connection and its buffers for ever.
     fn expire(&mut self, now: Instant) {
         let timeout = self.config.heartbeat_timeout;
         let dead: Vec<SessionKey> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.endpoint.is_some() && now.duration_since(s.last_seen) > timeout)
+            .filter(|(_, s)| now.duration_since(s.last_seen) > timeout)
             .map(|(&k, _)| k)
             .collect();
         for key in dead {
             self.counters.heartbeat_timeouts += 1;
+            let anonymous = self
+                .sessions
+                .get(&key)
+                .is_some_and(|s| s.endpoint.is_none());
             if let Some(s) = self.sessions.get(&key) {
                 info!(
-                    endpoint = s.endpoint.as_deref().unwrap_or_default(),
+                    endpoint = s.endpoint.as_deref().unwrap_or("(anonymous)"),
                     "heartbeat timeout: closing session"
                 );
             }
-            let detail = format!("no ping or message for {} s", timeout.as_secs_f64());
+            let detail = if anonymous {
+                format!(
+                    "anonymous connection silent for {} s",
+                    timeout.as_secs_f64()
+                )
+            } else {
+                format!("no ping or message for {} s", timeout.as_secs_f64())
+            };
             let frame = ProtocolError::new(ErrorCode::HeartbeatTimeout, detail).to_frame();
             self.close(key, Close::FlushWith(frame));
         }

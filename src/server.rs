@@ -26,6 +26,9 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 /// How long shutdown waits for writers to flush queued frames.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Default longest time a client may take to send one frame.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default bound on a daemon's whole stop after SIGTERM (drain, hooks, processes).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -47,6 +50,9 @@ pub struct Config {
     /// The daemon stops within this long after SIGTERM, whatever clients and
     /// hooks do.
     pub shutdown_timeout: Duration,
+    /// A connection that stays inside one frame longer than this is closed
+    /// (`frame_timeout`), so a stalled partial frame cannot pin memory.
+    pub frame_timeout: Duration,
 }
 
 impl Config {
@@ -59,6 +65,7 @@ impl Config {
             outbox_max_bytes: OUTBOX_MAX_BYTES,
             hooks: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
         }
     }
 }

@@ -125,3 +125,36 @@ async fn past_the_descriptor_limit_every_client_is_served_or_answered() {
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_client_stalled_inside_a_frame_is_closed_with_frame_timeout() {
+    let bus =
+        TestBus::start_with(|c| c.frame_timeout = std::time::Duration::from_millis(300)).await;
+    let mut stalled = bus.raw().await;
+    // A header that promises 1 MB, then ten bytes, then nothing.
+    stalled.send_bytes(&1_000_000u32.to_be_bytes()).await;
+    stalled.send_bytes(br#"{"type":"m"#).await;
+    let rest = stalled.until_eof().await;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["code"], "frame_timeout");
+    // A client that keeps sending whole frames for longer is never cut.
+    let mut steady = bus.raw().await;
+    for _ in 0..8 {
+        steady.send(&json!({"type": "ping"})).await;
+        assert_eq!(steady.recv().await["type"], "pong");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_anonymous_connection_is_closed() {
+    let bus =
+        TestBus::start_with(|c| c.heartbeat_timeout = std::time::Duration::from_millis(300)).await;
+    let mut silent = bus.raw().await;
+    let rest = silent.until_eof().await;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["code"], "heartbeat_timeout");
+    assert!(rest[0]["detail"].as_str().unwrap().contains("anonymous"));
+    bus.stop().await;
+}
