@@ -144,6 +144,10 @@ struct ServeArgs {
     /// After SIGTERM, stop within this many seconds whatever clients and hooks do
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     shutdown_timeout: f64,
+    /// Disconnect a receiver that reads nothing for this many seconds while messages
+    /// wait for it (its senders are held back meanwhile)
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    slow_consumer_timeout: f64,
     /// Close a connection that takes longer than this many seconds to send one frame
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     frame_timeout: f64,
@@ -157,6 +161,7 @@ impl ServeArgs {
         for (flag, secs) in [
             ("--shutdown-timeout", self.shutdown_timeout),
             ("--frame-timeout", self.frame_timeout),
+            ("--slow-consumer-timeout", self.slow_consumer_timeout),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
                 bail!("{flag} must be a positive number of seconds");
@@ -169,6 +174,7 @@ impl ServeArgs {
         config.outbox_max_bytes = self.outbox_bytes;
         config.shutdown_timeout = Duration::from_secs_f64(self.shutdown_timeout);
         config.frame_timeout = Duration::from_secs_f64(self.frame_timeout);
+        config.slow_consumer_timeout = Duration::from_secs_f64(self.slow_consumer_timeout);
         Ok(config)
     }
 
@@ -191,6 +197,7 @@ impl ServeArgs {
             format!("--outbox-bytes={}", self.outbox_bytes),
             format!("--shutdown-timeout={}", self.shutdown_timeout),
             format!("--frame-timeout={}", self.frame_timeout),
+            format!("--slow-consumer-timeout={}", self.slow_consumer_timeout),
         ]);
         args
     }

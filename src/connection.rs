@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
+use crate::flow::Flow;
 use crate::frame;
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::{self, OutboxReceiver};
@@ -60,13 +61,19 @@ pub(crate) async fn serve(
 ) {
     let (reader, writer) = stream.into_split();
     let (outbox, outbox_rx) = outbox::outbox(config.outbox_capacity, config.outbox_max_bytes);
-    if router.send(Command::Open { key, outbox }).await.is_err() {
+    let flow = Arc::new(Flow::default());
+    let open = Command::Open {
+        key,
+        outbox,
+        flow: flow.clone(),
+    };
+    if router.send(open).await.is_err() {
         return; // router gone: the server is stopping
     }
     // Cancelled when the writer stops, so the reader stops too.
     let closed = CancellationToken::new();
     tracker.spawn(write_loop(writer, outbox_rx, closed.clone()).in_current_span());
-    read_loop(reader, key, &config, &router, &shutdown, &closed).await;
+    read_loop(reader, key, &config, &router, &shutdown, &closed, &flow).await;
     // When the server is stopping, the router closes every session itself, after
     // telling it so (`shutting_down`).
     if !shutdown.is_cancelled() {
@@ -81,6 +88,7 @@ async fn read_loop(
     router: &mpsc::Sender<Command>,
     shutdown: &CancellationToken,
     closed: &CancellationToken,
+    flow: &Flow,
 ) {
     let mut buf = BytesMut::with_capacity(READ_BUF_INITIAL);
     // When the frame being read began, while one is partly read.
@@ -88,6 +96,15 @@ async fn read_loop(
     loop {
         if buf.capacity() == buf.len() {
             buf.reserve(READ_BUF_INITIAL);
+        }
+        // Held back by a receiver this client filled: read nothing until it drains.
+        if flow.is_held() {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = closed.cancelled() => return,
+                () = flow.wait() => {}
+            }
         }
         let stalled = async {
             match partial_since {
@@ -106,7 +123,7 @@ async fn read_loop(
                     config.frame_timeout.as_secs_f64()
                 );
                 let error = ProtocolError::new(ErrorCode::FrameTimeout, detail);
-                let _ = forward(key, vec![Request::Invalid(error)], config, router, shutdown).await;
+                let _ = forward(key, vec![Request::Invalid(error)], config, router, shutdown, flow).await;
                 return;
             }
             read = reader.read_buf(&mut buf) => read,
@@ -129,7 +146,15 @@ async fn read_loop(
         let mut completed = 0usize;
         loop {
             if requests.len() == MAX_READ_BATCH
-                && !forward(key, std::mem::take(&mut requests), config, router, shutdown).await
+                && !forward(
+                    key,
+                    std::mem::take(&mut requests),
+                    config,
+                    router,
+                    shutdown,
+                    flow,
+                )
+                .await
             {
                 return;
             }
@@ -150,7 +175,7 @@ async fn read_loop(
                 }
             }
         }
-        if !requests.is_empty() && !forward(key, requests, config, router, shutdown).await {
+        if !requests.is_empty() && !forward(key, requests, config, router, shutdown, flow).await {
             return;
         }
         if fatal {
@@ -179,6 +204,7 @@ async fn forward(
     config: &Config,
     router: &mpsc::Sender<Command>,
     shutdown: &CancellationToken,
+    flow: &Flow,
 ) -> bool {
     let requests = match &config.hooks {
         Some(hooks) if hooks.runs_inline() => {
@@ -197,11 +223,18 @@ async fn forward(
         }
         _ => requests,
     };
-    requests.is_empty()
-        || router
-            .send(Command::Requests { key, requests })
-            .await
-            .is_ok()
+    if requests.is_empty() {
+        return true;
+    }
+    let slot = flow.slot().await;
+    router
+        .send(Command::Requests {
+            key,
+            requests,
+            slot,
+        })
+        .await
+        .is_ok()
 }
 
 /// The hooks' part of [`forward`]: admission (`overflow: block`) and filters.
@@ -248,8 +281,9 @@ async fn write_loop(
             Ok(_) = &mut outbox.abort, if may_abort => break,
             written = write_batch(&mut writer, &batch, bytes) => written,
         };
+        let frames = batch.len();
         batch.clear();
-        outbox.release(bytes);
+        outbox.release(frames, bytes);
         if let Err(e) = written {
             debug!(error = %e, "write failed");
             break;

@@ -19,7 +19,9 @@
 //!    broadcasts, then queues them for notify hooks. Messages hooks emit come back
 //!    to it through the engine's emit port as new messages.
 //! 5. Routed frames are pushed, without waiting, into each recipient's
-//!    [`outbox`]; a full outbox disconnects that slow consumer.
+//!    [`outbox`]. An outbox past its high-water mark holds back the senders that
+//!    filled it ([`flow`]): their readers pause until it drains. A recipient that
+//!    stops reading is disconnected as a slow consumer after a timeout.
 //! 6. [`connection`]'s writer drains the outbox back into the socket.
 //!
 //! Around the bus: [`daemon`] runs the server in the foreground or detached (pid
@@ -34,6 +36,7 @@ pub mod client;
 pub mod connection;
 pub mod daemon;
 pub mod fd_limit;
+pub mod flow;
 pub mod frame;
 pub mod hooks;
 pub mod outbox;

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
+use crate::flow::Flow;
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ErrorCode, Features, ProtocolError, Request, Routed};
@@ -25,6 +26,13 @@ pub const ROUTER_QUEUE: usize = 1024;
 
 /// Default time a registered session may stay silent (no ping, no message).
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How often outboxes are checked for receivers that stopped reading.
+pub const STALL_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Default time a receiver may make no progress while its outbox is past high
+/// water before it is disconnected as a slow consumer.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest interval between heartbeat sweeps.
 pub const HEARTBEAT_CHECK_EVERY: Duration = Duration::from_secs(15);
@@ -39,11 +47,18 @@ pub const EMITTER: SessionKey = 0;
 #[derive(Debug)]
 pub enum Command {
     /// A new connection, with the outbox its writer drains.
-    Open { key: SessionKey, outbox: Outbox },
+    Open {
+        key: SessionKey,
+        outbox: Outbox,
+        flow: Arc<Flow>,
+    },
     /// Requests read from one connection, in order.
     Requests {
         key: SessionKey,
         requests: Vec<Request>,
+        /// The batch's in-flight slot ([`crate::flow::MAX_IN_FLIGHT`]), freed once
+        /// it is handled.
+        slot: Option<OwnedSemaphorePermit>,
     },
     /// The connection's reader stopped (EOF, error or shutdown).
     Closed { key: SessionKey },
@@ -62,6 +77,8 @@ pub struct RouterConfig {
     pub socket_path: PathBuf,
     pub max_frame_len: usize,
     pub heartbeat_timeout: Duration,
+    /// A receiver past high water with no progress for this long is cut.
+    pub stall_timeout: Duration,
     pub hooks: Option<Arc<HookRuntime>>,
 }
 
@@ -87,6 +104,7 @@ struct Session {
     id: String,
     endpoint: Option<String>,
     outbox: Outbox,
+    flow: Arc<Flow>,
     last_seen: Instant,
     features: Features,
     /// The client sent `hello`: it speaks hookbus's extensions, so it may be sent
@@ -133,6 +151,8 @@ impl Router {
         let check_every = (self.config.heartbeat_timeout / 3).min(HEARTBEAT_CHECK_EVERY);
         let mut sweep = tokio::time::interval(check_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stalls = tokio::time::interval(STALL_CHECK_EVERY);
+        stalls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -140,6 +160,7 @@ impl Router {
                     None => break,
                 },
                 _ = sweep.tick() => self.expire(Instant::now()),
+                _ = stalls.tick() => self.cut_stalled(),
             }
             self.close_overflowed();
         }
@@ -148,7 +169,7 @@ impl Router {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Open { key, outbox } => {
+            Command::Open { key, outbox, flow } => {
                 self.counters.connections_opened += 1;
                 let id = uuid::Uuid::new_v4().to_string();
                 debug!(key, session_id = %id, "session opened");
@@ -158,13 +179,14 @@ impl Router {
                         id,
                         endpoint: None,
                         outbox,
+                        flow,
                         last_seen: Instant::now(),
                         features: Features::default(),
                         negotiated: false,
                     },
                 );
             }
-            Command::Requests { key, requests } => {
+            Command::Requests { key, requests, .. } => {
                 for request in requests {
                     self.request(key, request);
                 }
@@ -292,19 +314,32 @@ impl Router {
             None => {
                 self.counters.broadcasts += 1;
                 let mut n = 0;
+                let mut filled = Vec::new();
                 for (&key, session) in &self.sessions {
                     if session.endpoint.is_some() {
                         if session.outbox.push(msg.frame.clone()).is_ok() {
                             n += 1;
+                            if session.outbox.level().above_high() {
+                                filled.push(session.outbox.level().clone());
+                            }
                         } else {
                             self.overflowed.push(key);
                         }
                     }
                 }
+                if let Some(sender) = self.sessions.get(&from) {
+                    for level in &filled {
+                        sender.flow.hold(level);
+                    }
+                }
                 n
             }
             Some(to) => match self.endpoints.get(to) {
-                Some(&key) => usize::from(self.deliver(key, msg.frame.clone())),
+                Some(&key) => {
+                    let pushed = self.deliver(key, msg.frame.clone());
+                    self.hold_if_filled(from, key);
+                    usize::from(pushed)
+                }
                 None => {
                     self.not_found(from, &msg, to);
                     found = false;
@@ -318,6 +353,53 @@ impl Router {
         }
         if found && self.sessions.get(&from).is_some_and(|s| s.features.acks) {
             self.deliver(from, protocol::ack(msg.id(), delivered));
+        }
+    }
+
+    /// Holds `from` back when its message took `to`'s outbox past high water.
+    fn hold_if_filled(&self, from: SessionKey, to: SessionKey) {
+        let Some(receiver) = self.sessions.get(&to) else {
+            return;
+        };
+        if receiver.outbox.level().above_high() {
+            if let Some(sender) = self.sessions.get(&from) {
+                sender.flow.hold(receiver.outbox.level());
+            }
+        }
+    }
+
+    /// Cuts receivers past high water that made no progress for the stall timeout:
+    /// they hold their senders back, so they cannot wait for ever.
+    fn cut_stalled(&mut self) {
+        let timeout = self.config.stall_timeout;
+        let stalled: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                let level = s.outbox.level();
+                level.above_high() && level.stalled_for() > timeout
+            })
+            .map(|(&k, _)| k)
+            .collect();
+        for key in stalled {
+            let Some(session) = self.sessions.get(&key) else {
+                continue;
+            };
+            self.counters.slow_consumer_disconnects += 1;
+            warn!(
+                endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
+                session_id = %session.id,
+                "client read nothing for {timeout:?} while its outbox was full: disconnecting it"
+            );
+            let frame = ProtocolError::new(
+                ErrorCode::SlowConsumer,
+                format!(
+                    "you read nothing for {} s while messages waited for you; queued messages were discarded",
+                    timeout.as_secs_f64()
+                ),
+            )
+            .to_frame();
+            self.close(key, Close::Abort(frame));
         }
     }
 

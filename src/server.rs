@@ -50,6 +50,9 @@ pub struct Config {
     /// The daemon stops within this long after SIGTERM, whatever clients and
     /// hooks do.
     pub shutdown_timeout: Duration,
+    /// A receiver whose outbox is past high water and that reads nothing for this
+    /// long is disconnected as a slow consumer (its senders are held back meanwhile).
+    pub slow_consumer_timeout: Duration,
     /// A connection that stays inside one frame longer than this is closed
     /// (`frame_timeout`), so a stalled partial frame cannot pin memory.
     pub frame_timeout: Duration,
@@ -66,6 +69,7 @@ impl Config {
             hooks: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            slow_consumer_timeout: crate::router::DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -79,6 +83,7 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         socket_path: config.socket_path.clone(),
         max_frame_len: config.max_frame_len,
         heartbeat_timeout: config.heartbeat_timeout,
+        stall_timeout: config.slow_consumer_timeout,
         hooks: config.hooks.clone(),
     });
     if let Some(hooks) = &config.hooks {

@@ -611,7 +611,12 @@ async fn ten_thousand_spawn_runs_leave_no_zombies() {
         "hooks:\n  - name: t\n    command: [\"true\"]\n    limits: { concurrency: 16 }\n",
     )
     .await;
-    let _rx = bus.registered("rx").await;
+    let rx = bus.registered("rx").await;
+    // A receiver that reads, or flow control would hold the sender back.
+    let drain = tokio::spawn(async move {
+        let mut stream = rx.stream;
+        let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+    });
     let mut tx = bus.raw().await;
     let mut sent = 0;
     while sent < RUNS {
@@ -647,6 +652,7 @@ async fn ten_thousand_spawn_runs_leave_no_zombies() {
     );
     assert_eq!(zombies(), Vec::<String>::new());
     bus.stop().await;
+    drain.abort();
 }
 
 #[tokio::test]

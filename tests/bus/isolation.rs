@@ -422,11 +422,13 @@ async fn a_dropped_message_is_acked_with_the_hook_and_its_reason() {
 async fn acks_count_only_messages_their_recipient_could_take() {
     let bus = TestBus::start_with(|c| c.outbox_max_bytes = 100_000).await;
     let _rx = bus.registered("rx").await; // never reads
-    let mut tx = bus.raw().await;
-    tx.hello_acks().await;
     let pad = "x".repeat(60_000);
     let mut delivered = Vec::new();
+    // A new sender each time: one sender alone is held back (flow control) before
+    // it can overflow an outbox; many at once can still fill it to its bound.
     for i in 0..40 {
+        let mut tx = bus.raw().await;
+        tx.hello_acks().await;
         tx.send(&json!({"type": "message", "to": "rx", "id": i, "body": {"pad": pad}}))
             .await;
         let reply = tx.recv().await;

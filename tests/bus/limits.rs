@@ -112,7 +112,7 @@ async fn past_the_descriptor_limit_every_client_is_served_or_answered() {
     let deadline = std::time::Instant::now() + crate::common::WAIT;
     loop {
         let mut c = crate::common::Raw::connect(&socket).await;
-        c.send(&json!({"type": "ping"})).await;
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut c.stream, &ping).await;
         if c.try_recv().await.is_some_and(|m| m["type"] == "pong") {
             break;
         }

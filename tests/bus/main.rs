@@ -6,6 +6,7 @@ mod common;
 
 mod client;
 mod daemon;
+mod flow;
 mod guests;
 mod hermes;
 mod hooks;

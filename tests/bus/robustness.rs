@@ -177,6 +177,9 @@ async fn a_reader_that_stops_reading_is_disconnected_without_slowing_others() {
     let bus = TestBus::start_with(|c| {
         c.outbox_capacity = 64;
         c.outbox_max_bytes = 256 * 1024;
+        // The broadcaster is held back while the slow reader's outbox is full,
+        // for this long at most (see flow control in docs/PROTOCOL.md).
+        c.slow_consumer_timeout = Duration::from_millis(300);
     })
     .await;
     let mut slow = bus.registered("slow").await; // never reads until the end

@@ -1,0 +1,79 @@
+//! Flow control between senders and receivers (docs/PROTOCOL.md, "Flow control").
+//!
+//! When the router pushes a sender's message into a receiver's outbox and the
+//! outbox is past its high-water mark, it puts that outbox's [`Level`] on the
+//! sender's [`Flow`]. The sender's reader then stops reading its socket until every
+//! such outbox has drained below low water (or closed): its socket buffer fills
+//! and the kernel pushes back on the client. Other senders and receivers are not
+//! affected. A reader also has at most [`MAX_IN_FLIGHT`] batches waiting for the
+//! router, which bounds how far a sender can overshoot a high-water mark.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::outbox::Level;
+
+/// Batches of one connection handed to the router and not yet handled.
+pub const MAX_IN_FLIGHT: usize = 2;
+
+/// One connection's flow state, shared by its reader and the router.
+#[derive(Debug)]
+pub struct Flow {
+    /// Outboxes this connection's messages pushed past high water. Held only to
+    /// push or take the list.
+    held_by: Mutex<Vec<Arc<Level>>>,
+    held: AtomicBool,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self {
+            held_by: Mutex::new(Vec::new()),
+            held: AtomicBool::new(false),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+}
+
+impl Flow {
+    /// The router: this sender must wait for `level` to drain before it sends more.
+    pub fn hold(&self, level: &Arc<Level>) {
+        let mut held_by = self.held_by.lock().unwrap_or_else(|p| p.into_inner());
+        if !held_by.iter().any(|l| Arc::ptr_eq(l, level)) {
+            held_by.push(level.clone());
+        }
+        self.held.store(true, Ordering::Release);
+    }
+
+    /// Whether the reader must call [`Flow::wait`] before it reads on.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// The reader: waits until every outbox this sender filled has drained.
+    pub async fn wait(&self) {
+        loop {
+            let next = {
+                let mut held_by = self.held_by.lock().unwrap_or_else(|p| p.into_inner());
+                let next = held_by.pop();
+                if next.is_none() {
+                    self.held.store(false, Ordering::Release);
+                }
+                next
+            };
+            match next {
+                Some(level) => level.drained().await,
+                None => return,
+            }
+        }
+    }
+
+    /// A slot for one more batch on its way to the router; the router drops it
+    /// once the batch is handled.
+    pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().acquire_owned().await.ok()
+    }
+}
