@@ -88,7 +88,7 @@ async fn read_loop(
     router: &mpsc::Sender<Command>,
     shutdown: &CancellationToken,
     closed: &CancellationToken,
-    flow: &Flow,
+    flow: &Arc<Flow>,
 ) {
     let mut buf = BytesMut::with_capacity(READ_BUF_INITIAL);
     // When the frame being read began, while one is partly read.
@@ -204,7 +204,7 @@ async fn forward(
     config: &Config,
     router: &mpsc::Sender<Command>,
     shutdown: &CancellationToken,
-    flow: &Flow,
+    flow: &Arc<Flow>,
 ) -> bool {
     let requests = match &config.hooks {
         Some(hooks) if hooks.runs_inline() => {
@@ -226,7 +226,7 @@ async fn forward(
     if requests.is_empty() {
         return true;
     }
-    let slot = flow.slot().await;
+    let slot = flow.slot(requests.len()).await;
     router
         .send(Command::Requests {
             key,
@@ -281,9 +281,8 @@ async fn write_loop(
             Ok(_) = &mut outbox.abort, if may_abort => break,
             written = write_batch(&mut writer, &batch, bytes) => written,
         };
-        let frames = batch.len();
         batch.clear();
-        outbox.release(frames, bytes);
+        outbox.release(bytes);
         if let Err(e) = written {
             debug!(error = %e, "write failed");
             break;

@@ -5,18 +5,18 @@
 //! sender's [`Flow`]. The sender's reader then stops reading its socket until every
 //! such outbox has drained below low water (or closed): its socket buffer fills
 //! and the kernel pushes back on the client. Other senders and receivers are not
-//! affected. A reader also has at most [`MAX_IN_FLIGHT`] batches waiting for the
-//! router, which bounds how far a sender can overshoot a high-water mark.
+//! affected. A reader also has at most about [`MAX_IN_FLIGHT`] requests waiting for
+//! the router, which bounds how far a sender can overshoot a high-water mark.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 use crate::outbox::Level;
 
 /// Batches of one connection handed to the router and not yet handled.
-pub const MAX_IN_FLIGHT: usize = 2;
+pub const MAX_IN_FLIGHT: usize = 2048;
 
 /// One connection's flow state, shared by its reader and the router.
 #[derive(Debug)]
@@ -25,7 +25,11 @@ pub struct Flow {
     /// push or take the list.
     held_by: Mutex<Vec<Arc<Level>>>,
     held: AtomicBool,
-    in_flight: Arc<Semaphore>,
+    /// Batches handed to the router and not yet handled.
+    in_flight: AtomicUsize,
+    /// The reader waits for a slot: the router must wake it.
+    wants_slot: AtomicBool,
+    slot_freed: Notify,
 }
 
 impl Default for Flow {
@@ -33,7 +37,24 @@ impl Default for Flow {
         Self {
             held_by: Mutex::new(Vec::new()),
             held: AtomicBool::new(false),
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            in_flight: AtomicUsize::new(0),
+            wants_slot: AtomicBool::new(false),
+            slot_freed: Notify::new(),
+        }
+    }
+}
+
+/// One batch's place among [`MAX_IN_FLIGHT`] requests; freed when the router
+/// drops it.
+#[derive(Debug)]
+pub struct Slot(Arc<Flow>, usize);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let flow = &self.0;
+        flow.in_flight.fetch_sub(self.1, Ordering::SeqCst);
+        if flow.wants_slot.swap(false, Ordering::SeqCst) {
+            flow.slot_freed.notify_waiters();
         }
     }
 }
@@ -71,9 +92,20 @@ impl Flow {
         }
     }
 
-    /// A slot for one more batch on its way to the router; the router drops it
-    /// once the batch is handled.
-    pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.in_flight.clone().acquire_owned().await.ok()
+    /// A slot for a batch of `n` requests on its way to the router (waits while
+    /// [`MAX_IN_FLIGHT`] are); the router drops it once the batch is handled.
+    pub async fn slot(self: &Arc<Self>, n: usize) -> Slot {
+        loop {
+            if self.in_flight.fetch_add(n, Ordering::SeqCst) < MAX_IN_FLIGHT {
+                return Slot(self.clone(), n);
+            }
+            self.in_flight.fetch_sub(n, Ordering::SeqCst);
+            let freed = self.slot_freed.notified();
+            self.wants_slot.store(true, Ordering::SeqCst);
+            if self.in_flight.load(Ordering::SeqCst) < MAX_IN_FLIGHT {
+                continue;
+            }
+            freed.await;
+        }
     }
 }

@@ -2,9 +2,9 @@
 //! connection's writer task, and the water marks that drive flow control.
 //!
 //! The router only ever calls [`Outbox::push`], which never waits. Past the
-//! **high-water mark** (a quarter of either bound) the router throttles the senders
+//! **high-water mark** (half of either bound) the router throttles the senders
 //! whose messages filled it: their readers pause until the outbox drains below the
-//! **low-water mark** (an eighth). A receiver that keeps reading is therefore never
+//! **low-water mark** (a quarter). A receiver that keeps reading is therefore never
 //! cut because of someone else's burst. Only one that makes no progress for the
 //! stall timeout while above high water, or whose outbox reaches its hard bounds,
 //! is disconnected (`slow_consumer`; see docs/PROTOCOL.md). Nothing is dropped
@@ -12,7 +12,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -29,70 +28,68 @@ pub const OUTBOX_MAX_BYTES: usize = 32 * 1024 * 1024;
 pub struct Full;
 
 /// How full one outbox is, shared by the router, the writer and the senders it
-/// throttles.
+/// throttles. Frames are counted by the channel itself; bytes here.
 #[derive(Debug)]
 pub struct Level {
-    frames: AtomicUsize,
     bytes: AtomicUsize,
+    capacity: usize,
     high: (usize, usize),
     low: (usize, usize),
-    /// Woken when the level falls below low water or the outbox closes.
+    /// Frames queued, as the channel's free permits tell it (`capacity - free`).
+    free: AtomicUsize,
+    /// Woken when the level falls below low water or the outbox closes, while
+    /// `watched`.
     drained: Notify,
+    /// A sender waits on this outbox: the writer must wake it once drained.
+    watched: AtomicBool,
     closed: AtomicBool,
-    /// When the writer last made progress (or got work while idle), in ms since
-    /// `epoch`.
-    progress_ms: AtomicU64,
-    epoch: Instant,
+    /// Batches the writer has written: the router compares it between its stall
+    /// checks, so no clock is read on the message path.
+    progress: AtomicU64,
 }
 
 impl Level {
     fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
-            frames: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
-            high: ((capacity / 4).max(1), (max_bytes / 4).max(1)),
-            low: (capacity / 8, max_bytes / 8),
+            capacity,
+            high: ((capacity / 2).max(1), (max_bytes / 2).max(1)),
+            low: (capacity / 4, max_bytes / 4),
+            free: AtomicUsize::new(capacity),
             drained: Notify::new(),
+            watched: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            progress_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            progress: AtomicU64::new(0),
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// Past the high-water mark: senders to it should pause.
-    pub fn above_high(&self) -> bool {
-        self.frames.load(Ordering::Relaxed) >= self.high.0
-            || self.bytes.load(Ordering::Relaxed) >= self.high.1
+    fn frames(&self) -> usize {
+        self.capacity - self.free.load(Ordering::Relaxed).min(self.capacity)
     }
 
     fn below_low(&self) -> bool {
-        self.frames.load(Ordering::Relaxed) <= self.low.0
-            && self.bytes.load(Ordering::Relaxed) <= self.low.1
+        self.bytes.load(Ordering::Relaxed) <= self.low.1 && self.frames() <= self.low.0
     }
 
     /// Waits until the outbox is below low water or closed.
     pub async fn drained(&self) {
         loop {
             let woken = self.drained.notified();
-            if self.below_low() || self.closed.load(Ordering::Acquire) {
+            self.watched.store(true, Ordering::SeqCst);
+            if self.below_low() || self.closed.load(Ordering::SeqCst) {
                 return;
             }
             woken.await;
         }
     }
 
-    /// How long the writer has made no progress while having work.
-    pub fn stalled_for(&self) -> Duration {
-        let since = self.progress_ms.load(Ordering::Relaxed);
-        Duration::from_millis(self.now_ms().saturating_sub(since))
+    /// A count that moves whenever the writer makes progress.
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
     }
 
     fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::SeqCst);
         self.drained.notify_waiters();
     }
 }
@@ -147,11 +144,7 @@ impl Outbox {
         match self.tx.try_send(frame) {
             Ok(()) => {
                 self.level.bytes.fetch_add(len, Ordering::Relaxed);
-                if self.level.frames.fetch_add(1, Ordering::Relaxed) == 0 {
-                    // Idle until now: the stall clock starts with this work.
-                    let now = self.level.now_ms();
-                    self.level.progress_ms.store(now, Ordering::Relaxed);
-                }
+                self.level.free.store(self.tx.capacity(), Ordering::Relaxed);
                 Ok(())
             }
             // A closed channel means the writer is gone; the connection is being torn
@@ -163,6 +156,20 @@ impl Outbox {
     /// The outbox's level, for flow control.
     pub fn level(&self) -> &Arc<Level> {
         &self.level
+    }
+
+    /// Past the high-water mark: the senders filling it should pause. (Then the
+    /// level's frame count is brought up to date for them; the writer keeps it so
+    /// after each batch.)
+    pub fn above_high(&self) -> bool {
+        let free = self.tx.capacity();
+        let frames = self.tx.max_capacity() - free;
+        let above = self.level.bytes.load(Ordering::Relaxed) >= self.level.high.1
+            || frames >= self.level.high.0;
+        if above {
+            self.level.free.store(free, Ordering::Relaxed);
+        }
+        above
     }
 
     /// Closes the connection at once: queued frames are discarded and `reason`
@@ -182,13 +189,16 @@ impl Drop for Outbox {
 }
 
 impl OutboxReceiver {
-    /// Marks `frames` frames of `len` bytes as written.
-    pub fn release(&self, frames: usize, len: usize) {
+    /// Marks a batch of `len` bytes as written.
+    pub fn release(&self, len: usize) {
         let level = &self.level;
         level.bytes.fetch_sub(len, Ordering::Relaxed);
-        level.frames.fetch_sub(frames, Ordering::Relaxed);
-        level.progress_ms.store(level.now_ms(), Ordering::Relaxed);
-        if level.below_low() {
+        level
+            .free
+            .store(self.rx.max_capacity() - self.rx.len(), Ordering::Relaxed);
+        level.progress.fetch_add(1, Ordering::Relaxed);
+        if level.watched.load(Ordering::SeqCst) && level.below_low() {
+            level.watched.store(false, Ordering::SeqCst);
             level.drained.notify_waiters();
         }
     }
@@ -217,7 +227,7 @@ mod tests {
         let (tx, rx) = outbox(100, 10);
         assert!(tx.push(Bytes::from(vec![0; 50])).is_ok());
         assert_eq!(tx.push(Bytes::from_static(b"x")), Err(Full));
-        rx.release(1, 50);
+        rx.release(50);
         assert!(tx.push(Bytes::from(vec![0; 8])).is_ok());
         assert!(tx.push(Bytes::from(vec![0; 2])).is_ok());
         assert_eq!(tx.push(Bytes::from_static(b"x")), Err(Full));
@@ -225,24 +235,29 @@ mod tests {
 
     #[tokio::test]
     async fn water_marks_and_the_drained_wait() {
-        let (tx, rx) = outbox(16, 1 << 20);
-        for _ in 0..3 {
+        let (tx, mut rx) = outbox(16, 1 << 20);
+        for _ in 0..7 {
             tx.push(Bytes::from_static(b"m")).unwrap();
         }
-        assert!(!tx.level().above_high());
+        assert!(!tx.above_high());
         tx.push(Bytes::from_static(b"m")).unwrap();
-        assert!(tx.level().above_high(), "a quarter of 16 frames");
+        assert!(tx.above_high(), "half of 16 frames");
         let level = tx.level().clone();
         let waiter = tokio::spawn(async move { level.drained().await });
         tokio::task::yield_now().await;
-        rx.release(1, 1);
+        // The writer takes three frames and writes them: five left.
+        for _ in 0..3 {
+            rx.rx.recv().await.unwrap();
+        }
+        rx.release(3);
         tokio::task::yield_now().await;
         assert!(
             !waiter.is_finished(),
-            "3 frames are still above the low mark of 2"
+            "5 frames are still above the low mark of 4"
         );
-        rx.release(1, 1);
-        tokio::time::timeout(Duration::from_secs(1), waiter)
+        rx.rx.recv().await.unwrap();
+        rx.release(1);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
             .await
             .expect("below low water wakes the waiter")
             .unwrap();
@@ -256,7 +271,7 @@ mod tests {
         let level = tx.level().clone();
         let waiter = tokio::spawn(async move { level.drained().await });
         drop(rx);
-        tokio::time::timeout(Duration::from_secs(1), waiter)
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
             .await
             .expect("closing wakes the waiter")
             .unwrap();

@@ -2,8 +2,10 @@
 //!
 //! Connections talk to it over one bounded channel ([`Command`]). It never awaits a
 //! client: replies and routed frames go into each session's [`Outbox`] with a
-//! non-blocking push, and an outbox that overflows gets its client disconnected
-//! (`slow_consumer`). It also enforces the heartbeat timeout.
+//! non-blocking push. A message that takes an outbox past high water holds its
+//! sender back ([`crate::flow`]); an outbox that stalls there for the stall timeout,
+//! or overflows, gets its client disconnected (`slow_consumer`). It also enforces
+//! the heartbeat timeout.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::flow::Flow;
+use crate::flow::{Flow, Slot};
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ErrorCode, Features, ProtocolError, Request, Routed};
@@ -58,7 +60,7 @@ pub enum Command {
         requests: Vec<Request>,
         /// The batch's in-flight slot ([`crate::flow::MAX_IN_FLIGHT`]), freed once
         /// it is handled.
-        slot: Option<OwnedSemaphorePermit>,
+        slot: Slot,
     },
     /// The connection's reader stopped (EOF, error or shutdown).
     Closed { key: SessionKey },
@@ -105,6 +107,9 @@ struct Session {
     endpoint: Option<String>,
     outbox: Outbox,
     flow: Arc<Flow>,
+    /// While the outbox is past high water: the writer's progress count when that
+    /// was first seen unchanged, and since when.
+    stuck: Option<(u64, Instant)>,
     last_seen: Instant,
     features: Features,
     /// The client sent `hello`: it speaks hookbus's extensions, so it may be sent
@@ -180,6 +185,7 @@ impl Router {
                         endpoint: None,
                         outbox,
                         flow,
+                        stuck: None,
                         last_seen: Instant::now(),
                         features: Features::default(),
                         negotiated: false,
@@ -319,7 +325,7 @@ impl Router {
                     if session.endpoint.is_some() {
                         if session.outbox.push(msg.frame.clone()).is_ok() {
                             n += 1;
-                            if session.outbox.level().above_high() {
+                            if session.outbox.above_high() {
                                 filled.push(session.outbox.level().clone());
                             }
                         } else {
@@ -335,11 +341,7 @@ impl Router {
                 n
             }
             Some(to) => match self.endpoints.get(to) {
-                Some(&key) => {
-                    let pushed = self.deliver(key, msg.frame.clone());
-                    self.hold_if_filled(from, key);
-                    usize::from(pushed)
-                }
+                Some(&key) => usize::from(self.deliver_message(from, key, msg.frame.clone())),
                 None => {
                     self.not_found(from, &msg, to);
                     found = false;
@@ -356,31 +358,47 @@ impl Router {
         }
     }
 
-    /// Holds `from` back when its message took `to`'s outbox past high water.
-    fn hold_if_filled(&self, from: SessionKey, to: SessionKey) {
+    /// Pushes a message from `from` into `to`'s outbox, and holds `from` back when
+    /// that took the outbox past high water. False if it was not pushed.
+    fn deliver_message(&mut self, from: SessionKey, to: SessionKey, frame: Bytes) -> bool {
         let Some(receiver) = self.sessions.get(&to) else {
-            return;
+            return false;
         };
-        if receiver.outbox.level().above_high() {
+        if receiver.outbox.push(frame).is_err() {
+            self.overflowed.push(to);
+            return false;
+        }
+        if receiver.outbox.above_high() {
+            let level = receiver.outbox.level().clone();
             if let Some(sender) = self.sessions.get(&from) {
-                sender.flow.hold(receiver.outbox.level());
+                sender.flow.hold(&level);
             }
         }
+        true
     }
 
     /// Cuts receivers past high water that made no progress for the stall timeout:
     /// they hold their senders back, so they cannot wait for ever.
     fn cut_stalled(&mut self) {
         let timeout = self.config.stall_timeout;
-        let stalled: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                let level = s.outbox.level();
-                level.above_high() && level.stalled_for() > timeout
-            })
-            .map(|(&k, _)| k)
-            .collect();
+        let now = Instant::now();
+        let mut stalled = Vec::new();
+        for (&key, session) in &mut self.sessions {
+            let level = session.outbox.level();
+            if !session.outbox.above_high() {
+                session.stuck = None;
+                continue;
+            }
+            let progress = level.progress();
+            match session.stuck {
+                Some((seen, since)) if seen == progress => {
+                    if now.duration_since(since) > timeout {
+                        stalled.push(key);
+                    }
+                }
+                _ => session.stuck = Some((progress, now)),
+            }
+        }
         for key in stalled {
             let Some(session) = self.sessions.get(&key) else {
                 continue;
