@@ -400,24 +400,14 @@ impl Router {
             }
         }
         for key in stalled {
-            let Some(session) = self.sessions.get(&key) else {
-                continue;
-            };
-            self.counters.slow_consumer_disconnects += 1;
-            warn!(
-                endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
-                session_id = %session.id,
-                "client read nothing for {timeout:?} while its outbox was full: disconnecting it"
-            );
-            let frame = ProtocolError::new(
-                ErrorCode::SlowConsumer,
+            self.cut_slow(
+                key,
+                "client read nothing while its outbox was full: disconnecting it",
                 format!(
                     "you read nothing for {} s while messages waited for you; queued messages were discarded",
                     timeout.as_secs_f64()
                 ),
-            )
-            .to_frame();
-            self.close(key, Close::Abort(frame));
+            );
         }
     }
 
@@ -457,22 +447,27 @@ impl Router {
 
     fn close_overflowed(&mut self) {
         while let Some(key) = self.overflowed.pop() {
-            let Some(session) = self.sessions.get(&key) else {
-                continue;
-            };
-            self.counters.slow_consumer_disconnects += 1;
-            warn!(
-                endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
-                session_id = %session.id,
-                "client is not reading its messages: outbox full, disconnecting it"
+            self.cut_slow(
+                key,
+                "client is not reading its messages: outbox full, disconnecting it",
+                "your outbox overflowed because you did not read fast enough; queued messages were discarded".into(),
             );
-            let frame = ProtocolError::new(
-                ErrorCode::SlowConsumer,
-                "your outbox overflowed because you did not read fast enough; queued messages were discarded",
-            )
-            .to_frame();
-            self.close(key, Close::Abort(frame));
         }
+    }
+
+    /// Disconnects a slow consumer: counted, logged (`why`), told (`detail`).
+    fn cut_slow(&mut self, key: SessionKey, why: &str, detail: String) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        self.counters.slow_consumer_disconnects += 1;
+        warn!(
+            endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
+            session_id = %session.id,
+            "{why}"
+        );
+        let frame = ProtocolError::new(ErrorCode::SlowConsumer, detail).to_frame();
+        self.close(key, Close::Abort(frame));
     }
 
     fn close(&mut self, key: SessionKey, how: Close) {
