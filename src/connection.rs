@@ -93,6 +93,10 @@ async fn read_loop(
     let mut buf = BytesMut::with_capacity(READ_BUF_INITIAL);
     // When the frame being read began, while one is partly read.
     let mut partial_since: Option<tokio::time::Instant> = None;
+    // One timer per connection, armed when a partial frame first appears and
+    // re-armed only when it fires early, so streaming costs no timer operation
+    // per read.
+    let mut stall_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         if buf.capacity() == buf.len() {
             buf.reserve(READ_BUF_INITIAL);
@@ -107,8 +111,8 @@ async fn read_loop(
             }
         }
         let stalled = async {
-            match partial_since {
-                Some(since) => tokio::time::sleep_until(since + config.frame_timeout).await,
+            match stall_timer.as_mut() {
+                Some(timer) => timer.as_mut().await,
                 None => std::future::pending().await,
             }
         };
@@ -116,17 +120,38 @@ async fn read_loop(
             biased;
             _ = shutdown.cancelled() => return,
             _ = closed.cancelled() => return,
-            () = stalled => {
-                let detail = format!(
-                    "{} bytes of a frame arrived, and not the rest within {} s; the connection will be closed",
-                    buf.len(),
-                    config.frame_timeout.as_secs_f64()
-                );
-                let error = ProtocolError::new(ErrorCode::FrameTimeout, detail);
-                let _ = forward(key, vec![Request::Invalid(error)], config, router, shutdown, flow).await;
-                return;
+            () = stalled => None,
+            read = reader.read_buf(&mut buf) => Some(read),
+        };
+        let Some(read) = read else {
+            // The timer fired: is the frame in progress really that old?
+            match partial_since {
+                Some(since) if since.elapsed() >= config.frame_timeout => {
+                    let detail = format!(
+                        "{} bytes of a frame arrived, and not the rest within {} s; the connection will be closed",
+                        buf.len(),
+                        config.frame_timeout.as_secs_f64()
+                    );
+                    let error = ProtocolError::new(ErrorCode::FrameTimeout, detail);
+                    let _ = forward(
+                        key,
+                        vec![Request::Invalid(error)],
+                        config,
+                        router,
+                        shutdown,
+                        flow,
+                    )
+                    .await;
+                    return;
+                }
+                Some(since) => {
+                    if let Some(timer) = stall_timer.as_mut() {
+                        timer.as_mut().reset(since + config.frame_timeout);
+                    }
+                }
+                None => stall_timer = None,
             }
-            read = reader.read_buf(&mut buf) => read,
+            continue;
         };
         match read {
             Ok(0) => {
@@ -185,7 +210,13 @@ async fn read_loop(
         if buf.is_empty() {
             partial_since = None;
         } else if partial_since.is_none() || completed > 0 {
-            partial_since = Some(tokio::time::Instant::now());
+            let now = tokio::time::Instant::now();
+            partial_since = Some(now);
+            if stall_timer.is_none() {
+                stall_timer = Some(Box::pin(tokio::time::sleep_until(
+                    now + config.frame_timeout,
+                )));
+            }
         }
         if buf.is_empty() && buf.capacity() > READ_BUF_KEEP {
             buf = BytesMut::with_capacity(READ_BUF_INITIAL);
