@@ -151,6 +151,10 @@ struct ServeArgs {
     /// Close a connection that takes longer than this many seconds to send one frame
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     frame_timeout: f64,
+    /// Bytes the bus may hold for all its clients together (frames being read, on
+    /// their way and queued); past it, reading pauses. At least twice --max-frame
+    #[arg(long, value_name = "BYTES", default_value_t = hookbus::budget::DEFAULT_MEMORY_BUDGET)]
+    memory_budget: usize,
 }
 
 impl ServeArgs {
@@ -167,7 +171,16 @@ impl ServeArgs {
                 bail!("{flag} must be a positive number of seconds");
             }
         }
+        let least = self.max_frame.saturating_add(4).saturating_mul(2);
+        if self.memory_budget < least {
+            bail!(
+                "--memory-budget {} is too small for --max-frame {}: give at least {least} bytes",
+                self.memory_budget,
+                self.max_frame
+            );
+        }
         let mut config = Config::new(socket);
+        config.memory_budget = self.memory_budget;
         config.max_frame_len = self.max_frame;
         config.heartbeat_timeout = Duration::from_secs_f64(self.heartbeat_timeout);
         config.outbox_capacity = self.outbox_frames;
@@ -198,6 +211,7 @@ impl ServeArgs {
             format!("--shutdown-timeout={}", self.shutdown_timeout),
             format!("--frame-timeout={}", self.frame_timeout),
             format!("--slow-consumer-timeout={}", self.slow_consumer_timeout),
+            format!("--memory-budget={}", self.memory_budget),
         ]);
         args
     }

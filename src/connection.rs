@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
+use crate::budget::{Budget, Grant, FREE_FRAME};
 use crate::flow::Flow;
 use crate::frame;
 use crate::hooks::runtime::HookRuntime;
@@ -55,12 +56,17 @@ pub(crate) async fn serve(
     stream: UnixStream,
     key: SessionKey,
     config: Arc<Config>,
+    budget: Arc<Budget>,
     router: mpsc::Sender<Command>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
     let (reader, writer) = stream.into_split();
-    let (outbox, outbox_rx) = outbox::outbox(config.outbox_capacity, config.outbox_max_bytes);
+    let (outbox, outbox_rx) = outbox::outbox(
+        config.outbox_capacity,
+        config.outbox_max_bytes,
+        budget.clone(),
+    );
     let flow = Arc::new(Flow::default());
     let open = Command::Open {
         key,
@@ -73,7 +79,15 @@ pub(crate) async fn serve(
     // Cancelled when the writer stops, so the reader stops too.
     let closed = CancellationToken::new();
     tracker.spawn(write_loop(writer, outbox_rx, closed.clone()).in_current_span());
-    read_loop(reader, key, &config, &router, &shutdown, &closed, &flow).await;
+    let link = Link {
+        key,
+        config: &config,
+        budget: &budget,
+        router: &router,
+        shutdown: &shutdown,
+        flow: &flow,
+    };
+    read_loop(reader, &link, &closed).await;
     // When the server is stopping, the router closes every session itself, after
     // telling it so (`shutting_down`).
     if !shutdown.is_cancelled() {
@@ -81,16 +95,27 @@ pub(crate) async fn serve(
     }
 }
 
-async fn read_loop(
-    mut reader: OwnedReadHalf,
+/// What a reader hands its requests on through.
+struct Link<'a> {
     key: SessionKey,
-    config: &Config,
-    router: &mpsc::Sender<Command>,
-    shutdown: &CancellationToken,
-    closed: &CancellationToken,
-    flow: &Arc<Flow>,
-) {
+    config: &'a Config,
+    budget: &'a Arc<Budget>,
+    router: &'a mpsc::Sender<Command>,
+    shutdown: &'a CancellationToken,
+    flow: &'a Arc<Flow>,
+}
+
+async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &CancellationToken) {
+    let Link {
+        config,
+        budget,
+        shutdown,
+        flow,
+        ..
+    } = *link;
     let mut buf = BytesMut::with_capacity(READ_BUF_INITIAL);
+    // The budget's grant for the frame being read, when it is over `FREE_FRAME`.
+    let mut frame_grant: Option<Grant> = None;
     // When the frame being read began, while one is partly read.
     let mut partial_since: Option<tokio::time::Instant> = None;
     // One timer per connection, armed when a partial frame first appears and
@@ -109,6 +134,36 @@ async fn read_loop(
                 _ = closed.cancelled() => return,
                 () = flow.wait() => {}
             }
+        }
+        // The bus holds all the memory it may for its clients: read nothing until
+        // some is given back.
+        if budget.spent() {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = closed.cancelled() => return,
+                () = budget.recovered() => {}
+            }
+        }
+        // Make room for the frame being read; a large one first takes its length
+        // from the budget, and waits, unread, until it fits.
+        if let Some(total) = frame::in_progress(&buf).filter(|&t| t > buf.len()) {
+            if total > FREE_FRAME && frame_grant.is_none() {
+                let grant = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    _ = closed.cancelled() => return,
+                    grant = budget.take(total) => grant,
+                };
+                frame_grant = Some(grant);
+                // Time spent waiting for the budget is not the client's.
+                let now = tokio::time::Instant::now();
+                partial_since = Some(now);
+                if let Some(timer) = stall_timer.as_mut() {
+                    timer.as_mut().reset(now + config.frame_timeout);
+                }
+            }
+            buf.reserve(total - buf.len());
         }
         let stalled = async {
             match stall_timer.as_mut() {
@@ -133,15 +188,7 @@ async fn read_loop(
                         config.frame_timeout.as_secs_f64()
                     );
                     let error = ProtocolError::new(ErrorCode::FrameTimeout, detail);
-                    let _ = forward(
-                        key,
-                        vec![Request::Invalid(error)],
-                        config,
-                        router,
-                        shutdown,
-                        flow,
-                    )
-                    .await;
+                    let _ = forward(link, vec![Request::Invalid(error)], 0).await;
                     return;
                 }
                 Some(since) => {
@@ -167,17 +214,15 @@ async fn read_loop(
             }
         }
         let mut requests = Vec::new();
+        let mut bytes = 0;
         let mut fatal = false;
         let mut completed = 0usize;
         loop {
             if requests.len() == MAX_READ_BATCH
                 && !forward(
-                    key,
+                    link,
                     std::mem::take(&mut requests),
-                    config,
-                    router,
-                    shutdown,
-                    flow,
+                    std::mem::take(&mut bytes),
                 )
                 .await
             {
@@ -186,6 +231,7 @@ async fn read_loop(
             match frame::decode(&mut buf, config.max_frame_len) {
                 Ok(Some(frame)) => {
                     completed += 1;
+                    bytes += frame.len();
                     requests.push(protocol::parse_within(frame, config.max_frame_len))
                 }
                 Ok(None) => break,
@@ -200,11 +246,14 @@ async fn read_loop(
                 }
             }
         }
-        if !requests.is_empty() && !forward(key, requests, config, router, shutdown, flow).await {
+        if !requests.is_empty() && !forward(link, requests, bytes).await {
             return;
         }
         if fatal {
             return;
+        }
+        if completed > 0 {
+            frame_grant = None; // that frame is read: its bytes are the batch's now
         }
         // The clock of the frame in progress starts when its first bytes arrive.
         if buf.is_empty() {
@@ -229,14 +278,18 @@ async fn read_loop(
 /// holds). A hook with a full backlog and `overflow: block` makes this wait. Once
 /// the server is stopping, hooks get [`HOOK_STOP_GRACE`] to finish with the batch;
 /// after that it is abandoned (and logged) so a hung hook cannot hold the stop.
-async fn forward(
-    key: SessionKey,
-    requests: Vec<Request>,
-    config: &Config,
-    router: &mpsc::Sender<Command>,
-    shutdown: &CancellationToken,
-    flow: &Arc<Flow>,
-) -> bool {
+/// The batch's `bytes` count against the memory budget until the router is done
+/// with it.
+async fn forward(link: &Link<'_>, requests: Vec<Request>, bytes: usize) -> bool {
+    let Link {
+        key,
+        config,
+        budget,
+        router,
+        shutdown,
+        flow,
+    } = *link;
+    let held = budget.hold(bytes);
     let requests = match &config.hooks {
         Some(hooks) if hooks.runs_inline() => {
             let n = requests.len();
@@ -257,7 +310,7 @@ async fn forward(
     if requests.is_empty() {
         return true;
     }
-    let slot = flow.slot(requests.len()).await;
+    let slot = flow.slot(requests.len(), held).await;
     router
         .send(Command::Requests {
             key,
@@ -319,6 +372,9 @@ async fn write_loop(
             break;
         }
     }
+    // Aborted mid-write: the frames in hand go with the rest of the queue.
+    outbox.release(batch.iter().map(Bytes::len).sum());
+    drop(batch);
     let _ = writer.shutdown().await;
     closed.cancel();
 }

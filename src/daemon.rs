@@ -356,6 +356,16 @@ pub fn print_status(out: &mut impl Write, status: &Value) -> std::io::Result<()>
         status["socket"].as_str().unwrap_or("?")
     )?;
     writeln!(out, "  connections: {}", status["connections"])?;
+    let memory = &status["memory"];
+    if let (Some(used), Some(budget)) = (memory["used"].as_u64(), memory["budget"].as_u64()) {
+        writeln!(
+            out,
+            "  memory:      {} of {} held for clients ({} waits)",
+            human_bytes(used),
+            human_bytes(budget),
+            memory["waits"]
+        )?;
+    }
     let endpoints = status["endpoints"].as_object().cloned().unwrap_or_default();
     let mut names: Vec<&String> = endpoints.keys().collect();
     names.sort();
@@ -374,6 +384,15 @@ pub fn print_status(out: &mut impl Write, status: &Value) -> std::io::Result<()>
         }
     }
     Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    match n {
+        0..=1023 => format!("{n} B"),
+        1024..=MIB => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / MIB as f64),
+    }
 }
 
 fn human_duration(secs: f64) -> String {

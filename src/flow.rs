@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::budget::Grant;
 use crate::outbox::Level;
 
 /// Batches of one connection handed to the router and not yet handled.
@@ -44,15 +45,19 @@ impl Default for Flow {
     }
 }
 
-/// One batch's place among [`MAX_IN_FLIGHT`] requests; freed when the router
-/// drops it.
+/// One batch's place among [`MAX_IN_FLIGHT`] requests, and its bytes' place in
+/// the memory budget; both freed when the router drops it.
 #[derive(Debug)]
-pub struct Slot(Arc<Flow>, usize);
+pub struct Slot {
+    flow: Arc<Flow>,
+    requests: usize,
+    _bytes: Grant,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let flow = &self.0;
-        flow.in_flight.fetch_sub(self.1, Ordering::SeqCst);
+        let flow = &self.flow;
+        flow.in_flight.fetch_sub(self.requests, Ordering::SeqCst);
         if flow.wants_slot.swap(false, Ordering::SeqCst) {
             flow.slot_freed.notify_waiters();
         }
@@ -93,11 +98,16 @@ impl Flow {
     }
 
     /// A slot for a batch of `n` requests on its way to the router (waits while
-    /// [`MAX_IN_FLIGHT`] are); the router drops it once the batch is handled.
-    pub async fn slot(self: &Arc<Self>, n: usize) -> Slot {
+    /// [`MAX_IN_FLIGHT`] are), holding `bytes` until the router drops it once the
+    /// batch is handled.
+    pub async fn slot(self: &Arc<Self>, n: usize, bytes: Grant) -> Slot {
         loop {
             if self.in_flight.fetch_add(n, Ordering::SeqCst) < MAX_IN_FLIGHT {
-                return Slot(self.clone(), n);
+                return Slot {
+                    flow: self.clone(),
+                    requests: n,
+                    _bytes: bytes,
+                };
             }
             self.in_flight.fetch_sub(n, Ordering::SeqCst);
             let freed = self.slot_freed.notified();

@@ -27,7 +27,8 @@ pub struct FrameTooLarge {
 ///
 /// Returns the *whole* frame (header included) so a routed message can be forwarded
 /// without copying; the payload is `frame[HEADER_LEN..]`. Returns `Ok(None)` when more
-/// bytes are needed, after reserving room for the rest of the current frame.
+/// bytes are needed; [`in_progress`] then tells how long the frame being read is,
+/// so the caller can make room for it (after asking its memory budget).
 pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameTooLarge> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Ok(None);
@@ -38,11 +39,16 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameTooL
     }
     let total = HEADER_LEN + len;
     if buf.len() < total {
-        // `len <= max` was checked above, so this reservation is bounded by the limit.
-        buf.reserve(total - buf.len());
         return Ok(None);
     }
     Ok(Some(buf.split_to(total).freeze()))
+}
+
+/// Length (header included) of the frame at the front of `buf`, once its header
+/// is in.
+pub fn in_progress(buf: &[u8]) -> Option<usize> {
+    let header = buf.get(..HEADER_LEN)?;
+    Some(HEADER_LEN + u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize)
 }
 
 /// Builds a frame (header and payload) from a payload.

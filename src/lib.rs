@@ -21,7 +21,9 @@
 //! 5. Routed frames are pushed, without waiting, into each recipient's
 //!    [`outbox`]. An outbox past its high-water mark holds back the senders that
 //!    filled it ([`flow`]): their readers pause until it drains. A recipient that
-//!    stops reading is disconnected as a slow consumer after a timeout.
+//!    stops reading is disconnected as a slow consumer after a timeout. The
+//!    bytes of frames being read, on their way and queued all count against one
+//!    memory [`budget`]; while it is spent, readers pause.
 //! 6. [`connection`]'s writer drains the outbox back into the socket.
 //!
 //! Around the bus: [`daemon`] runs the server in the foreground or detached (pid
@@ -32,6 +34,7 @@
 //!
 //! The wire protocol is specified in `docs/PROTOCOL.md`.
 
+pub mod budget;
 pub mod client;
 pub mod connection;
 pub mod daemon;

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::budget::Budget;
+
 /// Default bound on frames queued for one connection.
 pub const OUTBOX_CAPACITY: usize = 4096;
 
@@ -40,6 +42,8 @@ pub struct Level {
     /// Woken when the level falls below low water or the outbox closes, while
     /// `watched`.
     drained: Notify,
+    /// Queued bytes count against the daemon's memory budget too.
+    budget: Arc<Budget>,
     /// A sender waits on this outbox: the writer must wake it once drained.
     watched: AtomicBool,
     closed: AtomicBool,
@@ -49,8 +53,9 @@ pub struct Level {
 }
 
 impl Level {
-    fn new(capacity: usize, max_bytes: usize) -> Self {
+    fn new(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> Self {
         Self {
+            budget,
             bytes: AtomicUsize::new(0),
             capacity,
             high: ((capacity / 2).max(1), (max_bytes / 2).max(1)),
@@ -113,11 +118,12 @@ pub struct OutboxReceiver {
     pub(crate) abort: oneshot::Receiver<Bytes>,
 }
 
-/// Creates an outbox bounded by `capacity` frames and `max_bytes` bytes.
-pub fn outbox(capacity: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
+/// Creates an outbox bounded by `capacity` frames and `max_bytes` bytes, whose
+/// queued bytes also count against `budget`.
+pub fn outbox(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> (Outbox, OutboxReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let (abort_tx, abort_rx) = oneshot::channel();
-    let level = Arc::new(Level::new(capacity.max(1), max_bytes));
+    let level = Arc::new(Level::new(capacity.max(1), max_bytes, budget));
     (
         Outbox {
             tx,
@@ -141,6 +147,9 @@ impl Outbox {
         if queued != 0 && queued + len > self.max_bytes {
             return Err(Full);
         }
+        // Counted before it is queued, so the writer never gives back bytes that
+        // were not counted yet.
+        self.level.budget.add(len);
         match self.tx.try_send(frame) {
             Ok(()) => {
                 self.level.bytes.fetch_add(len, Ordering::Relaxed);
@@ -149,8 +158,16 @@ impl Outbox {
             }
             // A closed channel means the writer is gone; the connection is being torn
             // down and the router will hear of it. Treat like full: not delivered.
-            Err(_) => Err(Full),
+            Err(_) => {
+                self.level.budget.sub(len);
+                Err(Full)
+            }
         }
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.level.bytes.load(Ordering::Relaxed)
     }
 
     /// The outbox's level, for flow control.
@@ -193,6 +210,7 @@ impl OutboxReceiver {
     pub fn release(&self, len: usize) {
         let level = &self.level;
         level.bytes.fetch_sub(len, Ordering::Relaxed);
+        level.budget.sub(len);
         level
             .free
             .store(self.rx.max_capacity() - self.rx.len(), Ordering::Relaxed);
@@ -206,6 +224,13 @@ impl OutboxReceiver {
 
 impl Drop for OutboxReceiver {
     fn drop(&mut self) {
+        // What is still queued is discarded: give its bytes back.
+        self.rx.close();
+        let mut left = 0;
+        while let Ok(frame) = self.rx.try_recv() {
+            left += frame.len();
+        }
+        self.level.budget.sub(left);
         self.level.close();
     }
 }
@@ -216,7 +241,7 @@ mod tests {
 
     #[test]
     fn bounded_by_frames() {
-        let (tx, _rx) = outbox(2, 1 << 20);
+        let (tx, _rx) = outbox(2, 1 << 20, Budget::new(1 << 30));
         assert!(tx.push(Bytes::from_static(b"a")).is_ok());
         assert!(tx.push(Bytes::from_static(b"b")).is_ok());
         assert_eq!(tx.push(Bytes::from_static(b"c")), Err(Full));
@@ -224,7 +249,7 @@ mod tests {
 
     #[test]
     fn bounded_by_bytes_but_one_big_frame_fits() {
-        let (tx, rx) = outbox(100, 10);
+        let (tx, rx) = outbox(100, 10, Budget::new(1 << 30));
         assert!(tx.push(Bytes::from(vec![0; 50])).is_ok());
         assert_eq!(tx.push(Bytes::from_static(b"x")), Err(Full));
         rx.release(50);
@@ -235,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn water_marks_and_the_drained_wait() {
-        let (tx, mut rx) = outbox(16, 1 << 20);
+        let (tx, mut rx) = outbox(16, 1 << 20, Budget::new(1 << 30));
         for _ in 0..7 {
             tx.push(Bytes::from_static(b"m")).unwrap();
         }
@@ -265,7 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_outbox_releases_its_waiters() {
-        let (tx, rx) = outbox(4, 1 << 20);
+        let (tx, rx) = outbox(4, 1 << 20, Budget::new(1 << 30));
         tx.push(Bytes::from_static(b"m")).unwrap();
         tx.push(Bytes::from_static(b"m")).unwrap();
         let level = tx.level().clone();

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::budget::Budget;
 use crate::flow::{Flow, Slot};
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::Outbox;
@@ -82,6 +83,7 @@ pub struct RouterConfig {
     /// A receiver past high water with no progress for this long is cut.
     pub stall_timeout: Duration,
     pub hooks: Option<Arc<HookRuntime>>,
+    pub budget: Arc<Budget>,
 }
 
 /// Counters reported by `status`.
@@ -378,14 +380,19 @@ impl Router {
     }
 
     /// Cuts receivers past high water that made no progress for the stall timeout:
-    /// they hold their senders back, so they cannot wait for ever.
+    /// they hold their senders back, so they cannot wait for ever. While the memory
+    /// budget is spent, every reader is held back, so any receiver with frames
+    /// waiting that makes no progress is cut the same way.
     fn cut_stalled(&mut self) {
         let timeout = self.config.stall_timeout;
+        let spent = self.config.budget.spent();
         let now = Instant::now();
         let mut stalled = Vec::new();
         for (&key, session) in &mut self.sessions {
             let level = session.outbox.level();
-            if !session.outbox.above_high() {
+            let holds_back =
+                session.outbox.above_high() || (spent && session.outbox.queued_bytes() > 0);
+            if !holds_back {
                 session.stuck = None;
                 continue;
             }
@@ -402,7 +409,7 @@ impl Router {
         for key in stalled {
             self.cut_slow(
                 key,
-                "client read nothing while its outbox was full: disconnecting it",
+                "client read nothing while messages waited for it and held their senders back: disconnecting it",
                 format!(
                     "you read nothing for {} s while messages waited for you; queued messages were discarded",
                     timeout.as_secs_f64()
@@ -551,6 +558,11 @@ impl Router {
             "connections": self.sessions.len(),
             "endpoints": endpoints,
             "counters": self.counters,
+            "memory": {
+                "budget": self.config.budget.limit(),
+                "used": self.config.budget.used(),
+                "waits": self.config.budget.waits(),
+            },
         }))
     }
 }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::budget::{Budget, DEFAULT_MEMORY_BUDGET};
 use crate::connection;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 use crate::hooks::runtime::{EmitPort, HookRuntime};
@@ -56,6 +57,9 @@ pub struct Config {
     /// A connection that stays inside one frame longer than this is closed
     /// (`frame_timeout`), so a stalled partial frame cannot pin memory.
     pub frame_timeout: Duration,
+    /// Bytes the bus may hold for its clients in all: frames being read, on their
+    /// way to the router and queued for delivery ([`crate::budget`]).
+    pub memory_budget: usize,
 }
 
 impl Config {
@@ -70,6 +74,7 @@ impl Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             slow_consumer_timeout: crate::router::DEFAULT_STALL_TIMEOUT,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -78,6 +83,7 @@ impl Config {
 /// reading, lets writers flush (up to [`DRAIN_TIMEOUT`]) and returns.
 pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationToken) {
     let config = Arc::new(config);
+    let budget = Budget::new(config.memory_budget);
     let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
     let router = Router::new(RouterConfig {
         socket_path: config.socket_path.clone(),
@@ -85,6 +91,7 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         heartbeat_timeout: config.heartbeat_timeout,
         stall_timeout: config.slow_consumer_timeout,
         hooks: config.hooks.clone(),
+        budget: budget.clone(),
     });
     if let Some(hooks) = &config.hooks {
         // Held weakly, so the router still stops when the server does.
@@ -146,15 +153,16 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         };
         next_key += 1;
         let key = next_key;
-        let (config, router, shutdown, inner) = (
+        let (config, budget, router, shutdown, inner) = (
             config.clone(),
+            budget.clone(),
             router_tx.clone(),
             shutdown.clone(),
             tracker.clone(),
         );
         tracker.spawn(
             async move {
-                connection::serve(stream, key, config, router, shutdown, &inner).await;
+                connection::serve(stream, key, config, budget, router, shutdown, &inner).await;
                 drop(permit);
             }
             .instrument(info_span!("conn", key)),

@@ -12,6 +12,7 @@ mod hermes;
 mod hooks;
 mod isolation;
 mod limits;
+mod memory;
 mod notices;
 mod protocol;
 mod reactors;

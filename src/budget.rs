@@ -1,0 +1,235 @@
+//! The daemon's memory budget (docs/PROTOCOL.md, "Memory budget").
+//!
+//! One count of the bytes the bus holds on its clients' behalf: frames being read
+//! (a frame over [`FREE_FRAME`] takes a [`Grant`] for its whole length before its
+//! body is read), requests on their way to the router, and frames queued in
+//! outboxes (counted once per recipient). Each connection's share is bounded on its
+//! own (one frame being read, [`crate::flow::MAX_IN_FLIGHT`] requests, its outbox
+//! bounds); the budget bounds their sum:
+//!
+//! - a frame that does not fit waits, unread, until it does: its sender's socket
+//!   fills and the kernel pushes back;
+//! - while the budget is spent, no connection reads until it falls back below
+//!   three quarters ([`Budget::recovered`]), and a recipient that reads nothing for
+//!   the slow-consumer timeout while frames wait for it is cut (the router's rule).
+//!
+//! Nothing waits for ever: a stalled partial frame is closed by the frame timeout,
+//! a stalled reader by the slow-consumer timeout, and both give their bytes back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use tracing::warn;
+
+/// A frame up to this long is read without asking the budget (it fits the read
+/// buffer a connection keeps anyway).
+pub const FREE_FRAME: usize = crate::connection::READ_BUF_KEEP;
+
+/// Default budget: 256 MiB (25 frames of the default 10 MiB limit).
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 * 1024 * 1024;
+
+/// The shared count.
+#[derive(Debug)]
+pub struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+    /// Times a reader had to wait for the budget.
+    waits: AtomicU64,
+    /// Waits up to the last warning, and when it was (ms after `born`): waits are
+    /// logged at most once a second.
+    logged: (AtomicU64, AtomicU64),
+    born: Instant,
+    /// Woken when bytes are given back while `watched`.
+    freed: Notify,
+    watched: AtomicBool,
+}
+
+/// Bytes taken from a [`Budget`], given back on drop.
+#[derive(Debug)]
+pub struct Grant {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicUsize::new(0),
+            waits: AtomicU64::new(0),
+            logged: (AtomicU64::new(0), AtomicU64::new(0)),
+            born: Instant::now(),
+            freed: Notify::new(),
+            watched: AtomicBool::new(false),
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
+    /// Every byte is taken: readers pause.
+    pub fn spent(&self) -> bool {
+        self.used() >= self.limit
+    }
+
+    /// Counts bytes that are already held (queued frames, read requests).
+    pub fn add(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Gives back bytes counted by [`Budget::add`].
+    pub fn sub(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        self.used.fetch_sub(bytes, Ordering::Release);
+        if self.watched.load(Ordering::SeqCst) {
+            self.watched.store(false, Ordering::SeqCst);
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Counts `bytes` already held until the grant is dropped.
+    pub fn hold(self: &Arc<Self>, bytes: usize) -> Grant {
+        self.add(bytes);
+        Grant {
+            budget: self.clone(),
+            bytes,
+        }
+    }
+
+    /// Takes `bytes` once they fit (at once if they do).
+    pub async fn take(self: &Arc<Self>, bytes: usize) -> Grant {
+        let mut counted = false;
+        loop {
+            let used = self.used.load(Ordering::Acquire);
+            if used.saturating_add(bytes) <= self.limit {
+                if self
+                    .used
+                    .compare_exchange(used, used + bytes, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Grant {
+                        budget: self.clone(),
+                        bytes,
+                    };
+                }
+                continue;
+            }
+            if !counted {
+                counted = true;
+                self.note_wait();
+            }
+            self.wait_for(|used| used.saturating_add(bytes) <= self.limit)
+                .await;
+        }
+    }
+
+    /// Waits until use falls to three quarters of the budget.
+    pub async fn recovered(&self) {
+        self.note_wait();
+        let low = self.limit / 4 * 3;
+        self.wait_for(|used| used <= low).await;
+    }
+
+    /// Counts a reader's wait, and warns at most once a second with the count.
+    fn note_wait(&self) {
+        let waits = self.waits.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.logged.1.load(Ordering::Relaxed);
+        if (last != 0 && now < last + 1000)
+            || self
+                .logged
+                .1
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let before = self.logged.0.swap(waits, Ordering::Relaxed);
+        warn!(
+            used = self.used(),
+            budget = self.limit,
+            waits = waits - before,
+            "memory budget spent: clients are held back until some is given back (--memory-budget)"
+        );
+    }
+
+    async fn wait_for(&self, ok: impl Fn(usize) -> bool) {
+        loop {
+            let freed = self.freed.notified();
+            self.watched.store(true, Ordering::SeqCst);
+            if ok(self.used.load(Ordering::SeqCst)) {
+                return;
+            }
+            freed.await;
+        }
+    }
+}
+
+impl Grant {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        self.budget.sub(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_grant_that_does_not_fit_waits_for_one_to_be_given_back() {
+        let budget = Budget::new(100);
+        let first = budget.take(60).await;
+        assert_eq!(budget.used(), 60);
+        let b = budget.clone();
+        let second = tokio::spawn(async move { b.take(60).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished());
+        assert_eq!(budget.waits(), 1);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .expect("freed bytes wake the waiter")
+            .unwrap();
+        assert_eq!(second.bytes(), 60);
+        assert_eq!(budget.used(), 60);
+        drop(second);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn spent_until_back_below_three_quarters() {
+        let budget = Budget::new(100);
+        budget.add(100);
+        assert!(budget.spent());
+        let b = budget.clone();
+        let waiter = tokio::spawn(async move { b.recovered().await });
+        budget.sub(10);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "90 is above 75");
+        budget.sub(15);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("75 is low enough")
+            .unwrap();
+    }
+}

@@ -1,0 +1,158 @@
+//! The memory budget (issue 9, item 2): partial frames, requests on their way and
+//! queued frames all count against one budget, which bounds the daemon's memory
+//! whatever clients do, and which is given back whole when they leave.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use crate::common::{Raw, TestBus, WAIT};
+
+const MIB: usize = 1024 * 1024;
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+async fn status(socket: &Path) -> serde_json::Value {
+    hookbus::daemon::query_status(socket).await.unwrap()
+}
+
+#[tokio::test]
+async fn forty_stalled_10_mib_frames_keep_the_daemon_under_its_budget() {
+    const BUDGET: usize = 64 * MIB;
+    const FRAME: usize = 10 * MIB;
+    const CLIENTS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("bus.sock");
+    let mut daemon = std::process::Command::new(crate::common::bin())
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .arg(format!("--memory-budget={BUDGET}"))
+        .env("HOOKBUS_HOOKS", "none")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while hookbus::daemon::query_status(&socket).await.is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = rss(daemon.id());
+    // Each client sends the header of a 10 MiB frame and 9 MiB of it, then stalls.
+    let mut body = (FRAME as u32).to_be_bytes().to_vec();
+    body.extend(std::iter::repeat_n(b' ', 9 * MIB));
+    let body = std::sync::Arc::new(body);
+    let mut writers = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = Raw::connect(&socket).await;
+        let body = body.clone();
+        // A client the budget holds back cannot write it all: its socket fills.
+        writers.push(tokio::spawn(async move {
+            let _ = c.stream.write_all(&body).await;
+            c
+        }));
+    }
+    // Wait until the daemon has read all it will.
+    let mut last = 0;
+    let deadline = Instant::now() + WAIT * 2;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let used = status(&socket).await["memory"]["used"].as_u64().unwrap() as usize;
+        if used == last && used > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon kept reading");
+        last = used;
+    }
+    let grown = rss(daemon.id()).saturating_sub(before);
+    let s = status(&socket).await;
+    eprintln!(
+        "40 stalled 10 MiB frames: daemon grew by {} MiB, budget {} MiB, {}",
+        grown / MIB,
+        BUDGET / MIB,
+        s["memory"]
+    );
+    assert!(
+        s["memory"]["used"].as_u64().unwrap() as usize <= BUDGET,
+        "{s}"
+    );
+    assert!(s["memory"]["waits"].as_u64().unwrap() > 0, "{s}");
+    assert!(
+        grown < BUDGET + 16 * MIB,
+        "the daemon grew by {grown} bytes with a budget of {BUDGET}"
+    );
+    // Small traffic goes on meanwhile.
+    let mut ping = Raw::connect(&socket).await;
+    assert!(ping.sync().await.is_empty());
+    // When the clients leave, every byte is given back.
+    for w in writers {
+        w.abort();
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = status(&socket).await;
+        // Only the status request itself is left.
+        if s["memory"]["used"].as_u64().unwrap() < 64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "budget not given back: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
+
+#[tokio::test]
+async fn while_the_budget_is_spent_the_receiver_holding_it_is_cut_and_the_rest_go_on() {
+    let bus = TestBus::start_with(|c| {
+        c.max_frame_len = 64 * 1024;
+        c.memory_budget = 2 * MIB;
+        c.slow_consumer_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut stalled = bus.registered("stalled").await; // never reads
+    let mut tx = bus.raw().await;
+    // 4 MiB for a receiver that reads nothing: far below its own outbox bounds
+    // (32 MiB), twice the whole budget.
+    let message = json!({"type": "message", "to": "stalled", "body": "x".repeat(10_000)});
+    let frame = hookbus::frame::encode(message.to_string().as_bytes());
+    let burst: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 400)
+        .collect();
+    let started = Instant::now();
+    tx.send_bytes(&burst).await;
+    // The sender gets through once the stalled receiver is cut; what it sent after
+    // that finds no endpoint, and it is told so.
+    for answer in tx.sync().await {
+        assert_eq!(answer["code"], "endpoint_not_found", "{answer}");
+    }
+    let took = started.elapsed();
+    let status = bus.status().await;
+    assert_eq!(
+        status["counters"]["slow_consumer_disconnects"], 1,
+        "{status}"
+    );
+    assert!(status["memory"]["waits"].as_u64().unwrap() > 0, "{status}");
+    assert!(took < WAIT, "held for {took:?}");
+    let rest = stalled.until_eof().await;
+    assert!(rest.len() < 400);
+    let status = bus
+        .wait_status("the budget given back", |s| {
+            s["memory"]["used"].as_u64().unwrap() < 64
+        })
+        .await;
+    assert_eq!(status["memory"]["budget"], 2 * MIB);
+    bus.stop().await;
+}
