@@ -10,8 +10,10 @@
 //! - a frame that does not fit waits, unread, until it does: its sender's socket
 //!   fills and the kernel pushes back;
 //! - while the budget is spent, no connection reads until it falls back below
-//!   three quarters ([`Budget::recovered`]), and a recipient that reads nothing for
-//!   the slow-consumer timeout while frames wait for it is cut (the router's rule).
+//!   three quarters ([`Budget::recovered`]);
+//! - while it is spent or a frame waits for room ([`Budget::pressed`]), a
+//!   recipient that reads nothing for the slow-consumer timeout while frames wait
+//!   for it is cut (the router's rule).
 //!
 //! Nothing waits for ever: a stalled partial frame is closed by the frame timeout,
 //! a stalled reader by the slow-consumer timeout, and both give their bytes back.
@@ -41,6 +43,8 @@ pub struct Budget {
     /// logged at most once a second.
     logged: (AtomicU64, AtomicU64),
     born: Instant,
+    /// Frames waiting for room.
+    takers: AtomicUsize,
     /// Woken when bytes are given back while `watched`.
     freed: Notify,
     watched: AtomicBool,
@@ -59,6 +63,7 @@ impl Budget {
             limit,
             used: AtomicUsize::new(0),
             waits: AtomicU64::new(0),
+            takers: AtomicUsize::new(0),
             logged: (AtomicU64::new(0), AtomicU64::new(0)),
             born: Instant::now(),
             freed: Notify::new(),
@@ -81,6 +86,12 @@ impl Budget {
     /// Every byte is taken: readers pause.
     pub fn spent(&self) -> bool {
         self.used() >= self.limit
+    }
+
+    /// Spent, or a frame waits for room: receivers that hold bytes and read
+    /// nothing are in someone's way.
+    pub fn pressed(&self) -> bool {
+        self.spent() || self.takers.load(Ordering::Relaxed) > 0
     }
 
     /// Counts bytes that are already held (queued frames, read requests).
@@ -131,6 +142,8 @@ impl Budget {
                 counted = true;
                 self.note_wait();
             }
+            self.takers.fetch_add(1, Ordering::Relaxed);
+            let _waiting = Taker(&self.takers);
             self.wait_for(|used| used.saturating_add(bytes) <= self.limit)
                 .await;
         }
@@ -175,6 +188,15 @@ impl Budget {
             }
             freed.await;
         }
+    }
+}
+
+/// One frame waiting for room; counted while it lives (the wait may be cancelled).
+struct Taker<'a>(&'a AtomicUsize);
+
+impl Drop for Taker<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -381,17 +381,17 @@ impl Router {
 
     /// Cuts receivers past high water that made no progress for the stall timeout:
     /// they hold their senders back, so they cannot wait for ever. While the memory
-    /// budget is spent, every reader is held back, so any receiver with frames
-    /// waiting that makes no progress is cut the same way.
+    /// budget is spent (every reader is held back) or a frame waits for room in it,
+    /// any receiver with frames waiting that makes no progress is cut the same way.
     fn cut_stalled(&mut self) {
         let timeout = self.config.stall_timeout;
-        let spent = self.config.budget.spent();
+        let pressed = self.config.budget.pressed();
         let now = Instant::now();
         let mut stalled = Vec::new();
         for (&key, session) in &mut self.sessions {
             let level = session.outbox.level();
             let holds_back =
-                session.outbox.above_high() || (spent && session.outbox.queued_bytes() > 0);
+                session.outbox.above_high() || (pressed && session.outbox.queued_bytes() > 0);
             if !holds_back {
                 session.stuck = None;
                 continue;

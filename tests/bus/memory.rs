@@ -156,3 +156,43 @@ async fn while_the_budget_is_spent_the_receiver_holding_it_is_cut_and_the_rest_g
     assert_eq!(status["memory"]["budget"], 2 * MIB);
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn a_large_frame_waiting_for_room_gets_it_from_a_receiver_that_reads_nothing() {
+    let bus = TestBus::start_with(|c| {
+        c.max_frame_len = MIB;
+        c.memory_budget = 2 * MIB + 4096;
+        c.slow_consumer_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut stalled = bus.registered("stalled").await; // never reads
+    let mut rx = bus.registered("rx").await;
+    let mut tx = bus.raw().await;
+    // About 1.5 MB queued for the stalled receiver (beyond what its socket
+    // buffer takes): the budget is not spent, and its outbox is far below high
+    // water.
+    let small = json!({"type": "message", "to": "stalled", "body": "x".repeat(10_000)});
+    let mut sent = 0;
+    while bus.status().await["memory"]["used"].as_u64().unwrap() < 1_500_000 {
+        for _ in 0..10 {
+            tx.send(&small).await;
+        }
+        assert!(tx.sync().await.is_empty());
+        sent += 10;
+    }
+    // An 800 KB frame does not fit beside it: it waits, and the receiver in its
+    // way is cut.
+    let big = json!({"type": "message", "to": "rx", "body": "y".repeat(800_000)});
+    let mut big_tx = bus.raw().await;
+    big_tx.send(&big).await;
+    let got = rx.recv().await;
+    assert_eq!(got["body"].as_str().unwrap().len(), 800_000);
+    let status = bus.status().await;
+    assert_eq!(
+        status["counters"]["slow_consumer_disconnects"], 1,
+        "{status}"
+    );
+    assert!(status["memory"]["waits"].as_u64().unwrap() > 0, "{status}");
+    assert!(stalled.until_eof().await.len() < sent);
+    bus.stop().await;
+}
