@@ -8,6 +8,14 @@
 //!   flight so no server's queue overflows; rate = messages / elapsed.
 //! - **latency**: one message at a time; one-way latency is the time from the
 //!   sender's write to each receiver's read (same process, same clock).
+//!
+//! Two more scenarios attack the bus's flow control, per body size:
+//! - **burst**: `burst` messages to one reading receiver in a single `write`;
+//!   rate = messages / time until the last arrives, p50/p99 = each message's delay
+//!   from the start of the write. A bus that cuts the receiver fails the run.
+//! - **beside a stalled receiver**: one client streams to an endpoint that never
+//!   reads while the latency run goes on between two others; p50/p99 are the
+//!   healthy receiver's.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -44,6 +52,10 @@ pub struct BenchOptions {
     /// Latency receivers poll their socket instead of sleeping in `read`, so the
     /// generator's own wake-up time is not counted as the bus's latency.
     pub poll: bool,
+    /// Messages in the burst scenario's single write; 0 skips it.
+    pub burst: u64,
+    /// Run the latency scenario beside a receiver that never reads.
+    pub stalled: bool,
 }
 
 /// One scenario's result.
@@ -100,6 +112,16 @@ pub fn run(
                 progress(&row);
                 rows.push(row);
             }
+            if options.burst > 0 {
+                let row = burst(target, options, size)?;
+                progress(&row);
+                rows.push(row);
+            }
+            if options.stalled {
+                let row = beside_stalled(target, options, size)?;
+                progress(&row);
+                rows.push(row);
+            }
         }
     }
     Ok((rows, memory))
@@ -138,25 +160,8 @@ fn scenario(
     let elapsed = started.elapsed().as_secs_f64();
     rx.stop();
 
-    // Latency.
-    let rx = Receivers::start(target, &names, epoch, true, options.poll)?;
-    let mut samples = Vec::with_capacity((options.latency_samples as usize) * receivers);
-    for n in 0..options.latency_samples {
-        sender.send(n, epoch)?;
-        sender.flush()?;
-        rx.wait_for(n + 1)?;
-    }
-    for r in rx.stop() {
-        samples.extend(r);
-    }
-    samples.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if samples.is_empty() {
-            return 0.0;
-        }
-        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-        samples[i] as f64 / 1000.0
-    };
+    let (mut samples, _) = latency(target, options, &names, &mut sender, epoch)?;
+    let (p50_us, p99_us) = percentiles(&mut samples);
     Ok(Row {
         target: target.to_owned(),
         scenario: if broadcast {
@@ -167,8 +172,121 @@ fn scenario(
         size,
         msgs_per_sec: options.messages as f64 / elapsed,
         deliveries_per_sec: (options.messages * receivers as u64) as f64 / elapsed,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
+        p50_us,
+        p99_us,
+    })
+}
+
+/// Sends `latency_samples` messages one at a time to the receivers `names`;
+/// returns every one-way delay (ns) and the run's length.
+fn latency(
+    target: &Path,
+    options: &BenchOptions,
+    names: &[String],
+    sender: &mut Sender,
+    epoch: Instant,
+) -> std::io::Result<(Vec<u64>, Duration)> {
+    let rx = Receivers::start(target, names, epoch, true, options.poll)?;
+    let mut samples = Vec::with_capacity((options.latency_samples as usize) * names.len());
+    let started = Instant::now();
+    for n in 0..options.latency_samples {
+        sender.send(n, epoch)?;
+        sender.flush()?;
+        rx.wait_for(n + 1)?;
+    }
+    let took = started.elapsed();
+    for r in rx.stop() {
+        samples.extend(r);
+    }
+    Ok((samples, took))
+}
+
+/// p50 and p99 of delays in ns, in µs.
+fn percentiles(samples: &mut [u64]) -> (f64, f64) {
+    samples.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples[i] as f64 / 1000.0
+    };
+    (pct(0.50), pct(0.99))
+}
+
+fn endpoint_name(role: &str) -> String {
+    format!("bench-{role}-{}", std::process::id())
+}
+
+/// `options.burst` messages to one reading receiver, in one `write`.
+fn burst(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<Row> {
+    let names = [endpoint_name("burst")];
+    let epoch = Instant::now();
+    let rx = Receivers::start(target, &names, epoch, true, false)?;
+    let mut sender = Sender::connect(target, &names[0], size)?;
+    // Every message carries the time the write starts.
+    let mut bytes = Vec::new();
+    let t = epoch.elapsed().as_nanos() as u64;
+    for n in 0..options.burst {
+        sender.encode_at(n, t, &mut bytes);
+    }
+    let started = Instant::now();
+    sender.out.get_mut().write_all(&bytes)?;
+    drop(bytes);
+    rx.wait_for(options.burst)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut samples: Vec<u64> = rx.stop().into_iter().flatten().collect();
+    let (p50_us, p99_us) = percentiles(&mut samples);
+    Ok(Row {
+        target: target.to_owned(),
+        scenario: format!("burst of {} in one write", options.burst),
+        size,
+        msgs_per_sec: options.burst as f64 / elapsed,
+        deliveries_per_sec: options.burst as f64 / elapsed,
+        p50_us,
+        p99_us,
+    })
+}
+
+/// The latency run, while another client streams to an endpoint that never reads.
+fn beside_stalled(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<Row> {
+    let stalled_name = endpoint_name("stalled");
+    let stalled = register(target, &stalled_name)?; // never read
+    let flood = Sender::connect(target, &stalled_name, size)?;
+    let flood_stream = flood.out.get_ref().try_clone()?;
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flooder = {
+        let flooding = flooding.clone();
+        let mut flood = flood;
+        std::thread::spawn(move || {
+            let epoch = Instant::now();
+            let mut n = 0;
+            // Blocks once the bus holds it back; ends when the bus cuts the stalled
+            // receiver (its endpoint is gone: errors it does not read) or we stop.
+            while flooding.load(Ordering::Relaxed) && flood.send(n, epoch).is_ok() {
+                n += 1;
+            }
+        })
+    };
+    // Let the stalled receiver's queue fill before measuring beside it.
+    std::thread::sleep(Duration::from_millis(200));
+    let names = [endpoint_name("healthy")];
+    let mut sender = Sender::connect(target, &names[0], size)?;
+    let (mut samples, took) = latency(target, options, &names, &mut sender, Instant::now())?;
+    flooding.store(false, Ordering::Relaxed);
+    let _ = flood_stream.shutdown(std::net::Shutdown::Both);
+    let _ = flooder.join();
+    drop(stalled);
+    let (p50_us, p99_us) = percentiles(&mut samples);
+    let rate = options.latency_samples as f64 / took.as_secs_f64();
+    Ok(Row {
+        target: target.to_owned(),
+        scenario: "1→1 beside a stalled receiver".to_owned(),
+        size,
+        msgs_per_sec: rate,
+        deliveries_per_sec: rate,
+        p50_us,
+        p99_us,
     })
 }
 
@@ -209,6 +327,7 @@ struct Sender {
     out: BufWriter<UnixStream>,
     prefix: Vec<u8>,
     pad: String,
+    scratch: Vec<u8>,
 }
 
 impl Sender {
@@ -224,16 +343,26 @@ impl Sender {
             out: BufWriter::with_capacity(64 * 1024, stream),
             prefix: prefix.into_bytes(),
             pad,
+            scratch: Vec::new(),
         })
     }
 
     fn send(&mut self, n: u64, epoch: Instant) -> std::io::Result<()> {
         let t = epoch.elapsed().as_nanos() as u64;
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        self.encode_at(n, t, &mut frame);
+        let written = self.out.write_all(&frame);
+        self.scratch = frame;
+        written
+    }
+
+    /// Appends message `n`, sent at `t` ns, to `out`.
+    fn encode_at(&self, n: u64, t: u64, out: &mut Vec<u8>) {
         let tail = format!(r#""{t:020}","pad":"{}"}},"id":"bench-{n}"}}"#, self.pad);
-        let len = (self.prefix.len() + tail.len()) as u32;
-        self.out.write_all(&len.to_be_bytes())?;
-        self.out.write_all(&self.prefix)?;
-        self.out.write_all(tail.as_bytes())
+        out.extend_from_slice(&((self.prefix.len() + tail.len()) as u32).to_be_bytes());
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(tail.as_bytes());
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

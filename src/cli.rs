@@ -246,6 +246,12 @@ struct BenchArgs {
     /// pays the generator's wake-up time
     #[arg(long)]
     blocking_receivers: bool,
+    /// Messages the burst scenario sends in one write (0 skips it)
+    #[arg(long, default_value_t = 20_000)]
+    burst: u64,
+    /// Skip the latency run beside a receiver that never reads
+    #[arg(long)]
+    no_stalled: bool,
 }
 
 /// Runs the command line; the binary's `main`.
@@ -519,6 +525,8 @@ async fn bench_cmd(socket: &Path, args: BenchArgs) -> anyhow::Result<()> {
         window: args.window.max(1),
         idle_connections: args.idle_connections,
         poll: !args.blocking_receivers,
+        burst: args.burst,
+        stalled: !args.no_stalled,
     };
     let (rows, memory) = tokio::task::spawn_blocking(move || {
         bench::run(&options, |row| {

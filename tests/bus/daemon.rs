@@ -363,6 +363,8 @@ async fn bench_runs_against_a_live_bus() {
                 "2",
                 "--idle-connections",
                 "20",
+                "--burst",
+                "3000",
             ],
         )
     })
@@ -373,6 +375,8 @@ async fn bench_runs_against_a_live_bus() {
     for needle in [
         "| 1→1 | 100 B |",
         "| 1→2 broadcast | 2000 B |",
+        "| burst of 3000 in one write | 100 B |",
+        "| 1→1 beside a stalled receiver | 2000 B |",
         "idle registered connections",
     ] {
         assert!(report.contains(needle), "missing {needle:?} in {report}");
