@@ -70,6 +70,23 @@ pub struct Row {
     pub deliveries_per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Why the scenario failed against this target (the other fields are then 0).
+    pub failed: Option<String>,
+}
+
+impl Row {
+    fn failed(target: &Path, scenario: String, size: usize, error: std::io::Error) -> Self {
+        Self {
+            target: target.to_owned(),
+            scenario,
+            size,
+            msgs_per_sec: 0.0,
+            deliveries_per_sec: 0.0,
+            p50_us: 0.0,
+            p99_us: 0.0,
+            failed: Some(error.to_string()),
+        }
+    }
 }
 
 /// Memory of a server before and after opening idle connections.
@@ -112,13 +129,17 @@ pub fn run(
                 progress(&row);
                 rows.push(row);
             }
+            // These attack the bus: one that cannot take them fails the scenario,
+            // not the run.
             if options.burst > 0 {
-                let row = burst(target, options, size)?;
+                let row = burst(target, options, size)
+                    .unwrap_or_else(|e| Row::failed(target, burst_name(options), size, e));
                 progress(&row);
                 rows.push(row);
             }
             if options.stalled {
-                let row = beside_stalled(target, options, size)?;
+                let row = beside_stalled(target, options, size)
+                    .unwrap_or_else(|e| Row::failed(target, STALLED.to_owned(), size, e));
                 progress(&row);
                 rows.push(row);
             }
@@ -174,6 +195,7 @@ fn scenario(
         deliveries_per_sec: (options.messages * receivers as u64) as f64 / elapsed,
         p50_us,
         p99_us,
+        failed: None,
     })
 }
 
@@ -218,6 +240,12 @@ fn endpoint_name(role: &str) -> String {
     format!("bench-{role}-{}", std::process::id())
 }
 
+fn burst_name(options: &BenchOptions) -> String {
+    format!("burst of {} in one write", options.burst)
+}
+
+const STALLED: &str = "1→1 beside a stalled receiver";
+
 /// `options.burst` messages to one reading receiver, in one `write`.
 fn burst(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<Row> {
     let names = [endpoint_name("burst")];
@@ -239,12 +267,13 @@ fn burst(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<
     let (p50_us, p99_us) = percentiles(&mut samples);
     Ok(Row {
         target: target.to_owned(),
-        scenario: format!("burst of {} in one write", options.burst),
+        scenario: burst_name(options),
         size,
         msgs_per_sec: options.burst as f64 / elapsed,
         deliveries_per_sec: options.burst as f64 / elapsed,
         p50_us,
         p99_us,
+        failed: None,
     })
 }
 
@@ -281,12 +310,13 @@ fn beside_stalled(target: &Path, options: &BenchOptions, size: usize) -> std::io
     let rate = options.latency_samples as f64 / took.as_secs_f64();
     Ok(Row {
         target: target.to_owned(),
-        scenario: "1→1 beside a stalled receiver".to_owned(),
+        scenario: STALLED.to_owned(),
         size,
         msgs_per_sec: rate,
         deliveries_per_sec: rate,
         p50_us,
         p99_us,
+        failed: None,
     })
 }
 
@@ -572,9 +602,19 @@ pub fn markdown(rows: &[Row], memory: &[Memory]) -> String {
         "| target | scenario | body | msg/s | deliveries/s | p50 µs | p99 µs | vs first |\n|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
+        if let Some(error) = &row.failed {
+            out.push_str(&format!(
+                "| {} | {} | {} B | failed: {} | | | | |\n",
+                row.target.display(),
+                row.scenario,
+                row.size,
+                error.replace('|', "/")
+            ));
+            continue;
+        }
         let base = rows
             .iter()
-            .find(|r| r.scenario == row.scenario && r.size == row.size)
+            .find(|r| r.scenario == row.scenario && r.size == row.size && r.failed.is_none())
             .map_or(row.msgs_per_sec, |r| r.msgs_per_sec);
         out.push_str(&format!(
             "| {} | {} | {} B | {:.0} | {:.0} | {:.1} | {:.1} | {:.2}× |\n",

@@ -18,7 +18,7 @@
 //! Nothing waits for ever: a stalled partial frame is closed by the frame timeout,
 //! a stalled reader by the slow-consumer timeout, and both give their bytes back.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,7 +36,13 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 256 * 1024 * 1024;
 #[derive(Debug)]
 pub struct Budget {
     limit: usize,
-    used: AtomicUsize,
+    /// Bytes held, as readers, the router's batches and writers count them. Each
+    /// half may go below zero for a moment (a writer gives back bytes the router
+    /// counted); their sum is right.
+    used: Line,
+    /// Bytes the router queued: counted per frame by one thread, on a line of its
+    /// own, so the message path does not bounce a cache line between cores.
+    queued: Line,
     /// Times a reader had to wait for the budget.
     waits: AtomicU64,
     /// Waits up to the last warning, and when it was (ms after `born`): waits are
@@ -61,7 +67,8 @@ impl Budget {
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             limit,
-            used: AtomicUsize::new(0),
+            used: Line::default(),
+            queued: Line::default(),
             waits: AtomicU64::new(0),
             takers: AtomicUsize::new(0),
             logged: (AtomicU64::new(0), AtomicU64::new(0)),
@@ -76,7 +83,12 @@ impl Budget {
     }
 
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
+        self.sum(Ordering::Relaxed)
+    }
+
+    fn sum(&self, order: Ordering) -> usize {
+        let sum = self.used.0.load(order) + self.queued.0.load(order);
+        sum.max(0) as usize
     }
 
     pub fn waits(&self) -> u64 {
@@ -94,17 +106,22 @@ impl Budget {
         self.spent() || self.takers.load(Ordering::Relaxed) > 0
     }
 
-    /// Counts bytes that are already held (queued frames, read requests).
+    /// Counts bytes that are already held (read requests).
     pub fn add(&self, bytes: usize) {
-        self.used.fetch_add(bytes, Ordering::Relaxed);
+        self.used.0.fetch_add(bytes as isize, Ordering::Relaxed);
     }
 
-    /// Gives back bytes counted by [`Budget::add`].
+    /// Counts a frame the router queued (only the router calls this).
+    pub fn add_queued(&self, bytes: usize) {
+        self.queued.0.fetch_add(bytes as isize, Ordering::Relaxed);
+    }
+
+    /// Gives back bytes counted by [`Budget::add`] or [`Budget::add_queued`].
     pub fn sub(&self, bytes: usize) {
         if bytes == 0 {
             return;
         }
-        self.used.fetch_sub(bytes, Ordering::Release);
+        self.used.0.fetch_sub(bytes as isize, Ordering::Release);
         if self.watched.load(Ordering::SeqCst) {
             self.watched.store(false, Ordering::SeqCst);
             self.freed.notify_waiters();
@@ -124,11 +141,14 @@ impl Budget {
     pub async fn take(self: &Arc<Self>, bytes: usize) -> Grant {
         let mut counted = false;
         loop {
-            let used = self.used.load(Ordering::Acquire);
-            if used.saturating_add(bytes) <= self.limit {
+            let mine = self.used.0.load(Ordering::Acquire);
+            let queued = self.queued.0.load(Ordering::Acquire);
+            if ((mine + queued).max(0) as usize).saturating_add(bytes) <= self.limit {
+                let taken = mine + bytes as isize;
                 if self
                     .used
-                    .compare_exchange(used, used + bytes, Ordering::AcqRel, Ordering::Acquire)
+                    .0
+                    .compare_exchange(mine, taken, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
                     return Grant {
@@ -183,13 +203,18 @@ impl Budget {
         loop {
             let freed = self.freed.notified();
             self.watched.store(true, Ordering::SeqCst);
-            if ok(self.used.load(Ordering::SeqCst)) {
+            if ok(self.sum(Ordering::SeqCst)) {
                 return;
             }
             freed.await;
         }
     }
 }
+
+/// An atomic count alone on its cache line(s).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Line(AtomicIsize);
 
 /// One frame waiting for room; counted while it lives (the wait may be cancelled).
 struct Taker<'a>(&'a AtomicUsize);

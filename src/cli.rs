@@ -135,10 +135,10 @@ struct ServeArgs {
     /// Close registered sessions silent (no ping, no message) for this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 90.0)]
     heartbeat_timeout: f64,
-    /// Frames queued for one client before it is disconnected as a slow consumer
+    /// Frames queued for one client; past half of it, its senders are held back
     #[arg(long, value_name = "N", default_value_t = hookbus::outbox::OUTBOX_CAPACITY)]
     outbox_frames: usize,
-    /// Bytes queued for one client before it is disconnected as a slow consumer
+    /// Bytes queued for one client; past half of it, its senders are held back
     #[arg(long, value_name = "BYTES", default_value_t = hookbus::outbox::OUTBOX_MAX_BYTES)]
     outbox_bytes: usize,
     /// After SIGTERM, stop within this many seconds whatever clients and hooks do
@@ -530,6 +530,15 @@ async fn bench_cmd(socket: &Path, args: BenchArgs) -> anyhow::Result<()> {
     };
     let (rows, memory) = tokio::task::spawn_blocking(move || {
         bench::run(&options, |row| {
+            if let Some(error) = &row.failed {
+                eprintln!(
+                    "{}: {} {} B: failed: {error}",
+                    row.target.display(),
+                    row.scenario,
+                    row.size
+                );
+                return;
+            }
             eprintln!(
                 "{}: {} {} B: {:.0} msg/s, p50 {:.1} µs, p99 {:.1} µs",
                 row.target.display(),

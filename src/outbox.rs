@@ -5,11 +5,15 @@
 //! **high-water mark** (half of either bound) the router throttles the senders
 //! whose messages filled it: their readers pause until the outbox drains below the
 //! **low-water mark** (a quarter). A receiver that keeps reading is therefore never
-//! cut because of someone else's burst. Only one that makes no progress for the
-//! stall timeout while above high water, or whose outbox reaches its hard bounds,
-//! is disconnected (`slow_consumer`; see docs/PROTOCOL.md). Nothing is dropped
-//! silently and nothing grows without bound.
+//! cut because of someone else's burst. Frames that arrive while the queue is at
+//! its bounds (senders' requests already on their way when they were held back)
+//! are kept in order on the router's side, **parked**, and moved on as the writer
+//! makes room ([`Outbox::unpark`]). Only a receiver that makes no progress for the
+//! stall timeout while above high water is disconnected (`slow_consumer`; see
+//! docs/PROTOCOL.md). Nothing is dropped silently, and every queued or parked byte
+//! counts against the memory budget.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -25,9 +29,9 @@ pub const OUTBOX_CAPACITY: usize = 4096;
 /// into an empty outbox, so one maximum-size frame always fits.
 pub const OUTBOX_MAX_BYTES: usize = 32 * 1024 * 1024;
 
-/// The outbox is full: the client is not reading fast enough.
+/// The connection's writer is gone: it is closing, and the router will hear of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+pub struct Gone;
 
 /// How full one outbox is, shared by the router, the writer and the senders it
 /// throttles. Frames are counted by the channel itself; bytes here.
@@ -106,6 +110,9 @@ pub struct Outbox {
     level: Arc<Level>,
     max_bytes: usize,
     abort: Option<oneshot::Sender<Bytes>>,
+    /// Frames that found the queue at its bounds, in order, and their bytes.
+    parked: VecDeque<Bytes>,
+    parked_bytes: usize,
 }
 
 /// The writer's end.
@@ -130,6 +137,8 @@ pub fn outbox(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> (Outbox
             level: level.clone(),
             max_bytes,
             abort: Some(abort_tx),
+            parked: VecDeque::new(),
+            parked_bytes: 0,
         },
         OutboxReceiver {
             rx,
@@ -140,29 +149,74 @@ pub fn outbox(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> (Outbox
 }
 
 impl Outbox {
-    /// Queues a frame without waiting.
-    pub fn push(&self, frame: Bytes) -> Result<(), Full> {
+    /// Queues a frame without waiting: parks it behind the queue when the queue
+    /// is at its bounds (or frames are parked already, so order holds).
+    pub fn push(&mut self, frame: Bytes) -> Result<(), Gone> {
+        // Counted before it is queued, so the writer never gives back bytes that
+        // were not counted yet.
+        self.level.budget.add_queued(frame.len());
+        if !self.parked.is_empty() {
+            self.unpark()?;
+            if !self.parked.is_empty() {
+                self.park(frame);
+                return Ok(());
+            }
+        }
+        match self.enqueue(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                self.park(frame);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(frame)) => {
+                self.level.budget.sub(frame.len());
+                Err(Gone)
+            }
+        }
+    }
+
+    /// Moves parked frames into the queue while it has room; true when none is
+    /// left parked.
+    pub fn unpark(&mut self) -> Result<bool, Gone> {
+        while let Some(frame) = self.parked.pop_front() {
+            let len = frame.len();
+            match self.enqueue(frame) {
+                Ok(()) => self.parked_bytes -= len,
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    self.parked.push_front(frame);
+                    return Ok(false);
+                }
+                Err(mpsc::error::TrySendError::Closed(frame)) => {
+                    self.parked.push_front(frame);
+                    return Err(Gone);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Frames parked behind the queue.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    fn park(&mut self, frame: Bytes) {
+        self.parked_bytes += frame.len();
+        self.parked.push_back(frame);
+    }
+
+    /// Puts a frame (already counted in the budget) in the queue, within its
+    /// bounds (one frame always fits an empty queue).
+    fn enqueue(&self, frame: Bytes) -> Result<(), mpsc::error::TrySendError<Bytes>> {
         let len = frame.len();
         let queued = self.level.bytes.load(Ordering::Relaxed);
         if queued != 0 && queued + len > self.max_bytes {
-            return Err(Full);
+            return Err(mpsc::error::TrySendError::Full(frame));
         }
-        // Counted before it is queued, so the writer never gives back bytes that
-        // were not counted yet.
-        self.level.budget.add(len);
-        match self.tx.try_send(frame) {
-            Ok(()) => {
-                self.level.bytes.fetch_add(len, Ordering::Relaxed);
-                self.level.free.store(self.tx.capacity(), Ordering::Relaxed);
-                Ok(())
-            }
-            // A closed channel means the writer is gone; the connection is being torn
-            // down and the router will hear of it. Treat like full: not delivered.
-            Err(_) => {
-                self.level.budget.sub(len);
-                Err(Full)
-            }
-        }
+        self.tx.try_send(frame)?;
+        self.level.bytes.fetch_add(len, Ordering::Relaxed);
+        self.level.free.store(self.tx.capacity(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Bytes queued and not yet written.
@@ -175,10 +229,13 @@ impl Outbox {
         &self.level
     }
 
-    /// Past the high-water mark: the senders filling it should pause. (Then the
-    /// level's frame count is brought up to date for them; the writer keeps it so
-    /// after each batch.)
+    /// Past the high-water mark, or frames are parked: the senders filling it
+    /// should pause. (Then the level's frame count is brought up to date for them;
+    /// the writer keeps it so after each batch.)
     pub fn above_high(&self) -> bool {
+        if !self.parked.is_empty() {
+            return true;
+        }
         let free = self.tx.capacity();
         let frames = self.tx.max_capacity() - free;
         let above = self.level.bytes.load(Ordering::Relaxed) >= self.level.high.1
@@ -187,6 +244,25 @@ impl Outbox {
             self.level.free.store(free, Ordering::Relaxed);
         }
         above
+    }
+
+    /// Lets the connection close gracefully: the writer writes what is queued,
+    /// then `last`, then closes. Frames still parked are discarded; returns how
+    /// many. If `last` does not fit, the close is an [`Outbox::abort`] with it.
+    pub fn finish(mut self, last: Option<Bytes>) -> usize {
+        let _ = self.unpark();
+        let discarded = self.parked.len();
+        if let Some(last) = last {
+            self.level.budget.add_queued(last.len());
+            if let Err(
+                mpsc::error::TrySendError::Full(last) | mpsc::error::TrySendError::Closed(last),
+            ) = self.enqueue(last)
+            {
+                self.level.budget.sub(last.len());
+                self.abort(last);
+            }
+        }
+        discarded
     }
 
     /// Closes the connection at once: queued frames are discarded and `reason`
@@ -201,6 +277,7 @@ impl Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         // The router let the session go: nobody needs to wait for it any more.
+        self.level.budget.sub(self.parked_bytes);
         self.level.close();
     }
 }
@@ -239,28 +316,57 @@ impl Drop for OutboxReceiver {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bounded_by_frames() {
-        let (tx, _rx) = outbox(2, 1 << 20, Budget::new(1 << 30));
-        assert!(tx.push(Bytes::from_static(b"a")).is_ok());
-        assert!(tx.push(Bytes::from_static(b"b")).is_ok());
-        assert_eq!(tx.push(Bytes::from_static(b"c")), Err(Full));
+    #[tokio::test]
+    async fn frames_past_the_bounds_are_parked_in_order_and_moved_on() {
+        let budget = Budget::new(1 << 30);
+        let (mut tx, mut rx) = outbox(2, 1 << 20, budget.clone());
+        for frame in [&b"a"[..], b"b", b"c", b"d"] {
+            tx.push(Bytes::from_static(frame)).unwrap();
+        }
+        assert_eq!(tx.parked(), 2, "two fit the queue of two");
+        assert!(tx.above_high());
+        assert_eq!(budget.used(), 4, "parked frames count too");
+        assert_eq!(&rx.rx.recv().await.unwrap()[..], b"a");
+        rx.release(1);
+        // A new frame goes behind the parked ones.
+        tx.push(Bytes::from_static(b"e")).unwrap();
+        assert_eq!(tx.parked(), 2);
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            tx.unpark().unwrap();
+            let frame = rx.rx.recv().await.unwrap();
+            rx.release(frame.len());
+            got.push(frame);
+        }
+        assert_eq!(got, [&b"b"[..], b"c", b"d", b"e"]);
+        assert_eq!(tx.unpark(), Ok(true));
+        assert_eq!(budget.used(), 0);
     }
 
-    #[test]
-    fn bounded_by_bytes_but_one_big_frame_fits() {
-        let (tx, rx) = outbox(100, 10, Budget::new(1 << 30));
-        assert!(tx.push(Bytes::from(vec![0; 50])).is_ok());
-        assert_eq!(tx.push(Bytes::from_static(b"x")), Err(Full));
+    #[tokio::test]
+    async fn bounded_by_bytes_but_one_big_frame_fits() {
+        let budget = Budget::new(1 << 30);
+        let (mut tx, mut rx) = outbox(100, 10, budget.clone());
+        tx.push(Bytes::from(vec![0; 50])).unwrap();
+        tx.push(Bytes::from_static(b"x")).unwrap();
+        assert_eq!(tx.parked(), 1, "the queue holds 50 of 10 bytes");
+        rx.rx.recv().await.unwrap();
         rx.release(50);
-        assert!(tx.push(Bytes::from(vec![0; 8])).is_ok());
-        assert!(tx.push(Bytes::from(vec![0; 2])).is_ok());
-        assert_eq!(tx.push(Bytes::from_static(b"x")), Err(Full));
+        assert_eq!(tx.unpark(), Ok(true));
+        // Dropping the outbox gives back what is parked; dropping the writer's
+        // end what is queued.
+        for _ in 0..3 {
+            tx.push(Bytes::from(vec![0; 8])).unwrap();
+        }
+        assert_eq!(tx.parked(), 2);
+        drop(tx);
+        drop(rx);
+        assert_eq!(budget.used(), 0);
     }
 
     #[tokio::test]
     async fn water_marks_and_the_drained_wait() {
-        let (tx, mut rx) = outbox(16, 1 << 20, Budget::new(1 << 30));
+        let (mut tx, mut rx) = outbox(16, 1 << 20, Budget::new(1 << 30));
         for _ in 0..7 {
             tx.push(Bytes::from_static(b"m")).unwrap();
         }
@@ -290,7 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_outbox_releases_its_waiters() {
-        let (tx, rx) = outbox(4, 1 << 20, Budget::new(1 << 30));
+        let (mut tx, rx) = outbox(4, 1 << 20, Budget::new(1 << 30));
         tx.push(Bytes::from_static(b"m")).unwrap();
         tx.push(Bytes::from_static(b"m")).unwrap();
         let level = tx.level().clone();

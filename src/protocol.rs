@@ -132,7 +132,7 @@ pub enum ErrorCode {
     Replaced,
     /// No ping or message within the heartbeat timeout.
     HeartbeatTimeout,
-    /// The outbox overflowed because the client is not reading.
+    /// The client read nothing for the stall timeout while messages waited for it.
     SlowConsumer,
     /// The peer runs as another user.
     PermissionDenied,

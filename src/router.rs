@@ -3,11 +3,11 @@
 //! Connections talk to it over one bounded channel ([`Command`]). It never awaits a
 //! client: replies and routed frames go into each session's [`Outbox`] with a
 //! non-blocking push. A message that takes an outbox past high water holds its
-//! sender back ([`crate::flow`]); an outbox that stalls there for the stall timeout,
-//! or overflows, gets its client disconnected (`slow_consumer`). It also enforces
-//! the heartbeat timeout.
+//! sender back ([`crate::flow`]); frames that find it full wait in order, parked
+//! behind it; an outbox that stalls past high water for the stall timeout gets its
+//! client disconnected (`slow_consumer`). It also enforces the heartbeat timeout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,10 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How often outboxes are checked for receivers that stopped reading.
 pub const STALL_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// While frames are parked behind full outboxes, how often the router moves them
+/// on (it also does at every push to such an outbox).
+pub const UNPARK_EVERY: Duration = Duration::from_millis(1);
 
 /// Default time a receiver may make no progress while its outbox is past high
 /// water before it is disconnected as a slow consumer.
@@ -136,8 +140,8 @@ pub struct Router {
     sessions: HashMap<SessionKey, Session>,
     endpoints: HashMap<String, SessionKey>,
     counters: Counters,
-    /// Sessions whose outbox overflowed during the current command.
-    overflowed: Vec<SessionKey>,
+    /// Sessions with frames parked behind a full outbox.
+    parked: HashSet<SessionKey>,
 }
 
 impl Router {
@@ -148,7 +152,7 @@ impl Router {
             sessions: HashMap::new(),
             endpoints: HashMap::new(),
             counters: Counters::default(),
-            overflowed: Vec::new(),
+            parked: HashSet::new(),
         }
     }
 
@@ -168,8 +172,8 @@ impl Router {
                 },
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
+                () = tokio::time::sleep(UNPARK_EVERY), if !self.parked.is_empty() => self.unpark(),
             }
-            self.close_overflowed();
         }
         debug!(sessions = self.sessions.len(), "router stopped");
     }
@@ -323,15 +327,15 @@ impl Router {
                 self.counters.broadcasts += 1;
                 let mut n = 0;
                 let mut filled = Vec::new();
-                for (&key, session) in &self.sessions {
-                    if session.endpoint.is_some() {
-                        if session.outbox.push(msg.frame.clone()).is_ok() {
-                            n += 1;
-                            if session.outbox.above_high() {
-                                filled.push(session.outbox.level().clone());
+                for (&key, session) in &mut self.sessions {
+                    if session.endpoint.is_some() && session.outbox.push(msg.frame.clone()).is_ok()
+                    {
+                        n += 1;
+                        if session.outbox.above_high() {
+                            filled.push(session.outbox.level().clone());
+                            if session.outbox.parked() > 0 {
+                                self.parked.insert(key);
                             }
-                        } else {
-                            self.overflowed.push(key);
                         }
                     }
                 }
@@ -363,14 +367,16 @@ impl Router {
     /// Pushes a message from `from` into `to`'s outbox, and holds `from` back when
     /// that took the outbox past high water. False if it was not pushed.
     fn deliver_message(&mut self, from: SessionKey, to: SessionKey, frame: Bytes) -> bool {
-        let Some(receiver) = self.sessions.get(&to) else {
+        let Some(receiver) = self.sessions.get_mut(&to) else {
             return false;
         };
         if receiver.outbox.push(frame).is_err() {
-            self.overflowed.push(to);
             return false;
         }
         if receiver.outbox.above_high() {
+            if receiver.outbox.parked() > 0 {
+                self.parked.insert(to);
+            }
             let level = receiver.outbox.level().clone();
             if let Some(sender) = self.sessions.get(&from) {
                 sender.flow.hold(&level);
@@ -440,26 +446,28 @@ impl Router {
     }
 
     /// Pushes `frame` into a session's outbox; false if there is no such session
-    /// or its outbox overflowed (it is then closed as a slow consumer).
+    /// or it is closing.
     fn deliver(&mut self, key: SessionKey, frame: Bytes) -> bool {
-        let Some(session) = self.sessions.get(&key) else {
+        let Some(session) = self.sessions.get_mut(&key) else {
             return false;
         };
         if session.outbox.push(frame).is_err() {
-            self.overflowed.push(key);
             return false;
+        }
+        if session.outbox.parked() > 0 {
+            self.parked.insert(key);
         }
         true
     }
 
-    fn close_overflowed(&mut self) {
-        while let Some(key) = self.overflowed.pop() {
-            self.cut_slow(
-                key,
-                "client is not reading its messages: outbox full, disconnecting it",
-                "your outbox overflowed because you did not read fast enough; queued messages were discarded".into(),
-            );
-        }
+    /// Moves parked frames on into outboxes that have room again.
+    fn unpark(&mut self) {
+        let sessions = &mut self.sessions;
+        self.parked.retain(|key| {
+            sessions
+                .get_mut(key)
+                .is_some_and(|s| s.outbox.unpark() == Ok(false))
+        });
     }
 
     /// Disconnects a slow consumer: counted, logged (`why`), told (`detail`).
@@ -481,6 +489,7 @@ impl Router {
         let Some(session) = self.sessions.remove(&key) else {
             return;
         };
+        self.parked.remove(&key);
         if let Some(endpoint) = &session.endpoint {
             if self.endpoints.get(endpoint) == Some(&key) {
                 self.endpoints.remove(endpoint);
@@ -491,14 +500,20 @@ impl Router {
             endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
             "session closed"
         );
-        match how {
-            Close::Flush => {}
-            Close::FlushWith(frame) => {
-                if session.outbox.push(frame.clone()).is_err() {
-                    session.outbox.abort(frame);
-                }
+        let discarded = match how {
+            Close::Flush => session.outbox.finish(None),
+            Close::FlushWith(frame) => session.outbox.finish(Some(frame)),
+            Close::Abort(frame) => {
+                session.outbox.abort(frame);
+                0
             }
-            Close::Abort(frame) => session.outbox.abort(frame),
+        };
+        if discarded > 0 {
+            warn!(
+                endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
+                discarded,
+                "session closed with messages still waiting for room in its outbox: not delivered"
+            );
         }
     }
 

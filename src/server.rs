@@ -42,9 +42,9 @@ pub struct Config {
     pub max_frame_len: usize,
     /// Registered sessions silent for longer are closed.
     pub heartbeat_timeout: Duration,
-    /// Frames queued per connection before it counts as a slow consumer.
+    /// Frames queued per connection; past half of it, its senders are held back.
     pub outbox_capacity: usize,
-    /// Bytes queued per connection before it counts as a slow consumer.
+    /// Bytes queued per connection; past half of it, its senders are held back.
     pub outbox_max_bytes: usize,
     /// The hook engine, if hooks are enabled.
     pub hooks: Option<Arc<HookRuntime>>,

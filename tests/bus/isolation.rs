@@ -419,30 +419,38 @@ async fn a_dropped_message_is_acked_with_the_hook_and_its_reason() {
 }
 
 #[tokio::test]
-async fn acks_count_only_messages_their_recipient_could_take() {
-    let bus = TestBus::start_with(|c| c.outbox_max_bytes = 100_000).await;
-    let _rx = bus.registered("rx").await; // never reads
+async fn acks_count_the_recipients_a_message_was_queued_for() {
+    let bus = TestBus::start_with(|c| {
+        c.outbox_max_bytes = 100_000;
+        c.slow_consumer_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut rx = bus.registered("rx").await; // never reads
     let pad = "x".repeat(60_000);
-    let mut delivered = Vec::new();
-    // A new sender each time: one sender alone is held back (flow control) before
-    // it can overflow an outbox; many at once can still fill it to its bound.
+    // Forty senders at once, far past the receiver's outbox bounds: each message
+    // is queued (parked behind the full outbox, in order) and acked as delivered.
     for i in 0..40 {
         let mut tx = bus.raw().await;
         tx.hello_acks().await;
         tx.send(&json!({"type": "message", "to": "rx", "id": i, "body": {"pad": pad}}))
             .await;
         let reply = tx.recv().await;
-        if reply["type"] != "ack" {
-            break; // the receiver was cut as a slow consumer: endpoint_not_found
-        }
-        delivered.push(reply["delivered"].as_u64().unwrap());
+        assert_eq!(reply["type"], "ack", "{reply}");
+        assert_eq!(reply["delivered"], 1, "{reply}");
     }
-    assert_eq!(
-        delivered.last(),
-        Some(&0),
-        "the message that overflowed the receiver's outbox was not delivered: {delivered:?}"
-    );
-    assert!(delivered[..delivered.len() - 1].iter().all(|&d| d == 1));
+    // A receiver that reads none of it is cut after the stall timeout, told why,
+    // and later messages find no endpoint.
+    bus.wait_status("the stalled receiver cut", |s| {
+        s["counters"]["slow_consumer_disconnects"] == 1
+    })
+    .await;
+    let mut tx = bus.raw().await;
+    tx.hello_acks().await;
+    tx.send(&json!({"type": "message", "to": "rx", "body": {}}))
+        .await;
+    assert_eq!(tx.recv().await["code"], "endpoint_not_found");
+    let rest = rx.until_eof().await;
+    assert!(rest.len() < 40);
     bus.stop().await;
 }
 
