@@ -2,10 +2,11 @@
 //!
 //! One count of the bytes the bus holds on its clients' behalf: frames being read
 //! (a frame over [`FREE_FRAME`] takes a [`Grant`] for its whole length before its
-//! body is read), requests on their way to the router, and frames queued in
-//! outboxes (counted once per recipient). Each connection's share is bounded on its
-//! own (one frame being read, [`crate::flow::MAX_IN_FLIGHT`] requests, its outbox
-//! bounds); the budget bounds their sum:
+//! body is read), requests on their way to the router, and frames queued or parked
+//! in outboxes (counted once per recipient). Each connection's share is bounded on
+//! its own (one frame being read, [`crate::flow::MAX_IN_FLIGHT`] requests or 8 MiB
+//! on their way, its outbox bounds; what is parked came from senders' requests on
+//! their way); the budget bounds their sum:
 //!
 //! - a frame that does not fit waits, unread, until it does: its sender's socket
 //!   fills and the kernel pushes back;
@@ -111,7 +112,8 @@ impl Budget {
         self.used.0.fetch_add(bytes as isize, Ordering::Relaxed);
     }
 
-    /// Counts a frame the router queued (only the router calls this).
+    /// Counts a frame the router queued (the router alone does, so this line
+    /// stays in its core's cache).
     pub fn add_queued(&self, bytes: usize) {
         self.queued.0.fetch_add(bytes as isize, Ordering::Relaxed);
     }

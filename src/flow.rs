@@ -16,8 +16,13 @@ use tokio::sync::Notify;
 use crate::budget::Grant;
 use crate::outbox::Level;
 
-/// Batches of one connection handed to the router and not yet handled.
+/// How much one connection may have handed to the router and not yet handled,
+/// in units of one request, plus one per [`IN_FLIGHT_UNIT_BYTES`] of frames: about
+/// 2048 small requests, or 8 MiB (a batch always goes when none is in flight).
 pub const MAX_IN_FLIGHT: usize = 2048;
+
+/// Bytes that weigh as much as one request in [`MAX_IN_FLIGHT`].
+pub const IN_FLIGHT_UNIT_BYTES: usize = 4096;
 
 /// One connection's flow state, shared by its reader and the router.
 #[derive(Debug)]
@@ -50,14 +55,14 @@ impl Default for Flow {
 #[derive(Debug)]
 pub struct Slot {
     flow: Arc<Flow>,
-    requests: usize,
+    weight: usize,
     _bytes: Grant,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let flow = &self.flow;
-        flow.in_flight.fetch_sub(self.requests, Ordering::SeqCst);
+        flow.in_flight.fetch_sub(self.weight, Ordering::SeqCst);
         if flow.wants_slot.swap(false, Ordering::SeqCst) {
             flow.slot_freed.notify_waiters();
         }
@@ -101,15 +106,16 @@ impl Flow {
     /// [`MAX_IN_FLIGHT`] are), holding `bytes` until the router drops it once the
     /// batch is handled.
     pub async fn slot(self: &Arc<Self>, n: usize, bytes: Grant) -> Slot {
+        let weight = n + bytes.bytes() / IN_FLIGHT_UNIT_BYTES;
         loop {
-            if self.in_flight.fetch_add(n, Ordering::SeqCst) < MAX_IN_FLIGHT {
+            if self.in_flight.fetch_add(weight, Ordering::SeqCst) < MAX_IN_FLIGHT {
                 return Slot {
                     flow: self.clone(),
-                    requests: n,
+                    weight,
                     _bytes: bytes,
                 };
             }
-            self.in_flight.fetch_sub(n, Ordering::SeqCst);
+            self.in_flight.fetch_sub(weight, Ordering::SeqCst);
             let freed = self.slot_freed.notified();
             self.wants_slot.store(true, Ordering::SeqCst);
             if self.in_flight.load(Ordering::SeqCst) < MAX_IN_FLIGHT {

@@ -219,9 +219,9 @@ impl Outbox {
         Ok(())
     }
 
-    /// Bytes queued and not yet written.
-    pub fn queued_bytes(&self) -> usize {
-        self.level.bytes.load(Ordering::Relaxed)
+    /// Bytes queued and not yet written, and parked.
+    pub fn held_bytes(&self) -> usize {
+        self.level.bytes.load(Ordering::Relaxed) + self.parked_bytes
     }
 
     /// The outbox's level, for flow control.

@@ -33,6 +33,10 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often outboxes are checked for receivers that stopped reading.
 pub const STALL_CHECK_EVERY: Duration = Duration::from_millis(250);
 
+/// While the memory budget is pressed, a receiver may hold at most this fraction
+/// of it in queued and parked frames.
+pub const MEMORY_SHARES: usize = 4;
+
 /// While frames are parked behind full outboxes, how often the router moves them
 /// on (it also does at every push to such an outbox).
 pub const UNPARK_EVERY: Duration = Duration::from_millis(1);
@@ -76,6 +80,37 @@ pub enum Command {
     /// The server is stopping: every session is told (`shutting_down`) and closed
     /// once its queued frames are written.
     ShuttingDown,
+}
+
+/// Hashes session keys for the router's maps, which it looks up several times
+/// per message. Keys are numbers the server hands out in sequence, not chosen by
+/// clients, so a multiplicative hash (Fibonacci hashing) spreads them well and
+/// needs none of SipHash's protection against chosen keys.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, key: u64) {
+        self.0 = (self.0 ^ key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// Settings the router needs.
@@ -137,11 +172,11 @@ enum Close {
 pub struct Router {
     config: RouterConfig,
     started: Instant,
-    sessions: HashMap<SessionKey, Session>,
+    sessions: HashMap<SessionKey, Session, KeyHash>,
     endpoints: HashMap<String, SessionKey>,
     counters: Counters,
     /// Sessions with frames parked behind a full outbox.
-    parked: HashSet<SessionKey>,
+    parked: HashSet<SessionKey, KeyHash>,
 }
 
 impl Router {
@@ -149,10 +184,10 @@ impl Router {
         Self {
             config,
             started: Instant::now(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             endpoints: HashMap::new(),
             counters: Counters::default(),
-            parked: HashSet::new(),
+            parked: HashSet::default(),
         }
     }
 
@@ -164,6 +199,9 @@ impl Router {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stalls = tokio::time::interval(STALL_CHECK_EVERY);
         stalls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Polled only while frames are parked.
+        let mut unpark = tokio::time::interval(UNPARK_EVERY);
+        unpark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -172,7 +210,7 @@ impl Router {
                 },
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
-                () = tokio::time::sleep(UNPARK_EVERY), if !self.parked.is_empty() => self.unpark(),
+                _ = unpark.tick(), if !self.parked.is_empty() => self.unpark(),
             }
         }
         debug!(sessions = self.sessions.len(), "router stopped");
@@ -199,6 +237,11 @@ impl Router {
                 );
             }
             Command::Requests { key, requests, .. } => {
+                // Any request shows the client is alive (the clock is read once
+                // per batch, not per message).
+                if let Some(session) = self.sessions.get_mut(&key) {
+                    session.last_seen = Instant::now();
+                }
                 for request in requests {
                     self.request(key, request);
                 }
@@ -238,8 +281,6 @@ impl Router {
         let Some(session) = self.sessions.get_mut(&key) else {
             return; // closed by the router while its reader was still sending
         };
-        // Any request shows the client is alive.
-        session.last_seen = Instant::now();
         match request {
             Request::Message(msg) => self.route(key, msg),
             Request::Ping => {
@@ -391,18 +432,25 @@ impl Router {
     /// any receiver with frames waiting that makes no progress is cut the same way.
     fn cut_stalled(&mut self) {
         let timeout = self.config.stall_timeout;
-        let pressed = self.config.budget.pressed();
+        let budget = &self.config.budget;
+        let pressed = budget.pressed();
+        let share = budget.limit() / MEMORY_SHARES;
         let now = Instant::now();
-        let mut stalled = Vec::new();
+        let (mut stalled, mut greedy) = (Vec::new(), Vec::new());
         for (&key, session) in &mut self.sessions {
-            let level = session.outbox.level();
-            let holds_back =
-                session.outbox.above_high() || (pressed && session.outbox.queued_bytes() > 0);
+            let held = session.outbox.held_bytes();
+            // Even a receiver that reads, slowly, may not keep more than its share
+            // while others wait for memory.
+            if pressed && held > share {
+                greedy.push((key, held));
+                continue;
+            }
+            let holds_back = session.outbox.above_high() || (pressed && held > 0);
             if !holds_back {
                 session.stuck = None;
                 continue;
             }
-            let progress = level.progress();
+            let progress = session.outbox.level().progress();
             match session.stuck {
                 Some((seen, since)) if seen == progress => {
                     if now.duration_since(since) > timeout {
@@ -419,6 +467,15 @@ impl Router {
                 format!(
                     "you read nothing for {} s while messages waited for you; queued messages were discarded",
                     timeout.as_secs_f64()
+                ),
+            );
+        }
+        for (key, held) in greedy {
+            self.cut_slow(
+                key,
+                "client's queued messages held more than its share of the memory budget while others waited for memory: disconnecting it",
+                format!(
+                    "{held} bytes waited for you, more than your share ({share}) of the bus's memory budget, while others needed it; queued messages were discarded"
                 ),
             );
         }

@@ -196,3 +196,50 @@ async fn a_large_frame_waiting_for_room_gets_it_from_a_receiver_that_reads_nothi
     assert!(stalled.until_eof().await.len() < sent);
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_reader_holding_more_than_its_share_is_cut_when_others_need_the_memory() {
+    let bus = TestBus::start_with(|c| {
+        c.max_frame_len = 64 * 1024;
+        c.memory_budget = 2 * MIB;
+        // Only the share rule can cut it within the test.
+        c.slow_consumer_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut slow = bus.registered("slow").await;
+    // It reads, one frame every 20 ms: it makes progress, slowly.
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while slow.try_recv().await.is_some() {
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        n
+    });
+    let mut tx = bus.raw().await;
+    // 4 MB for it: twice the whole budget, eight times its share.
+    let message = json!({"type": "message", "to": "slow", "body": "x".repeat(10_000)});
+    let frame = hookbus::frame::encode(message.to_string().as_bytes());
+    let burst: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 400)
+        .collect();
+    let started = Instant::now();
+    tx.send_bytes(&burst).await;
+    for answer in tx.sync().await {
+        assert_eq!(answer["code"], "endpoint_not_found", "{answer}");
+    }
+    assert!(started.elapsed() < WAIT, "held for {:?}", started.elapsed());
+    let status = bus.status().await;
+    assert_eq!(
+        status["counters"]["slow_consumer_disconnects"], 1,
+        "{status}"
+    );
+    let read = reader.await.unwrap();
+    assert!(read < 400, "it read {read}");
+    let mut other = bus.raw().await;
+    assert!(other.sync().await.is_empty());
+    bus.stop().await;
+}
