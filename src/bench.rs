@@ -124,13 +124,13 @@ pub fn run(
             if options.fanout > 0 {
                 scenarios.push(options.fanout);
             }
+            // A bus that cannot take a scenario fails that scenario, not the run.
             for receivers in scenarios {
-                let row = scenario(target, options, size, receivers)?;
+                let row = scenario(target, options, size, receivers)
+                    .unwrap_or_else(|e| Row::failed(target, scenario_name(receivers), size, e));
                 progress(&row);
                 rows.push(row);
             }
-            // These attack the bus: one that cannot take them fails the scenario,
-            // not the run.
             if options.burst > 0 {
                 let row = burst(target, options, size)
                     .unwrap_or_else(|e| Row::failed(target, burst_name(options), size, e));
@@ -185,11 +185,7 @@ fn scenario(
     let (p50_us, p99_us) = percentiles(&mut samples);
     Ok(Row {
         target: target.to_owned(),
-        scenario: if broadcast {
-            format!("1→{receivers} broadcast")
-        } else {
-            "1→1".to_owned()
-        },
+        scenario: scenario_name(receivers),
         size,
         msgs_per_sec: options.messages as f64 / elapsed,
         deliveries_per_sec: (options.messages * receivers as u64) as f64 / elapsed,
@@ -238,6 +234,14 @@ fn percentiles(samples: &mut [u64]) -> (f64, f64) {
 
 fn endpoint_name(role: &str) -> String {
     format!("bench-{role}-{}", std::process::id())
+}
+
+fn scenario_name(receivers: usize) -> String {
+    if receivers > 1 {
+        format!("1→{receivers} broadcast")
+    } else {
+        "1→1".to_owned()
+    }
 }
 
 fn burst_name(options: &BenchOptions) -> String {
@@ -300,12 +304,14 @@ fn beside_stalled(target: &Path, options: &BenchOptions, size: usize) -> std::io
     // Let the stalled receiver's queue fill before measuring beside it.
     std::thread::sleep(Duration::from_millis(200));
     let names = [endpoint_name("healthy")];
-    let mut sender = Sender::connect(target, &names[0], size)?;
-    let (mut samples, took) = latency(target, options, &names, &mut sender, Instant::now())?;
+    let measured = Sender::connect(target, &names[0], size)
+        .and_then(|mut sender| latency(target, options, &names, &mut sender, Instant::now()));
+    // Whatever happened, stop the flood and the stalled receiver.
     flooding.store(false, Ordering::Relaxed);
     let _ = flood_stream.shutdown(std::net::Shutdown::Both);
-    let _ = flooder.join();
     drop(stalled);
+    let _ = flooder.join();
+    let (mut samples, took) = measured?;
     let (p50_us, p99_us) = percentiles(&mut samples);
     let rate = options.latency_samples as f64 / took.as_secs_f64();
     Ok(Row {
