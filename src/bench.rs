@@ -75,6 +75,27 @@ pub struct Row {
 }
 
 impl Row {
+    /// A scenario's row: rates, and the percentiles of its delays (ns).
+    fn measured(
+        target: &Path,
+        scenario: String,
+        size: usize,
+        (msgs_per_sec, deliveries_per_sec): (f64, f64),
+        delays: &mut [u64],
+    ) -> Self {
+        let (p50_us, p99_us) = percentiles(delays);
+        Self {
+            target: target.to_owned(),
+            scenario,
+            size,
+            msgs_per_sec,
+            deliveries_per_sec,
+            p50_us,
+            p99_us,
+            failed: None,
+        }
+    }
+
     fn failed(target: &Path, scenario: String, size: usize, error: std::io::Error) -> Self {
         Self {
             target: target.to_owned(),
@@ -182,17 +203,17 @@ fn scenario(
     rx.stop();
 
     let (mut samples, _) = latency(target, options, &names, &mut sender, epoch)?;
-    let (p50_us, p99_us) = percentiles(&mut samples);
-    Ok(Row {
-        target: target.to_owned(),
-        scenario: scenario_name(receivers),
+    let rates = (
+        options.messages as f64 / elapsed,
+        (options.messages * receivers as u64) as f64 / elapsed,
+    );
+    Ok(Row::measured(
+        target,
+        scenario_name(receivers),
         size,
-        msgs_per_sec: options.messages as f64 / elapsed,
-        deliveries_per_sec: (options.messages * receivers as u64) as f64 / elapsed,
-        p50_us,
-        p99_us,
-        failed: None,
-    })
+        rates,
+        &mut samples,
+    ))
 }
 
 /// Sends `latency_samples` messages one at a time to the receivers `names`;
@@ -268,17 +289,14 @@ fn burst(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<
     rx.wait_for(options.burst)?;
     let elapsed = started.elapsed().as_secs_f64();
     let mut samples: Vec<u64> = rx.stop().into_iter().flatten().collect();
-    let (p50_us, p99_us) = percentiles(&mut samples);
-    Ok(Row {
-        target: target.to_owned(),
-        scenario: burst_name(options),
+    let rate = options.burst as f64 / elapsed;
+    Ok(Row::measured(
+        target,
+        burst_name(options),
         size,
-        msgs_per_sec: options.burst as f64 / elapsed,
-        deliveries_per_sec: options.burst as f64 / elapsed,
-        p50_us,
-        p99_us,
-        failed: None,
-    })
+        (rate, rate),
+        &mut samples,
+    ))
 }
 
 /// The latency run, while another client streams to an endpoint that never reads.
@@ -312,18 +330,14 @@ fn beside_stalled(target: &Path, options: &BenchOptions, size: usize) -> std::io
     drop(stalled);
     let _ = flooder.join();
     let (mut samples, took) = measured?;
-    let (p50_us, p99_us) = percentiles(&mut samples);
     let rate = options.latency_samples as f64 / took.as_secs_f64();
-    Ok(Row {
-        target: target.to_owned(),
-        scenario: STALLED.to_owned(),
+    Ok(Row::measured(
+        target,
+        STALLED.to_owned(),
         size,
-        msgs_per_sec: rate,
-        deliveries_per_sec: rate,
-        p50_us,
-        p99_us,
-        failed: None,
-    })
+        (rate, rate),
+        &mut samples,
+    ))
 }
 
 fn connect(target: &Path) -> std::io::Result<UnixStream> {

@@ -20,6 +20,18 @@ fn rss(pid: u32) -> usize {
     kib * 1024
 }
 
+/// `n` messages to `to` with 10 KB bodies, framed back to back.
+fn ten_kb_messages(to: &str, n: usize) -> Vec<u8> {
+    let message = json!({"type": "message", "to": to, "body": "x".repeat(10_000)});
+    let frame = hookbus::frame::encode(message.to_string().as_bytes());
+    frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * n)
+        .collect()
+}
+
 async fn status(socket: &Path) -> serde_json::Value {
     hookbus::daemon::query_status(socket).await.unwrap()
 }
@@ -123,16 +135,8 @@ async fn while_the_budget_is_spent_the_receiver_holding_it_is_cut_and_the_rest_g
     let mut tx = bus.raw().await;
     // 4 MiB for a receiver that reads nothing: far below its own outbox bounds
     // (32 MiB), twice the whole budget.
-    let message = json!({"type": "message", "to": "stalled", "body": "x".repeat(10_000)});
-    let frame = hookbus::frame::encode(message.to_string().as_bytes());
-    let burst: Vec<u8> = frame
-        .iter()
-        .copied()
-        .cycle()
-        .take(frame.len() * 400)
-        .collect();
     let started = Instant::now();
-    tx.send_bytes(&burst).await;
+    tx.send_bytes(&ten_kb_messages("stalled", 400)).await;
     // The sender gets through once the stalled receiver is cut; what it sent after
     // that finds no endpoint, and it is told so.
     for answer in tx.sync().await {
@@ -218,16 +222,8 @@ async fn a_slow_reader_holding_more_than_its_share_is_cut_when_others_need_the_m
     });
     let mut tx = bus.raw().await;
     // 4 MB for it: twice the whole budget, eight times its share.
-    let message = json!({"type": "message", "to": "slow", "body": "x".repeat(10_000)});
-    let frame = hookbus::frame::encode(message.to_string().as_bytes());
-    let burst: Vec<u8> = frame
-        .iter()
-        .copied()
-        .cycle()
-        .take(frame.len() * 400)
-        .collect();
     let started = Instant::now();
-    tx.send_bytes(&burst).await;
+    tx.send_bytes(&ten_kb_messages("slow", 400)).await;
     for answer in tx.sync().await {
         assert_eq!(answer["code"], "endpoint_not_found", "{answer}");
     }
