@@ -7,7 +7,7 @@
 //! behind it; an outbox that stalls past high water for the stall timeout gets its
 //! client disconnected (`slow_consumer`). It also enforces the heartbeat timeout.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::budget::Budget;
 use crate::flow::{Flow, Slot};
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::Outbox;
-use crate::protocol::{self, ErrorCode, Features, ProtocolError, Request, Routed};
+use crate::protocol::{self, ErrorCode, ProtocolError, Request, Routed};
 
 /// Commands queued to the router at most; readers wait (and stop reading their
 /// socket) when it is full, which is the bus's backpressure.
@@ -48,8 +48,10 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest interval between heartbeat sweeps.
 pub const HEARTBEAT_CHECK_EVERY: Duration = Duration::from_secs(15);
 
-/// Identifies a connection inside the daemon.
-pub type SessionKey = u64;
+mod registry;
+
+pub use registry::SessionKey;
+use registry::{KeyHash, Registration, Registry, Session};
 
 /// The sender of messages emitted by hooks; no connection has this key.
 pub const EMITTER: SessionKey = 0;
@@ -82,37 +84,6 @@ pub enum Command {
     ShuttingDown,
 }
 
-/// Hashes session keys for the router's maps, which it looks up several times
-/// per message. Keys are numbers the server hands out in sequence, not chosen by
-/// clients, so a multiplicative hash (Fibonacci hashing) spreads them well and
-/// needs none of SipHash's protection against chosen keys.
-#[derive(Debug, Clone, Copy, Default)]
-struct KeyHash;
-
-impl std::hash::BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
-    }
-}
-
-#[derive(Debug, Default)]
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, key: u64) {
-        self.0 = (self.0 ^ key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// Settings the router needs.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -143,21 +114,6 @@ pub struct Counters {
     pub filtered_out: u64,
 }
 
-struct Session {
-    id: String,
-    endpoint: Option<String>,
-    outbox: Outbox,
-    flow: Arc<Flow>,
-    /// While the outbox is past high water: the writer's progress count when that
-    /// was first seen unchanged, and since when.
-    stuck: Option<(u64, Instant)>,
-    last_seen: Instant,
-    features: Features,
-    /// The client sent `hello`: it speaks hookbus's extensions, so it may be sent
-    /// frames a hermes-bus 0.7 client would hand to its application as messages.
-    negotiated: bool,
-}
-
 /// How the router ends a session.
 enum Close {
     /// Drop the outbox: the writer delivers what is queued, then closes.
@@ -172,8 +128,7 @@ enum Close {
 pub struct Router {
     config: RouterConfig,
     started: Instant,
-    sessions: HashMap<SessionKey, Session, KeyHash>,
-    endpoints: HashMap<String, SessionKey>,
+    registry: Registry,
     counters: Counters,
     /// Sessions with frames parked behind a full outbox.
     parked: HashSet<SessionKey, KeyHash>,
@@ -184,8 +139,7 @@ impl Router {
         Self {
             config,
             started: Instant::now(),
-            sessions: HashMap::default(),
-            endpoints: HashMap::new(),
+            registry: Registry::default(),
             counters: Counters::default(),
             parked: HashSet::default(),
         }
@@ -213,33 +167,21 @@ impl Router {
                 _ = unpark.tick(), if !self.parked.is_empty() => self.unpark(),
             }
         }
-        debug!(sessions = self.sessions.len(), "router stopped");
+        debug!(sessions = self.registry.sessions.len(), "router stopped");
     }
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Open { key, outbox, flow } => {
                 self.counters.connections_opened += 1;
-                let id = uuid::Uuid::new_v4().to_string();
-                debug!(key, session_id = %id, "session opened");
-                self.sessions.insert(
-                    key,
-                    Session {
-                        id,
-                        endpoint: None,
-                        outbox,
-                        flow,
-                        stuck: None,
-                        last_seen: Instant::now(),
-                        features: Features::default(),
-                        negotiated: false,
-                    },
-                );
+                let session = Session::new(outbox, flow);
+                debug!(key, session_id = %session.id, "session opened");
+                self.registry.open(key, session);
             }
             Command::Requests { key, requests, .. } => {
                 // Any request shows the client is alive (the clock is read once
                 // per batch, not per message).
-                if let Some(session) = self.sessions.get_mut(&key) {
+                if let Some(session) = self.registry.sessions.get_mut(&key) {
                     session.last_seen = Instant::now();
                 }
                 for request in requests {
@@ -261,6 +203,7 @@ impl Router {
                 // hermes-bus clients would take the notice for a message: they
                 // see the connection close, as a hermes-bus server does it.
                 let sessions: Vec<(SessionKey, bool)> = self
+                    .registry
                     .sessions
                     .iter()
                     .map(|(&k, s)| (k, s.negotiated))
@@ -278,7 +221,7 @@ impl Router {
     }
 
     fn request(&mut self, key: SessionKey, request: Request) {
-        let Some(session) = self.sessions.get_mut(&key) else {
+        let Some(session) = self.registry.sessions.get_mut(&key) else {
             return; // closed by the router while its reader was still sending
         };
         match request {
@@ -289,7 +232,7 @@ impl Router {
             Request::Register { endpoint } => self.register(key, endpoint),
             Request::ListEndpoints => {
                 let frame = crate::frame::encode_json(&serde_json::json!({
-                    "type": "endpoints_list", "endpoints": self.endpoint_ids(),
+                    "type": "endpoints_list", "endpoints": self.registry.endpoint_ids(),
                 }));
                 self.deliver(key, frame);
             }
@@ -333,30 +276,29 @@ impl Router {
     }
 
     fn register(&mut self, key: SessionKey, endpoint: String) {
-        let Some(session) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        if let Some(current) = &session.endpoint {
-            let detail = format!("this connection is already registered as `{current}`; open another connection for another name");
-            let frame = ProtocolError::new(ErrorCode::AlreadyRegistered, detail).to_frame();
-            self.deliver(key, frame);
-            return;
+        match self.registry.register(key, &endpoint) {
+            None => return,
+            Some(Registration::AlreadyAs(current)) => {
+                let detail = format!("this connection is already registered as `{current}`; open another connection for another name");
+                let frame = ProtocolError::new(ErrorCode::AlreadyRegistered, detail).to_frame();
+                self.deliver(key, frame);
+                return;
+            }
+            Some(Registration::TookOver(old)) => {
+                self.counters.replaced += 1;
+                info!(
+                    endpoint,
+                    "endpoint re-registered: closing the previous session"
+                );
+                let detail = format!("endpoint `{endpoint}` was registered by another connection");
+                let frame = ProtocolError::new(ErrorCode::Replaced, detail).to_frame();
+                self.close(old, Close::FlushWith(frame));
+            }
+            Some(Registration::Registered) => {}
         }
-        session.endpoint = Some(endpoint.clone());
-        let reply = protocol::registered(&endpoint, &session.id);
-        info!(endpoint, session_id = %session.id, "registered");
-        if let Some(old) = self.endpoints.insert(endpoint.clone(), key) {
-            self.counters.replaced += 1;
-            info!(
-                endpoint,
-                "endpoint re-registered: closing the previous session"
-            );
-            let detail = format!("endpoint `{endpoint}` was registered by another connection");
-            let frame = ProtocolError::new(ErrorCode::Replaced, detail).to_frame();
-            self.close(old, Close::FlushWith(frame));
-            // `close` removed the name; it belongs to the new session.
-            self.endpoints.insert(endpoint, key);
-        }
+        let id = &self.registry.sessions[&key].id;
+        info!(endpoint, session_id = %id, "registered");
+        let reply = protocol::registered(&endpoint, id);
         self.deliver(key, reply);
     }
 
@@ -368,7 +310,7 @@ impl Router {
                 self.counters.broadcasts += 1;
                 let mut n = 0;
                 let mut filled = Vec::new();
-                for (&key, session) in &mut self.sessions {
+                for (&key, session) in &mut self.registry.sessions {
                     if session.endpoint.is_some() && session.outbox.push(msg.frame.clone()).is_ok()
                     {
                         n += 1;
@@ -380,15 +322,15 @@ impl Router {
                         }
                     }
                 }
-                if let Some(sender) = self.sessions.get(&from) {
+                if let Some(sender) = self.registry.sessions.get(&from) {
                     for level in &filled {
                         sender.flow.hold(level);
                     }
                 }
                 n
             }
-            Some(to) => match self.endpoints.get(to) {
-                Some(&key) => usize::from(self.deliver_message(from, key, msg.frame.clone())),
+            Some(to) => match self.registry.endpoint(to) {
+                Some(key) => usize::from(self.deliver_message(from, key, msg.frame.clone())),
                 None => {
                     self.not_found(from, &msg, to);
                     found = false;
@@ -400,7 +342,13 @@ impl Router {
         if let Some(hooks) = &self.config.hooks {
             hooks.notify(&msg);
         }
-        if found && self.sessions.get(&from).is_some_and(|s| s.features.acks) {
+        if found
+            && self
+                .registry
+                .sessions
+                .get(&from)
+                .is_some_and(|s| s.features.acks)
+        {
             self.deliver(from, protocol::ack(msg.id(), delivered));
         }
     }
@@ -408,7 +356,7 @@ impl Router {
     /// Pushes a message from `from` into `to`'s outbox, and holds `from` back when
     /// that took the outbox past high water. False if it was not pushed.
     fn deliver_message(&mut self, from: SessionKey, to: SessionKey, frame: Bytes) -> bool {
-        let Some(receiver) = self.sessions.get_mut(&to) else {
+        let Some(receiver) = self.registry.sessions.get_mut(&to) else {
             return false;
         };
         if receiver.outbox.push(frame).is_err() {
@@ -419,7 +367,7 @@ impl Router {
                 self.parked.insert(to);
             }
             let level = receiver.outbox.level().clone();
-            if let Some(sender) = self.sessions.get(&from) {
+            if let Some(sender) = self.registry.sessions.get(&from) {
                 sender.flow.hold(&level);
             }
         }
@@ -437,7 +385,7 @@ impl Router {
         let share = budget.limit() / MEMORY_SHARES;
         let now = Instant::now();
         let (mut stalled, mut greedy) = (Vec::new(), Vec::new());
-        for (&key, session) in &mut self.sessions {
+        for (&key, session) in &mut self.registry.sessions {
             let held = session.outbox.held_bytes();
             // Even a receiver that reads, slowly, may not keep more than its share
             // while others wait for memory.
@@ -483,7 +431,7 @@ impl Router {
 
     fn not_found(&mut self, from: SessionKey, msg: &Routed, to: &str) {
         self.counters.undeliverable += 1;
-        let Some(sender) = self.sessions.get(&from) else {
+        let Some(sender) = self.registry.sessions.get(&from) else {
             return;
         };
         // hermes-bus tells anonymous senders only; registered ones opt in with `errors`.
@@ -505,7 +453,7 @@ impl Router {
     /// Pushes `frame` into a session's outbox; false if there is no such session
     /// or it is closing.
     fn deliver(&mut self, key: SessionKey, frame: Bytes) -> bool {
-        let Some(session) = self.sessions.get_mut(&key) else {
+        let Some(session) = self.registry.sessions.get_mut(&key) else {
             return false;
         };
         if session.outbox.push(frame).is_err() {
@@ -519,7 +467,7 @@ impl Router {
 
     /// Moves parked frames on into outboxes that have room again.
     fn unpark(&mut self) {
-        let sessions = &mut self.sessions;
+        let sessions = &mut self.registry.sessions;
         self.parked.retain(|key| {
             sessions
                 .get_mut(key)
@@ -529,7 +477,7 @@ impl Router {
 
     /// Disconnects a slow consumer: counted, logged (`why`), told (`detail`).
     fn cut_slow(&mut self, key: SessionKey, why: &str, detail: String) {
-        let Some(session) = self.sessions.get(&key) else {
+        let Some(session) = self.registry.sessions.get(&key) else {
             return;
         };
         self.counters.slow_consumer_disconnects += 1;
@@ -543,15 +491,10 @@ impl Router {
     }
 
     fn close(&mut self, key: SessionKey, how: Close) {
-        let Some(session) = self.sessions.remove(&key) else {
+        let Some(session) = self.registry.remove(key) else {
             return;
         };
         self.parked.remove(&key);
-        if let Some(endpoint) = &session.endpoint {
-            if self.endpoints.get(endpoint) == Some(&key) {
-                self.endpoints.remove(endpoint);
-            }
-        }
         debug!(
             key,
             endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
@@ -580,6 +523,7 @@ impl Router {
     fn expire(&mut self, now: Instant) {
         let timeout = self.config.heartbeat_timeout;
         let dead: Vec<SessionKey> = self
+            .registry
             .sessions
             .iter()
             .filter(|(_, s)| now.duration_since(s.last_seen) > timeout)
@@ -588,10 +532,11 @@ impl Router {
         for key in dead {
             self.counters.heartbeat_timeouts += 1;
             let anonymous = self
+                .registry
                 .sessions
                 .get(&key)
                 .is_some_and(|s| s.endpoint.is_none());
-            if let Some(s) = self.sessions.get(&key) {
+            if let Some(s) = self.registry.sessions.get(&key) {
                 info!(
                     endpoint = s.endpoint.as_deref().unwrap_or("(anonymous)"),
                     "heartbeat timeout: closing session"
@@ -610,16 +555,8 @@ impl Router {
         }
     }
 
-    /// Endpoint name → session id, as `endpoints_list` and `status` report them.
-    fn endpoint_ids(&self) -> HashMap<&str, &str> {
-        self.endpoints
-            .iter()
-            .filter_map(|(name, k)| Some((name.as_str(), self.sessions.get(k)?.id.as_str())))
-            .collect()
-    }
-
     fn status_frame(&self) -> Bytes {
-        let endpoints = self.endpoint_ids();
+        let endpoints = self.registry.endpoint_ids();
         crate::frame::encode_json(&serde_json::json!({
             "type": "status",
             "version": env!("CARGO_PKG_VERSION"),
@@ -627,7 +564,7 @@ impl Router {
             "pid": std::process::id(),
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "socket": self.config.socket_path,
-            "connections": self.sessions.len(),
+            "connections": self.registry.sessions.len(),
             "endpoints": endpoints,
             "counters": self.counters,
             "memory": {
