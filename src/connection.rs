@@ -22,6 +22,7 @@ use crate::flow::Flow;
 use crate::frame;
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::{self, OutboxReceiver};
+use crate::peer::Peer;
 use crate::protocol::{self, ErrorCode, ProtocolError, Request};
 use crate::router::{Command, SessionKey};
 use crate::server::Config;
@@ -52,15 +53,29 @@ pub const WRITE_BUF: usize = 64 * 1024;
 pub const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves one accepted connection until it closes or the server shuts down.
+/// What every connection shares: the server's settings, the memory budget, the
+/// router and the shutdown signal.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub config: Arc<Config>,
+    pub budget: Arc<Budget>,
+    pub router: mpsc::Sender<Command>,
+    pub shutdown: CancellationToken,
+}
+
 pub(crate) async fn serve(
     stream: UnixStream,
     key: SessionKey,
-    config: Arc<Config>,
-    budget: Arc<Budget>,
-    router: mpsc::Sender<Command>,
-    shutdown: CancellationToken,
+    peer: Peer,
+    shared: Shared,
     tracker: &TaskTracker,
 ) {
+    let Shared {
+        config,
+        budget,
+        router,
+        shutdown,
+    } = shared;
     let (reader, writer) = stream.into_split();
     let (outbox, outbox_rx) = outbox::outbox(
         config.outbox_capacity,
@@ -70,6 +85,7 @@ pub(crate) async fn serve(
     let flow = Arc::new(Flow::default());
     let open = Command::Open {
         key,
+        peer,
         outbox,
         flow: flow.clone(),
     };

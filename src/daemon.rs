@@ -369,13 +369,23 @@ pub fn print_status(out: &mut impl Write, status: &Value) -> std::io::Result<()>
     let endpoints = status["endpoints"].as_object().cloned().unwrap_or_default();
     let mut names: Vec<&String> = endpoints.keys().collect();
     names.sort();
+    // Who runs each endpoint, from the session list (older daemons have none).
+    let sessions = status["sessions"].as_array().cloned().unwrap_or_default();
     writeln!(out, "  endpoints:   {}", endpoints.len())?;
     for name in names {
-        writeln!(
-            out,
-            "    {name}  ({})",
-            endpoints[name].as_str().unwrap_or("?")
-        )?;
+        let id = endpoints[name].as_str().unwrap_or("?");
+        let peer = sessions
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| {
+                let exe = s["exe"].as_str().unwrap_or("?");
+                match s["pid"].as_i64() {
+                    Some(pid) => format!(", pid {pid} {exe}"),
+                    None => format!(", {exe}"),
+                }
+            })
+            .unwrap_or_default();
+        writeln!(out, "    {name}  ({id}{peer})")?;
     }
     writeln!(out, "  counters:")?;
     if let Some(counters) = status["counters"].as_object() {

@@ -44,6 +44,7 @@ pub mod frame;
 pub mod hooks;
 pub mod outbox;
 pub mod paths;
+pub mod peer;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -13,10 +13,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::budget::{Budget, DEFAULT_MEMORY_BUDGET};
-use crate::connection;
+use crate::connection::{self, Shared};
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 use crate::hooks::runtime::{EmitPort, HookRuntime};
 use crate::outbox::{OUTBOX_CAPACITY, OUTBOX_MAX_BYTES};
+use crate::peer::Peer;
 use crate::protocol::Routed;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::router::{Command, Router, RouterConfig, DEFAULT_HEARTBEAT_TIMEOUT, ROUTER_QUEUE};
@@ -121,23 +122,29 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
                 }
             },
         };
-        let rejection = match stream.peer_cred() {
-            Ok(cred) if cred.uid() == my_uid => None,
-            Ok(cred) => Some(ProtocolError::new(
-                ErrorCode::PermissionDenied,
-                format!(
-                    "this bus belongs to uid {my_uid}; uid {} may not connect",
-                    cred.uid()
-                ),
-            )),
-            Err(e) => Some(ProtocolError::new(
-                ErrorCode::PermissionDenied,
-                format!("cannot read peer credentials: {e}"),
-            )),
+        let (peer, rejection) = match Peer::of(&stream) {
+            Ok(peer) if peer.uid == my_uid => (Some(peer), None),
+            Ok(peer) => (
+                None,
+                Some(ProtocolError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "this bus belongs to uid {my_uid}; uid {} may not connect",
+                        peer.uid
+                    ),
+                )),
+            ),
+            Err(e) => (
+                None,
+                Some(ProtocolError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("cannot read peer credentials: {e}"),
+                )),
+            ),
         };
-        let permit = match (&rejection, permits.clone().try_acquire_owned()) {
-            (None, Ok(permit)) => permit,
-            (_, acquired) => {
+        let (peer, permit) = match (peer, rejection, permits.clone().try_acquire_owned()) {
+            (Some(peer), None, Ok(permit)) => (peer, permit),
+            (_, rejection, acquired) => {
                 let error = rejection.unwrap_or_else(|| {
                     ProtocolError::new(
                         ErrorCode::TooManyConnections,
@@ -153,16 +160,16 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         };
         next_key += 1;
         let key = next_key;
-        let (config, budget, router, shutdown, inner) = (
-            config.clone(),
-            budget.clone(),
-            router_tx.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-        );
+        let shared = Shared {
+            config: config.clone(),
+            budget: budget.clone(),
+            router: router_tx.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let inner = tracker.clone();
         tracker.spawn(
             async move {
-                connection::serve(stream, key, config, budget, router, shutdown, &inner).await;
+                connection::serve(stream, key, peer, shared, &inner).await;
                 drop(permit);
             }
             .instrument(info_span!("conn", key)),

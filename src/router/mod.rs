@@ -21,6 +21,7 @@ use crate::budget::Budget;
 use crate::flow::{Flow, Slot};
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::Outbox;
+use crate::peer::Peer;
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, Routed};
 
 /// Commands queued to the router at most; readers wait (and stop reading their
@@ -62,6 +63,7 @@ pub enum Command {
     /// A new connection, with the outbox its writer drains.
     Open {
         key: SessionKey,
+        peer: Peer,
         outbox: Outbox,
         flow: Arc<Flow>,
     },
@@ -172,9 +174,14 @@ impl Router {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Open { key, outbox, flow } => {
+            Command::Open {
+                key,
+                peer,
+                outbox,
+                flow,
+            } => {
                 self.counters.connections_opened += 1;
-                let session = Session::new(outbox, flow);
+                let session = Session::new(peer, outbox, flow);
                 debug!(key, session_id = %session.id, "session opened");
                 self.registry.open(key, session);
             }
@@ -565,6 +572,14 @@ impl Router {
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "socket": self.config.socket_path,
             "connections": self.registry.sessions.len(),
+            "sessions": self.registry.sessions.values().map(|s| serde_json::json!({
+                "id": s.id,
+                "endpoint": s.endpoint,
+                "uid": s.peer.uid,
+                "gid": s.peer.gid,
+                "pid": s.peer.pid,
+                "exe": s.peer.exe,
+            })).collect::<Vec<_>>(),
             "endpoints": endpoints,
             "counters": self.counters,
             "memory": {

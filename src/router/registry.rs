@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::flow::Flow;
 use crate::outbox::Outbox;
+use crate::peer::Peer;
 use crate::protocol::Features;
 
 /// Identifies a connection inside the daemon.
@@ -17,6 +18,7 @@ pub type SessionKey = u64;
 /// One connection, as the router sees it.
 pub(crate) struct Session {
     pub id: String,
+    pub peer: Peer,
     pub endpoint: Option<String>,
     pub outbox: Outbox,
     pub flow: Arc<Flow>,
@@ -31,9 +33,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(outbox: Outbox, flow: Arc<Flow>) -> Self {
+    pub fn new(peer: Peer, outbox: Outbox, flow: Arc<Flow>) -> Self {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
+            peer,
             endpoint: None,
             outbox,
             flow,
@@ -146,7 +149,13 @@ mod tests {
 
     fn session() -> Session {
         let (outbox, _rx) = crate::outbox::outbox(8, 1024, Budget::new(1 << 20));
-        Session::new(outbox, Arc::new(Flow::default()))
+        let peer = Peer {
+            uid: 1000,
+            gid: 1000,
+            pid: Some(42),
+            exe: None,
+        };
+        Session::new(peer, outbox, Arc::new(Flow::default()))
     }
 
     fn registry(keys: &[SessionKey]) -> Registry {

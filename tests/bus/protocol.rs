@@ -248,3 +248,23 @@ async fn silent_registered_sessions_time_out_and_pinging_ones_stay() {
     drop(anon);
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn status_names_each_sessions_peer_from_the_kernel() {
+    let bus = TestBus::start().await;
+    let _me = bus.registered("me").await;
+    let status = bus.status().await;
+    let sessions = status["sessions"].as_array().unwrap();
+    // This connection, and the one asking for the status.
+    assert_eq!(sessions.len(), 2, "{status}");
+    let me = sessions.iter().find(|s| s["endpoint"] == "me").unwrap();
+    assert_eq!(me["id"], status["endpoints"]["me"]);
+    assert_eq!(me["uid"], nix::unistd::geteuid().as_raw());
+    assert_eq!(me["gid"], nix::unistd::getegid().as_raw());
+    assert_eq!(me["pid"], std::process::id());
+    assert_eq!(
+        me["exe"].as_str().map(std::path::PathBuf::from),
+        std::env::current_exe().ok()
+    );
+    bus.stop().await;
+}
