@@ -12,7 +12,7 @@
 //!   fills and the kernel pushes back;
 //! - while the budget is spent, no connection reads until it falls back below
 //!   three quarters ([`Budget::recovered`]);
-//! - while it is spent or a frame waits for room ([`Budget::pressed`]), a
+//! - while it is spent or a reader waits for it ([`Budget::pressed`]), a
 //!   recipient that reads nothing for the slow-consumer timeout while frames wait
 //!   for it is cut (the router's rule).
 //!
@@ -50,8 +50,8 @@ pub struct Budget {
     /// logged at most once a second.
     logged: (AtomicU64, AtomicU64),
     born: Instant,
-    /// Frames waiting for room.
-    takers: AtomicUsize,
+    /// Readers waiting for the budget (for room, or for it to recover).
+    waiters: AtomicUsize,
     /// Woken when bytes are given back while `watched`.
     freed: Notify,
     watched: AtomicBool,
@@ -71,7 +71,7 @@ impl Budget {
             used: Line::default(),
             queued: Line::default(),
             waits: AtomicU64::new(0),
-            takers: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
             logged: (AtomicU64::new(0), AtomicU64::new(0)),
             born: Instant::now(),
             freed: Notify::new(),
@@ -101,10 +101,10 @@ impl Budget {
         self.used() >= self.limit
     }
 
-    /// Spent, or a frame waits for room: receivers that hold bytes and read
+    /// Spent, or a reader waits for it: receivers that hold bytes and read
     /// nothing are in someone's way.
     pub fn pressed(&self) -> bool {
-        self.spent() || self.takers.load(Ordering::Relaxed) > 0
+        self.spent() || self.waiters.load(Ordering::Relaxed) > 0
     }
 
     /// Counts bytes that are already held (read requests).
@@ -164,8 +164,6 @@ impl Budget {
                 counted = true;
                 self.note_wait();
             }
-            self.takers.fetch_add(1, Ordering::Relaxed);
-            let _waiting = Taker(&self.takers);
             self.wait_for(|used| used.saturating_add(bytes) <= self.limit)
                 .await;
         }
@@ -202,6 +200,8 @@ impl Budget {
     }
 
     async fn wait_for(&self, ok: impl Fn(usize) -> bool) {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiters);
         loop {
             let freed = self.freed.notified();
             self.watched.store(true, Ordering::SeqCst);
@@ -218,10 +218,10 @@ impl Budget {
 #[repr(align(128))]
 struct Line(AtomicIsize);
 
-/// One frame waiting for room; counted while it lives (the wait may be cancelled).
-struct Taker<'a>(&'a AtomicUsize);
+/// One reader waiting; counted while it lives (the wait may be cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
 
-impl Drop for Taker<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }

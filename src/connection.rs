@@ -21,7 +21,7 @@ use crate::budget::{Budget, Grant, FREE_FRAME};
 use crate::flow::Flow;
 use crate::frame;
 use crate::hooks::runtime::HookRuntime;
-use crate::outbox::{self, OutboxReceiver};
+use crate::outbox::{self, Level, OutboxReceiver};
 use crate::peer::Peer;
 use crate::protocol::{self, ErrorCode, ProtocolError, Request};
 use crate::router::{Command, SessionKey};
@@ -32,7 +32,7 @@ pub const READ_BUF_INITIAL: usize = 8 * 1024;
 
 /// A read buffer larger than this is released once it is empty, so a connection
 /// that once carried a big frame does not keep its memory while idle.
-pub const READ_BUF_KEEP: usize = 64 * 1024;
+pub const READ_BUF_KEEP: usize = 16 * 1024;
 
 /// Most requests of one read handed on as one batch (to the filter chain and the
 /// router); a read that holds more is handed on in several.
@@ -47,6 +47,10 @@ pub const WRITE_BATCH: usize = 256;
 
 /// Frames are coalesced into one write up to this many bytes.
 pub const WRITE_BUF: usize = 64 * 1024;
+
+/// How long the writer of a session the router closed gracefully (heartbeat
+/// timeout, replaced, shutting down) goes on writing what was queued for it.
+pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the writer tries to deliver a final error frame to a client that is
 /// being disconnected.
@@ -111,6 +115,15 @@ pub(crate) async fn serve(
     }
 }
 
+/// What a reader's wait ended with.
+enum Step {
+    Read(std::io::Result<usize>),
+    /// The frame timer fired.
+    Stalled,
+    /// Room in the budget for the large frame being read.
+    Room(Grant),
+}
+
 /// What a reader hands its requests on through.
 struct Link<'a> {
     key: SessionKey,
@@ -138,61 +151,65 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
     // re-armed only when it fires early, so streaming costs no timer operation
     // per read.
     let mut stall_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    // The buffer grew for a large frame: frames read into it are copied out, so
+    // none pins the whole allocation, and what follows moves to a small buffer.
+    let mut big_buffer = false;
     loop {
         if buf.capacity() == buf.len() {
             buf.reserve(READ_BUF_INITIAL);
         }
-        // Held back by a receiver this client filled: read nothing until it drains.
-        if flow.is_held() {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                _ = closed.cancelled() => return,
-                () = flow.wait() => {}
+        // Room for a small frame being read (a large one gets it with its grant).
+        let in_progress = frame::in_progress(&buf).filter(|&t| t > buf.len());
+        if let Some(total) = in_progress {
+            if total <= FREE_FRAME || frame_grant.is_some() {
+                buf.reserve(total - buf.len());
             }
         }
-        // The bus holds all the memory it may for its clients: read nothing until
-        // some is given back.
-        if budget.spent() {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                _ = closed.cancelled() => return,
-                () = budget.recovered() => {}
-            }
-        }
-        // Make room for the frame being read; a large one first takes its length
-        // from the budget, and waits, unread, until it fits.
-        if let Some(total) = frame::in_progress(&buf).filter(|&t| t > buf.len()) {
-            if total > FREE_FRAME && frame_grant.is_none() {
-                let grant = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    _ = closed.cancelled() => return,
-                    grant = budget.take(total) => grant,
-                };
-                frame_grant = Some(grant);
-                // Time spent waiting for the budget is not the client's.
-                let now = tokio::time::Instant::now();
-                partial_since = Some(now);
-                if let Some(timer) = stall_timer.as_mut() {
-                    timer.as_mut().reset(now + config.frame_timeout);
-                }
-            }
-            buf.reserve(total - buf.len());
-        }
+        // What this connection waits for before it reads on: a receiver it filled
+        // to drain (flow control); the memory budget to recover while it is spent
+        // (a frame that already has its room reads on); room for the large frame
+        // it is in. The frame's clock runs meanwhile, so nothing waits for ever.
+        let held = flow.is_held();
+        let spent = !held && frame_grant.is_none() && budget.spent();
+        let needs_room =
+            in_progress.filter(|&t| !held && !spent && t > FREE_FRAME && frame_grant.is_none());
         let stalled = async {
             match stall_timer.as_mut() {
                 Some(timer) => timer.as_mut().await,
                 None => std::future::pending().await,
             }
         };
-        let read = tokio::select! {
+        let step = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             _ = closed.cancelled() => return,
-            () = stalled => None,
-            read = reader.read_buf(&mut buf) => Some(read),
+            () = stalled => Step::Stalled,
+            () = flow.wait(), if held => continue,
+            () = budget.recovered(), if spent => continue,
+            grant = budget.take(needs_room.unwrap_or(0)), if needs_room.is_some() => {
+                Step::Room(grant)
+            }
+            read = reader.read_buf(&mut buf), if !held && !spent && needs_room.is_none() => {
+                Step::Read(read)
+            }
+        };
+        let read = match step {
+            Step::Read(read) => Some(read),
+            Step::Stalled => None,
+            Step::Room(grant) => {
+                frame_grant = Some(grant);
+                big_buffer = true;
+                // Time spent waiting for the budget is not the client's.
+                let now = tokio::time::Instant::now();
+                partial_since = Some(now);
+                if let Some(timer) = stall_timer.as_mut() {
+                    timer.as_mut().reset(now + config.frame_timeout);
+                }
+                if let Some(total) = in_progress {
+                    buf.reserve(total - buf.len());
+                }
+                continue;
+            }
         };
         let Some(read) = read else {
             // The timer fired: is the frame in progress really that old?
@@ -246,6 +263,13 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
             }
             match frame::decode(&mut buf, config.max_frame_len) {
                 Ok(Some(frame)) => {
+                    // The large frame the buffer grew for is the first completed;
+                    // any after it in the same allocation are copied out.
+                    let frame = if big_buffer && completed > 0 {
+                        Bytes::copy_from_slice(&frame)
+                    } else {
+                        frame
+                    };
                     completed += 1;
                     bytes += frame.len();
                     requests.push(protocol::parse_within(frame, config.max_frame_len))
@@ -268,8 +292,15 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
         if fatal {
             return;
         }
-        if completed > 0 {
-            frame_grant = None; // that frame is read: its bytes are the batch's now
+        if completed > 0 && big_buffer {
+            // The large frame is read: its bytes are the batch's now. What follows
+            // it moves to a buffer of its own, or the large allocation would stay
+            // pinned (outside the budget) for as long as the connection lives.
+            frame_grant = None;
+            big_buffer = false;
+            let mut rest = BytesMut::with_capacity(buf.len().max(READ_BUF_INITIAL));
+            rest.extend_from_slice(&buf);
+            buf = rest;
         }
         // The clock of the frame in progress starts when its first bytes arrive.
         if buf.is_empty() {
@@ -352,11 +383,23 @@ async fn write_loop(
     mut outbox: OutboxReceiver,
     closed: CancellationToken,
 ) {
+    let level = outbox.level().clone();
     let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
     // The abort signal's sender is dropped, unsent, when the router closes the
-    // session gracefully; from then on only the queue matters.
+    // session gracefully; from then on only the queue matters, for at most
+    // `CLOSE_FLUSH_TIMEOUT`.
     let mut may_abort = true;
+    let mut flush_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    // Whether the reader stops too: not when the client only stopped taking what
+    // it is sent (it may still be sending; what it sent is read to the end).
+    let mut stop_reader = true;
     loop {
+        let late = async {
+            match flush_deadline.as_mut() {
+                Some(deadline) => deadline.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
         let n = tokio::select! {
             biased;
             reason = &mut outbox.abort, if may_abort => match reason {
@@ -366,33 +409,49 @@ async fn write_loop(
                 }
                 Err(_) => {
                     may_abort = false;
+                    flush_deadline = Some(Box::pin(tokio::time::sleep(CLOSE_FLUSH_TIMEOUT)));
                     continue;
                 }
             },
+            () = late => break,
             n = outbox.rx.recv_many(&mut batch, WRITE_BATCH) => n,
         };
         if n == 0 {
             break; // the router dropped the outbox and everything queued is written
         }
         let bytes: usize = batch.iter().map(Bytes::len).sum();
+        let late = async {
+            match flush_deadline.as_mut() {
+                Some(deadline) => deadline.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
         let written = tokio::select! {
             biased;
             // Aborted mid-write: the stream may be inside a frame, so no reason frame.
             Ok(_) = &mut outbox.abort, if may_abort => break,
-            written = write_batch(&mut writer, &batch, bytes) => written,
+            () = late => {
+                debug!("closing client took nothing for {CLOSE_FLUSH_TIMEOUT:?}: what was queued for it is discarded");
+                break;
+            }
+            written = write_batch(&mut writer, &batch, bytes, &level) => written,
         };
         batch.clear();
         outbox.release(bytes);
         if let Err(e) = written {
-            debug!(error = %e, "write failed");
+            debug!(error = %e, "write failed: the client takes nothing more");
+            stop_reader = false;
             break;
         }
     }
-    // Aborted mid-write: the frames in hand go with the rest of the queue.
+    // Cut short: the frames in hand go with the rest of the queue.
     outbox.release(batch.iter().map(Bytes::len).sum());
     drop(batch);
+    drop(outbox);
     let _ = writer.shutdown().await;
-    closed.cancel();
+    if stop_reader {
+        closed.cancel();
+    }
 }
 
 /// Writes frames, coalescing small ones into one buffer per `WRITE_BUF` bytes.
@@ -400,24 +459,43 @@ async fn write_batch(
     writer: &mut OwnedWriteHalf,
     batch: &[Bytes],
     bytes: usize,
+    level: &Level,
 ) -> std::io::Result<()> {
     if batch.len() == 1 {
-        return writer.write_all(&batch[0]).await;
+        return write_counted(writer, &batch[0], level).await;
     }
     let mut out = Vec::with_capacity(bytes.min(WRITE_BUF));
     for frame in batch {
         if !out.is_empty() && out.len() + frame.len() > WRITE_BUF {
-            writer.write_all(&out).await?;
+            write_counted(writer, &out, level).await?;
             out.clear();
         }
         if frame.len() >= WRITE_BUF {
-            writer.write_all(frame).await?;
+            write_counted(writer, frame, level).await?;
         } else {
             out.extend_from_slice(frame);
         }
     }
     if !out.is_empty() {
-        writer.write_all(&out).await?;
+        write_counted(writer, &out, level).await?;
+    }
+    Ok(())
+}
+
+/// `write_all`, counting every write the client took as progress: a client that
+/// reads a large batch slowly but steadily is not taken for a stalled one.
+async fn write_counted(
+    writer: &mut OwnedWriteHalf,
+    mut buf: &[u8],
+    level: &Level,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = writer.write(buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        level.wrote();
+        buf = &buf[n..];
     }
     Ok(())
 }

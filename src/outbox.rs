@@ -97,6 +97,11 @@ impl Level {
         self.progress.load(Ordering::Relaxed)
     }
 
+    /// The writer wrote something to the client.
+    pub fn wrote(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.drained.notify_waiters();
@@ -156,7 +161,10 @@ impl Outbox {
         // were not counted yet.
         self.level.budget.add_queued(frame.len());
         if !self.parked.is_empty() {
-            self.unpark()?;
+            if self.unpark().is_err() {
+                self.level.budget.sub(frame.len());
+                return Err(Gone);
+            }
             if !self.parked.is_empty() {
                 self.park(frame);
                 return Ok(());
@@ -283,6 +291,11 @@ impl Drop for Outbox {
 }
 
 impl OutboxReceiver {
+    /// The outbox's level, for the writer's progress.
+    pub fn level(&self) -> &Arc<Level> {
+        &self.level
+    }
+
     /// Marks a batch of `len` bytes as written.
     pub fn release(&self, len: usize) {
         let level = &self.level;

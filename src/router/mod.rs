@@ -38,6 +38,9 @@ pub const STALL_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// of it in queued and parked frames.
 pub const MEMORY_SHARES: usize = 4;
 
+/// How long a receiver may hold more than its share of a pressed budget.
+pub const SHARE_GRACE: Duration = Duration::from_secs(1);
+
 /// While frames are parked behind full outboxes, how often the router moves them
 /// on (it also does at every push to such an outbox).
 pub const UNPARK_EVERY: Duration = Duration::from_millis(1);
@@ -134,6 +137,8 @@ pub struct Router {
     counters: Counters,
     /// Sessions with frames parked behind a full outbox.
     parked: HashSet<SessionKey, KeyHash>,
+    /// The memory budget's wait count at the last stall check.
+    budget_waits_seen: u64,
 }
 
 impl Router {
@@ -144,6 +149,7 @@ impl Router {
             registry: Registry::default(),
             counters: Counters::default(),
             parked: HashSet::default(),
+            budget_waits_seen: 0,
         }
     }
 
@@ -388,17 +394,26 @@ impl Router {
     fn cut_stalled(&mut self) {
         let timeout = self.config.stall_timeout;
         let budget = &self.config.budget;
-        let pressed = budget.pressed();
+        // Pressed now, or someone waited for memory since the last check.
+        let waits = budget.waits();
+        let pressed = budget.pressed() || waits != self.budget_waits_seen;
+        self.budget_waits_seen = waits;
         let share = budget.limit() / MEMORY_SHARES;
         let now = Instant::now();
         let (mut stalled, mut greedy) = (Vec::new(), Vec::new());
         for (&key, session) in &mut self.registry.sessions {
             let held = session.outbox.held_bytes();
             // Even a receiver that reads, slowly, may not keep more than its share
-            // while others wait for memory.
-            if pressed && held > share {
-                greedy.push((key, held));
-                continue;
+            // for long when others wait for memory (one that reads at full speed
+            // drains it within the grace).
+            if held > share {
+                let since = *session.over_share.get_or_insert(now);
+                if pressed && now.duration_since(since) >= timeout.min(SHARE_GRACE) {
+                    greedy.push((key, held));
+                    continue;
+                }
+            } else {
+                session.over_share = None;
             }
             let holds_back = session.outbox.above_high() || (pressed && held > 0);
             if !holds_back {
@@ -457,8 +472,10 @@ impl Router {
         }
     }
 
-    /// Pushes `frame` into a session's outbox; false if there is no such session
-    /// or it is closing.
+    /// Pushes `frame` (a reply, an error, an ack) into a session's outbox; false if
+    /// there is no such session or it is closing. A client that does not read its
+    /// answers is held back like any sender: its requests are not read until it
+    /// takes them.
     fn deliver(&mut self, key: SessionKey, frame: Bytes) -> bool {
         let Some(session) = self.registry.sessions.get_mut(&key) else {
             return false;
@@ -466,8 +483,11 @@ impl Router {
         if session.outbox.push(frame).is_err() {
             return false;
         }
-        if session.outbox.parked() > 0 {
-            self.parked.insert(key);
+        if session.outbox.above_high() {
+            session.flow.hold(session.outbox.level());
+            if session.outbox.parked() > 0 {
+                self.parked.insert(key);
+            }
         }
         true
     }

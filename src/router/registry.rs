@@ -25,6 +25,8 @@ pub(crate) struct Session {
     /// While the outbox is past high water: the writer's progress count when that
     /// was first seen unchanged, and since when.
     pub stuck: Option<(u64, Instant)>,
+    /// Since when it holds more than its share of a pressed memory budget.
+    pub over_share: Option<Instant>,
     pub last_seen: Instant,
     pub features: Features,
     /// The client sent `hello`: it speaks hookbus's extensions, so it may be sent
@@ -41,6 +43,7 @@ impl Session {
             outbox,
             flow,
             stuck: None,
+            over_share: None,
             last_seen: Instant::now(),
             features: Features::default(),
             negotiated: false,

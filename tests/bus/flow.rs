@@ -167,3 +167,20 @@ async fn bursts_from_many_senders_at_once_reach_a_reading_receiver_whole_and_in_
     );
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn what_a_client_sent_before_it_left_is_delivered_even_if_it_read_nothing() {
+    // It asks for acks, never reads them, sends a burst and leaves while it is
+    // held back: the bus can no longer write to it, but it still reads, in
+    // turn, everything the client sent.
+    const N: usize = 5_000;
+    let bus = TestBus::start_with(|c| c.outbox_capacity = 64).await;
+    let rx = bus.registered("rx").await;
+    let mut tx = bus.raw().await;
+    tx.hello_acks().await;
+    tx.send_bytes(&burst("rx", N)).await;
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    read_frames(rx.stream, N).await.unwrap();
+    bus.stop().await;
+}

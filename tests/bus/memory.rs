@@ -204,7 +204,7 @@ async fn a_large_frame_waiting_for_room_gets_it_from_a_receiver_that_reads_nothi
 #[tokio::test]
 async fn a_slow_reader_holding_more_than_its_share_is_cut_when_others_need_the_memory() {
     let bus = TestBus::start_with(|c| {
-        c.max_frame_len = 64 * 1024;
+        c.max_frame_len = 512 * 1024;
         c.memory_budget = 2 * MIB;
         // Only the share rule can cut it within the test.
         c.slow_consumer_timeout = Duration::from_secs(60);
@@ -222,12 +222,22 @@ async fn a_slow_reader_holding_more_than_its_share_is_cut_when_others_need_the_m
     });
     let mut tx = bus.raw().await;
     // 4 MB for it: twice the whole budget, eight times its share.
-    let started = Instant::now();
     tx.send_bytes(&ten_kb_messages("slow", 400)).await;
-    for answer in tx.sync().await {
-        assert_eq!(answer["code"], "endpoint_not_found", "{answer}");
+    // Meanwhile a pair of other clients needs memory for 300 KB messages.
+    let mut rx = bus.registered("rx").await;
+    let receive = tokio::spawn(async move {
+        for _ in 0..10 {
+            assert_eq!(rx.recv().await["body"].as_str().unwrap().len(), 300_000);
+        }
+    });
+    let mut big_tx = bus.raw().await;
+    let big = json!({"type": "message", "to": "rx", "body": "y".repeat(300_000)});
+    let started = Instant::now();
+    for _ in 0..10 {
+        big_tx.send(&big).await;
     }
-    assert!(started.elapsed() < WAIT, "held for {:?}", started.elapsed());
+    receive.await.unwrap();
+    assert!(started.elapsed() < WAIT, "took {:?}", started.elapsed());
     let status = bus.status().await;
     assert_eq!(
         status["counters"]["slow_consumer_disconnects"], 1,
@@ -235,7 +245,63 @@ async fn a_slow_reader_holding_more_than_its_share_is_cut_when_others_need_the_m
     );
     let read = reader.await.unwrap();
     assert!(read < 400, "it read {read}");
-    let mut other = bus.raw().await;
-    assert!(other.sync().await.is_empty());
+    for answer in tx.sync().await {
+        assert_eq!(answer["code"], "endpoint_not_found", "{answer}");
+    }
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn clients_that_leave_without_reading_their_answers_leak_no_budget() {
+    let bus = TestBus::start_with(|c| c.outbox_capacity = 64).await;
+    let ping = hookbus::frame::encode(br#"{"type":"ping"}"#);
+    let pings: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 20_000)
+        .collect();
+    for _ in 0..5 {
+        let mut c = bus.raw().await;
+        // The bus may close it first (it reads none of its pongs).
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut c.stream, &pings).await;
+        drop(c);
+    }
+    bus.wait_status("every byte given back", |s| {
+        s["connections"] == 1 && s["memory"]["used"].as_u64().unwrap() < 64
+    })
+    .await;
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn frames_that_hold_the_whole_budget_are_closed_by_the_frame_timeout() {
+    // Two clients each inside a frame of half the budget: it is spent, so no
+    // connection is read. The frame clock still runs for them.
+    let bus = TestBus::start_with(|c| {
+        c.max_frame_len = MIB;
+        c.memory_budget = 2 * MIB + 8;
+        c.frame_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut pressers = Vec::new();
+    for _ in 0..2 {
+        let mut c = bus.raw().await;
+        c.send_bytes(&(MIB as u32).to_be_bytes()).await;
+        c.send_bytes(b"{").await;
+        pressers.push(c);
+    }
+    // (A status request would wait too: no connection is read.)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut healthy = bus.raw().await;
+    assert!(healthy.sync().await.is_empty());
+    assert!(started.elapsed() < WAIT);
+    for mut c in pressers {
+        let rest = c.until_eof().await;
+        assert_eq!(rest.last().unwrap()["code"], "frame_timeout", "{rest:?}");
+    }
+    let status = bus.status().await;
+    assert!(status["memory"]["waits"].as_u64().unwrap() > 0, "{status}");
     bus.stop().await;
 }
