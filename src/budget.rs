@@ -52,8 +52,12 @@ pub struct Budget {
     born: Instant,
     /// Readers waiting for the budget (for room, or for it to recover).
     waiters: AtomicUsize,
-    /// Woken when bytes are given back while `watched`.
-    freed: Notify,
+    /// Readers waiting for room for a frame, woken one at a time in order when
+    /// bytes are given back while `watched` (each passes the wake-up on if it got
+    /// room), so thousands of waiters are not all woken by every byte given back.
+    room: Notify,
+    /// Readers waiting for a spent budget to recover, woken the same way.
+    recovery: Notify,
     watched: AtomicBool,
 }
 
@@ -74,7 +78,8 @@ impl Budget {
             waiters: AtomicUsize::new(0),
             logged: (AtomicU64::new(0), AtomicU64::new(0)),
             born: Instant::now(),
-            freed: Notify::new(),
+            room: Notify::new(),
+            recovery: Notify::new(),
             watched: AtomicBool::new(false),
         })
     }
@@ -126,7 +131,8 @@ impl Budget {
         self.used.0.fetch_sub(bytes as isize, Ordering::Release);
         if self.watched.load(Ordering::SeqCst) {
             self.watched.store(false, Ordering::SeqCst);
-            self.freed.notify_waiters();
+            self.room.notify_one();
+            self.recovery.notify_one();
         }
     }
 
@@ -164,7 +170,7 @@ impl Budget {
                 counted = true;
                 self.note_wait();
             }
-            self.wait_for(|used| used.saturating_add(bytes) <= self.limit)
+            self.wait_for(&self.room, |used| used.saturating_add(bytes) <= self.limit)
                 .await;
         }
     }
@@ -173,7 +179,7 @@ impl Budget {
     pub async fn recovered(&self) {
         self.note_wait();
         let low = self.limit / 4 * 3;
-        self.wait_for(|used| used <= low).await;
+        self.wait_for(&self.recovery, |used| used <= low).await;
     }
 
     /// Counts a reader's wait, and warns at most once a second with the count.
@@ -199,16 +205,19 @@ impl Budget {
         );
     }
 
-    async fn wait_for(&self, ok: impl Fn(usize) -> bool) {
+    /// Waits in `queue`'s order until `ok(used)`, then wakes the next waiter so
+    /// it can check too.
+    async fn wait_for(&self, queue: &Notify, ok: impl Fn(usize) -> bool) {
         self.waiters.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(&self.waiters);
         loop {
-            let freed = self.freed.notified();
+            let woken = queue.notified();
             self.watched.store(true, Ordering::SeqCst);
             if ok(self.sum(Ordering::SeqCst)) {
+                queue.notify_one();
                 return;
             }
-            freed.await;
+            woken.await;
         }
     }
 }

@@ -183,7 +183,8 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
             biased;
             _ = shutdown.cancelled() => return,
             _ = closed.cancelled() => return,
-            () = stalled => Step::Stalled,
+            // A frame waiting for room is not on the clock yet.
+            () = stalled, if needs_room.is_none() => Step::Stalled,
             () = flow.wait(), if held => continue,
             () = budget.recovered(), if spent => continue,
             grant = budget.take(needs_room.unwrap_or(0)), if needs_room.is_some() => {

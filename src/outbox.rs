@@ -241,6 +241,9 @@ impl Outbox {
     /// should pause. (Then the level's frame count is brought up to date for them;
     /// the writer keeps it so after each batch.)
     pub fn above_high(&self) -> bool {
+        if self.tx.is_closed() {
+            return false; // the writer is gone: nothing drains it, nobody waits for it
+        }
         if !self.parked.is_empty() {
             return true;
         }

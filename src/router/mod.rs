@@ -7,7 +7,7 @@
 //! behind it; an outbox that stalls past high water for the stall timeout gets its
 //! client disconnected (`slow_consumer`). It also enforces the heartbeat timeout.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,6 +137,10 @@ pub struct Router {
     counters: Counters,
     /// Sessions with frames parked behind a full outbox.
     parked: HashSet<SessionKey, KeyHash>,
+    /// Sessions with requests waiting for them to read their answers.
+    deferring: HashSet<SessionKey, KeyHash>,
+    /// Answers (replies, errors, acks) pushed so far.
+    answers: u64,
     /// The memory budget's wait count at the last stall check.
     budget_waits_seen: u64,
 }
@@ -149,6 +153,8 @@ impl Router {
             registry: Registry::default(),
             counters: Counters::default(),
             parked: HashSet::default(),
+            deferring: HashSet::default(),
+            answers: 0,
             budget_waits_seen: 0,
         }
     }
@@ -172,7 +178,10 @@ impl Router {
                 },
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
-                _ = unpark.tick(), if !self.parked.is_empty() => self.unpark(),
+                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() => {
+                    self.unpark();
+                    self.resume_deferred();
+                }
             }
         }
         debug!(sessions = self.registry.sessions.len(), "router stopped");
@@ -191,17 +200,39 @@ impl Router {
                 debug!(key, session_id = %session.id, "session opened");
                 self.registry.open(key, session);
             }
-            Command::Requests { key, requests, .. } => {
+            Command::Requests {
+                key,
+                requests,
+                slot,
+            } => {
+                let Some(session) = self.registry.sessions.get_mut(&key) else {
+                    return; // closed by the router while its reader was still sending
+                };
                 // Any request shows the client is alive (the clock is read once
                 // per batch, not per message).
-                if let Some(session) = self.registry.sessions.get_mut(&key) {
-                    session.last_seen = Instant::now();
+                session.last_seen = Instant::now();
+                // Earlier requests of this client wait for it to read: these go
+                // after them.
+                if !session.deferred.is_empty() {
+                    session.deferred.push_back((requests.into(), slot));
+                    return;
                 }
-                for request in requests {
-                    self.request(key, request);
-                }
+                self.requests(key, requests.into(), slot);
             }
-            Command::Closed { key } => self.close(key, Close::Flush),
+            Command::Closed { key } => {
+                // What it sent before it left is handled, answered or not.
+                while let Some((requests, _slot)) = self
+                    .registry
+                    .sessions
+                    .get_mut(&key)
+                    .and_then(|s| s.deferred.pop_front())
+                {
+                    for request in requests {
+                        self.request(key, request);
+                    }
+                }
+                self.close(key, Close::Flush);
+            }
             Command::Rejected => self.counters.connections_rejected += 1,
             Command::Emitted(msg) => {
                 self.counters.emitted += 1;
@@ -480,6 +511,7 @@ impl Router {
         let Some(session) = self.registry.sessions.get_mut(&key) else {
             return false;
         };
+        self.answers += 1;
         if session.outbox.push(frame).is_err() {
             return false;
         }
@@ -490,6 +522,50 @@ impl Router {
             }
         }
         true
+    }
+
+    /// Handles one batch of a client's requests, in order, until answering them
+    /// takes the client's own outbox past high water: the rest wait, with their
+    /// slot (so their bytes stay counted), until the client reads. The answers to
+    /// requests a client already sent are thus bounded like its messages are.
+    fn requests(&mut self, key: SessionKey, mut requests: VecDeque<Request>, slot: Slot) {
+        while let Some(request) = requests.pop_front() {
+            let answers = self.answers;
+            self.request(key, request);
+            // Only an answer can fill the client's own outbox.
+            if requests.is_empty() || self.answers == answers {
+                continue;
+            }
+            let Some(session) = self.registry.sessions.get_mut(&key) else {
+                return;
+            };
+            if session.outbox.above_high() {
+                session.deferred.push_back((requests, slot));
+                self.deferring.insert(key);
+                return;
+            }
+        }
+    }
+
+    /// Goes on with the deferred requests of clients that read their answers.
+    fn resume_deferred(&mut self) {
+        let keys: Vec<SessionKey> = self.deferring.iter().copied().collect();
+        for key in keys {
+            loop {
+                let Some(session) = self.registry.sessions.get_mut(&key) else {
+                    self.deferring.remove(&key);
+                    break;
+                };
+                if session.outbox.above_high() {
+                    break;
+                }
+                let Some((requests, slot)) = session.deferred.pop_front() else {
+                    self.deferring.remove(&key);
+                    break;
+                };
+                self.requests(key, requests, slot);
+            }
+        }
     }
 
     /// Moves parked frames on into outboxes that have room again.
@@ -522,6 +598,7 @@ impl Router {
             return;
         };
         self.parked.remove(&key);
+        self.deferring.remove(&key);
         debug!(
             key,
             endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),

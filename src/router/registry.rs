@@ -3,14 +3,14 @@
 //! over, a closing session frees only a name it still owns). Pure state, no I/O:
 //! the router actor ([`super::Router`]) decides what to tell whom.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::flow::Flow;
+use crate::flow::{Flow, Slot};
 use crate::outbox::Outbox;
 use crate::peer::Peer;
-use crate::protocol::Features;
+use crate::protocol::{Features, Request};
 
 /// Identifies a connection inside the daemon.
 pub type SessionKey = u64;
@@ -27,6 +27,8 @@ pub(crate) struct Session {
     pub stuck: Option<(u64, Instant)>,
     /// Since when it holds more than its share of a pressed memory budget.
     pub over_share: Option<Instant>,
+    /// Requests waiting for the client to read its answers, with their slots.
+    pub deferred: VecDeque<(VecDeque<Request>, Slot)>,
     pub last_seen: Instant,
     pub features: Features,
     /// The client sent `hello`: it speaks hookbus's extensions, so it may be sent
@@ -44,6 +46,7 @@ impl Session {
             flow,
             stuck: None,
             over_share: None,
+            deferred: VecDeque::new(),
             last_seen: Instant::now(),
             features: Features::default(),
             negotiated: false,

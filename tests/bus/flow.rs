@@ -178,9 +178,12 @@ async fn what_a_client_sent_before_it_left_is_delivered_even_if_it_read_nothing(
     let rx = bus.registered("rx").await;
     let mut tx = bus.raw().await;
     tx.hello_acks().await;
-    tx.send_bytes(&burst("rx", N)).await;
-    drop(tx);
+    // Written while the receiver is not read yet, then the sender leaves.
+    let sender = tokio::spawn(async move {
+        tx.send_bytes(&burst("rx", N)).await;
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
     read_frames(rx.stream, N).await.unwrap();
+    sender.await.unwrap();
     bus.stop().await;
 }

@@ -305,3 +305,35 @@ async fn frames_that_hold_the_whole_budget_are_closed_by_the_frame_timeout() {
     assert!(status["memory"]["waits"].as_u64().unwrap() > 0, "{status}");
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn answers_to_requests_already_sent_are_bounded_like_messages() {
+    let bus = TestBus::start_with(|c| {
+        c.outbox_max_bytes = 4 * MIB;
+        c.slow_consumer_timeout = Duration::from_secs(60);
+    })
+    .await;
+    // 200 endpoints with long names: each `list_endpoints` answer is ~50 KB.
+    let mut endpoints = Vec::new();
+    for i in 0..200 {
+        endpoints.push(bus.registered(&format!("{i:0>200}")).await);
+    }
+    // 2000 requests (100 MB of answers) sent at once, none read.
+    let mut greedy = bus.raw().await;
+    let ask = hookbus::frame::encode(br#"{"type":"list_endpoints"}"#);
+    let asks: Vec<u8> = ask.iter().copied().cycle().take(ask.len() * 2000).collect();
+    greedy.send_bytes(&asks).await;
+    let mut most = 0;
+    for _ in 0..20 {
+        let used = bus.status().await["memory"]["used"].as_u64().unwrap() as usize;
+        most = most.max(used);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // About its outbox's high water (2 MiB) and one answer, not 100 MB.
+    assert!(most < 8 * MIB, "{most} bytes held for one client");
+    // Its answers come as it reads them, all of them, in order.
+    for _ in 0..2000 {
+        assert_eq!(greedy.recv().await["type"], "endpoints_list");
+    }
+    bus.stop().await;
+}
