@@ -8,8 +8,8 @@
 //! on their way, its outbox bounds; what is parked came from senders' requests on
 //! their way); the budget bounds their sum:
 //!
-//! - a frame that does not fit waits, unread, until it does: its sender's socket
-//!   fills and the kernel pushes back;
+//! - a frame that does not fit under three quarters of it waits, unread, until it
+//!   does: its sender's socket fills and the kernel pushes back;
 //! - while the budget is spent, no connection reads until it falls back below
 //!   three quarters ([`Budget::recovered`]);
 //! - while it is spent or a reader waits for it ([`Budget::pressed`]), a
@@ -145,13 +145,16 @@ impl Budget {
         }
     }
 
-    /// Takes `bytes` once they fit (at once if they do).
+    /// Takes `bytes` for a frame once they fit under three quarters of the budget
+    /// (at once if they do): frames being read never spend the whole budget by
+    /// themselves, so small requests and deliveries go on beside them.
     pub async fn take(self: &Arc<Self>, bytes: usize) -> Grant {
+        let room = self.low();
         let mut counted = false;
         loop {
             let mine = self.used.0.load(Ordering::Acquire);
             let queued = self.queued.0.load(Ordering::Acquire);
-            if ((mine + queued).max(0) as usize).saturating_add(bytes) <= self.limit {
+            if ((mine + queued).max(0) as usize).saturating_add(bytes) <= room {
                 let taken = mine + bytes as isize;
                 if self
                     .used
@@ -170,7 +173,7 @@ impl Budget {
                 counted = true;
                 self.note_wait();
             }
-            self.wait_for(&self.room, |used| used.saturating_add(bytes) <= self.limit)
+            self.wait_for(&self.room, |used| used.saturating_add(bytes) <= room)
                 .await;
         }
     }
@@ -178,8 +181,13 @@ impl Budget {
     /// Waits until use falls to three quarters of the budget.
     pub async fn recovered(&self) {
         self.note_wait();
-        let low = self.limit / 4 * 3;
+        let low = self.low();
         self.wait_for(&self.recovery, |used| used <= low).await;
+    }
+
+    /// Three quarters of the budget.
+    fn low(&self) -> usize {
+        self.limit / 4 * 3
     }
 
     /// Counts a reader's wait, and warns at most once a second with the count.
