@@ -277,3 +277,20 @@ pub fn expand(yaml: &str, dir: &Path) -> String {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hookbus"))
 }
+
+/// A daemon process the test started: killed and reaped when the test ends,
+/// whether it passed or panicked.
+pub struct Daemon(pub std::process::Child);
+
+impl Daemon {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -77,7 +77,7 @@ async fn past_the_descriptor_limit_every_client_is_served_or_answered() {
     const CLIENTS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("bus.sock");
-    let mut daemon = serve_with_fd_limit(&socket, 200);
+    let daemon = crate::common::Daemon(serve_with_fd_limit(&socket, 200));
     let deadline = std::time::Instant::now() + crate::common::WAIT;
     while hookbus::daemon::query_status(&socket).await.is_err() {
         assert!(
@@ -122,8 +122,7 @@ async fn past_the_descriptor_limit_every_client_is_served_or_answered() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    drop(daemon);
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::common::{Raw, TestBus, WAIT};
+use crate::common::{Daemon, Raw, TestBus, WAIT};
 
 const MIB: usize = 1024 * 1024;
 
@@ -43,16 +43,18 @@ async fn forty_stalled_10_mib_frames_keep_the_daemon_under_its_budget() {
     const CLIENTS: usize = 40;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("bus.sock");
-    let mut daemon = std::process::Command::new(crate::common::bin())
-        .args(["serve", "--socket"])
-        .arg(&socket)
-        .arg(format!("--memory-budget={BUDGET}"))
-        .env("HOOKBUS_HOOKS", "none")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = Daemon(
+        std::process::Command::new(crate::common::bin())
+            .args(["serve", "--socket"])
+            .arg(&socket)
+            .arg(format!("--memory-budget={BUDGET}"))
+            .env("HOOKBUS_HOOKS", "none")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + WAIT;
     while hookbus::daemon::query_status(&socket).await.is_err() {
         assert!(Instant::now() < deadline, "the daemon did not start");
@@ -119,8 +121,7 @@ async fn forty_stalled_10_mib_frames_keep_the_daemon_under_its_budget() {
         assert!(Instant::now() < deadline, "budget not given back: {s}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    drop(daemon);
 }
 
 #[tokio::test]
