@@ -144,6 +144,9 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
     } = *link;
     let mut buf = BytesMut::with_capacity(READ_BUF_INITIAL);
     // The budget's grant for the frame being read, when it is over `FREE_FRAME`.
+    // While it is held the buffer has grown for that frame: frames read into it
+    // after it are copied out, so none pins the whole allocation, and what follows
+    // moves to a small buffer once it is read.
     let mut frame_grant: Option<Grant> = None;
     // When the frame being read began, while one is partly read.
     let mut partial_since: Option<tokio::time::Instant> = None;
@@ -151,9 +154,6 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
     // re-armed only when it fires early, so streaming costs no timer operation
     // per read.
     let mut stall_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    // The buffer grew for a large frame: frames read into it are copied out, so
-    // none pins the whole allocation, and what follows moves to a small buffer.
-    let mut big_buffer = false;
     loop {
         if buf.capacity() == buf.len() {
             buf.reserve(READ_BUF_INITIAL);
@@ -199,7 +199,6 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
             Step::Stalled => None,
             Step::Room(grant) => {
                 frame_grant = Some(grant);
-                big_buffer = true;
                 // Time spent waiting for the budget is not the client's.
                 let now = tokio::time::Instant::now();
                 partial_since = Some(now);
@@ -266,7 +265,7 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
                 Ok(Some(frame)) => {
                     // The large frame the buffer grew for is the first completed;
                     // any after it in the same allocation are copied out.
-                    let frame = if big_buffer && completed > 0 {
+                    let frame = if frame_grant.is_some() && completed > 0 {
                         Bytes::copy_from_slice(&frame)
                     } else {
                         frame
@@ -293,12 +292,10 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
         if fatal {
             return;
         }
-        if completed > 0 && big_buffer {
+        if completed > 0 && frame_grant.take().is_some() {
             // The large frame is read: its bytes are the batch's now. What follows
             // it moves to a buffer of its own, or the large allocation would stay
             // pinned (outside the budget) for as long as the connection lives.
-            frame_grant = None;
-            big_buffer = false;
             let mut rest = BytesMut::with_capacity(buf.len().max(READ_BUF_INITIAL));
             rest.extend_from_slice(&buf);
             buf = rest;
