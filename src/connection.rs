@@ -23,7 +23,7 @@ use crate::frame;
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::{self, Level, OutboxReceiver};
 use crate::peer::Peer;
-use crate::protocol::{self, ErrorCode, ProtocolError, Request};
+use crate::protocol::{self, ErrorCode, Op, ProtocolError, Request};
 use crate::router::{Command, SessionKey};
 use crate::server::Config;
 
@@ -221,7 +221,7 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
                         config.frame_timeout.as_secs_f64()
                     );
                     let error = ProtocolError::new(ErrorCode::FrameTimeout, detail);
-                    let _ = forward(link, vec![Request::Invalid(error)], 0).await;
+                    let _ = forward(link, vec![Op::Invalid(error).into()], 0).await;
                     return;
                 }
                 Some(since) => {
@@ -277,10 +277,10 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
                 Ok(None) => break,
                 Err(too_large) => {
                     let detail = format!("{too_large}; the connection will be closed");
-                    requests.push(Request::Invalid(ProtocolError::new(
+                    requests.push(Request::from(Op::Invalid(ProtocolError::new(
                         ErrorCode::FrameTooLarge,
                         detail,
-                    )));
+                    ))));
                     fatal = true;
                     break;
                 }

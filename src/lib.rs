@@ -48,3 +48,4 @@ pub mod peer;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod subject;

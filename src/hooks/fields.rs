@@ -1,4 +1,5 @@
-//! The routing fields a hook sees and matches on (`type`, `to`, `from`, `id`),
+//! The routing fields a hook sees and matches on (`type`, `to`, `from`, `id`,
+//! `subject`),
 //! read from a message's JSON text in one pass over its top level, without
 //! building a DOM.
 
@@ -15,6 +16,7 @@ pub struct Fields<'a> {
     pub(super) to: Option<&'a str>,
     pub(super) from: Option<&'a str>,
     pub(super) id: Option<&'a str>,
+    pub(super) subject: Option<&'a str>,
 }
 
 /// A raw JSON value as a string, if it is one.
@@ -33,6 +35,7 @@ pub struct FieldStrs<'a> {
     to: Option<Cow<'a, str>>,
     from: Option<Cow<'a, str>>,
     id: Option<Cow<'a, str>>,
+    subject: Option<Cow<'a, str>>,
 }
 
 impl<'a> Fields<'a> {
@@ -57,6 +60,7 @@ impl<'a> Fields<'a> {
                 "to" => &mut fields.to,
                 "from" => &mut fields.from,
                 "id" => &mut fields.id,
+                "subject" => &mut fields.subject,
                 _ => return,
             };
             *slot = Some(value);
@@ -74,6 +78,7 @@ impl<'a> Fields<'a> {
             to: raw_str(self.to),
             from: raw_str(self.from),
             id: raw_str(self.id),
+            subject: raw_str(self.subject),
         }
     }
 }
@@ -88,6 +93,7 @@ impl FieldStrs<'_> {
             self.kind.as_deref().unwrap_or(""),
             self.to(),
             self.from.as_deref().unwrap_or(""),
+            self.subject.as_deref(),
         )
     }
 

@@ -18,7 +18,7 @@ use super::{
     run_filters, run_notify, CallContext, EmitSink, Fields, HookSet, LoadError, Pending, MAX_HOPS,
 };
 use crate::frame;
-use crate::protocol::{self, Dropped, Request, Routed};
+use crate::protocol::{self, Dropped, Op, Request, Routed};
 
 /// Messages queued for notify hooks; more are counted and skipped, never waited for.
 pub const NOTIFY_QUEUE: usize = 4096;
@@ -243,10 +243,11 @@ impl HookRuntime {
         }
         let set = self.current();
         for (config, spawn) in set.blocking_spawns() {
-            let matches = requests.iter().any(|r| match r {
-                Request::Message(msg) => std::str::from_utf8(frame::payload(&msg.frame))
-                    .is_ok_and(|json| Fields::parse(json).strs().matches(config)),
-                _ => false,
+            let matches = requests.iter().any(|r| {
+                r.op.filtered_frame().is_some_and(|(frame, _)| {
+                    std::str::from_utf8(frame::payload(frame))
+                        .is_ok_and(|json| Fields::parse(json).strs().matches(config))
+                })
             });
             if matches {
                 spawn.wait_room().await;
@@ -254,9 +255,9 @@ impl HookRuntime {
         }
     }
 
-    /// Runs the filter chain on the messages among `requests` (in order). A
-    /// message a filter drops becomes [`Request::Dropped`], so its sender can be
-    /// told.
+    /// Runs the filter chain on the messages, publishes and requests among
+    /// `requests` (in order). One a filter drops becomes [`Op::Dropped`], so its
+    /// sender can be told.
     pub async fn filter(&self, requests: Vec<Request>) -> Vec<Request> {
         let set = self.current();
         if !set.has_filters() {
@@ -264,48 +265,68 @@ impl HookRuntime {
         }
         let mut items: Vec<Pending> = requests
             .iter()
-            .filter_map(|r| match r {
-                Request::Message(msg) => Some(Pending::from_frame(msg.frame.clone(), msg.hops)),
-                _ => None,
-            })
+            .filter_map(|r| r.op.filtered_frame())
+            .map(|(frame, hops)| Pending::from_frame(frame.clone(), hops))
             .collect();
         run_filters(&set, &mut items, &self.context()).await;
         let mut items = items.into_iter();
         let mut out = Vec::with_capacity(requests.len());
         for request in requests {
-            let Request::Message(msg) = request else {
+            let Some((frame, hops)) = request.op.filtered_frame() else {
                 out.push(request);
                 continue;
             };
+            let (frame, hops) = (frame.clone(), hops);
             let Some(item) = items.next() else { break };
             if let Some((hook, reason)) = item.dropped.clone() {
                 self.filtered_out.fetch_add(1, Ordering::Relaxed);
-                debug!(hook, reason, "message dropped by filter");
-                out.push(Request::Dropped(Dropped {
-                    id: msg.id(),
-                    hook,
-                    reason,
-                }));
+                debug!(hook, reason, "frame dropped by filter");
+                let id = match &request.op {
+                    Op::Message(msg) => msg.id(),
+                    Op::Publish(p) => serde_json::from_slice(&p.id).unwrap_or_default(),
+                    Op::Ask(a) => serde_json::from_slice(&a.id).unwrap_or_default(),
+                    _ => Value::Null,
+                };
+                let was_request = matches!(request.op, Op::Ask(_));
+                out.push(Request {
+                    rid: request.rid,
+                    op: Op::Dropped(Dropped {
+                        id,
+                        hook,
+                        reason,
+                        frame,
+                        was_request,
+                    }),
+                });
                 continue;
             }
             let Some(json) = item.into_replacement() else {
-                out.push(Request::Message(msg));
+                out.push(request);
                 continue;
             };
-            match protocol::parse_within(frame::encode(json.as_bytes()), self.max_frame) {
-                Request::Message(mut new) => {
-                    new.hops = msg.hops;
-                    out.push(Request::Message(new));
+            let new = protocol::parse_within(frame::encode(json.as_bytes()), self.max_frame);
+            let op = match (request.op, new.op) {
+                (Op::Message(_), Op::Message(mut new)) => {
+                    new.hops = hops;
+                    Op::Message(new)
                 }
+                (Op::Publish(_), op @ Op::Publish(_)) | (Op::Ask(_), op @ Op::Ask(_)) => op,
                 // The sender is told why (`frame_too_large`, say).
-                other => out.push(other),
-            }
+                (_, op @ Op::Invalid(_)) => op,
+                (_, _) => Op::Invalid(protocol::ProtocolError::bad_request(
+                    "a filter hook rewrote this into another type of frame; it was not routed",
+                )),
+            };
+            out.push(Request {
+                rid: request.rid,
+                op,
+            });
         }
         out
     }
 
-    /// Queues a routed message for notify hooks, without waiting.
-    pub fn notify(&self, msg: &Routed) {
+    /// Queues a routed message or publish for notify hooks, without waiting.
+    pub fn notify(&self, frame: &bytes::Bytes, hops: u8) {
         if !self.has_notify.load(Ordering::Acquire) {
             return;
         }
@@ -313,8 +334,8 @@ impl HookRuntime {
             return;
         };
         let job = NotifyJob {
-            frame: msg.frame.clone(),
-            hops: msg.hops,
+            frame: frame.clone(),
+            hops,
         };
         if tx.try_send(job).is_err() {
             let n = self.notify_overflow.fetch_add(1, Ordering::Relaxed);
@@ -487,8 +508,8 @@ pub fn emitted_message(
             "the message with its `id` and `from` is over the bus's frame limit of {max_frame}"
         ));
     }
-    match protocol::parse(frame) {
-        Request::Message(mut msg) => {
+    match protocol::parse(frame).op {
+        Op::Message(mut msg) => {
             msg.hops = hops;
             // `id` and `ts` were added by the parser: the delivered frame must still fit.
             if frame::payload(&msg.frame).len() > max_frame {
@@ -498,7 +519,7 @@ pub fn emitted_message(
             }
             Ok(msg)
         }
-        Request::Invalid(e) => Err(e.detail),
+        Op::Invalid(e) => Err(e.detail),
         _ => Err("not a message".into()),
     }
 }

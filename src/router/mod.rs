@@ -22,7 +22,7 @@ use crate::flow::{Flow, Slot};
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::Outbox;
 use crate::peer::Peer;
-use crate::protocol::{self, ErrorCode, ProtocolError, Request, Routed};
+use crate::protocol::{self, ErrorCode, MonitorKind, Op, ProtocolError, Request, Rid, Routed};
 
 /// Commands queued to the router at most; readers wait (and stop reading their
 /// socket) when it is full, which is the bus's backpressure.
@@ -52,10 +52,16 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest interval between heartbeat sweeps.
 pub const HEARTBEAT_CHECK_EVERY: Duration = Duration::from_secs(15);
 
+mod monitor;
 mod registry;
+mod rpc;
+mod subscriptions;
+mod topics;
 
 pub use registry::SessionKey;
 use registry::{KeyHash, Registration, Registry, Session};
+pub use rpc::MAX_PENDING_REQUESTS;
+pub use topics::{MAX_INTERESTS, MAX_RETAINED, MAX_RETAINED_BYTES};
 
 /// The sender of messages emitted by hooks; no connection has this key.
 pub const EMITTER: SessionKey = 0;
@@ -117,6 +123,22 @@ pub struct Counters {
     pub emitted: u64,
     /// Messages filter hooks dropped.
     pub filtered_out: u64,
+    pub subscriptions: u64,
+    pub publishes: u64,
+    /// Events queued for subscribers.
+    pub events_delivered: u64,
+    /// Events skipped for `on_full: drop` subscribers that could not keep up.
+    pub events_dropped: u64,
+    pub wills: u64,
+    pub requests: u64,
+    pub responses: u64,
+    pub no_responders: u64,
+    pub request_timeouts: u64,
+    pub responders_gone: u64,
+    /// Replies to requests already answered, timed out or unknown.
+    pub late_replies: u64,
+    /// Frames a monitor that could not keep up missed.
+    pub monitor_dropped: u64,
 }
 
 /// How the router ends a session.
@@ -143,6 +165,20 @@ pub struct Router {
     answers: u64,
     /// The memory budget's wait count at the last stall check.
     budget_waits_seen: u64,
+    /// Retained values by subject.
+    retained: topics::Retained,
+    /// Sessions watching subscriptions come and go.
+    interests: Vec<topics::Watcher>,
+    /// Requests waiting for responses.
+    asks: rpc::Asks,
+    /// Sessions with a monitor.
+    monitors: Vec<SessionKey>,
+    /// Sessions owed `gap` frames once they have room.
+    gapping: HashSet<SessionKey, KeyHash>,
+    /// Rotates the choice of member inside queue groups.
+    turn: u64,
+    /// The bus is stopping: sessions end, but not by their own doing (no wills).
+    shutting_down: bool,
 }
 
 impl Router {
@@ -156,6 +192,13 @@ impl Router {
             deferring: HashSet::default(),
             answers: 0,
             budget_waits_seen: 0,
+            retained: topics::Retained::default(),
+            interests: Vec::new(),
+            asks: rpc::Asks::default(),
+            monitors: Vec::new(),
+            gapping: HashSet::default(),
+            turn: 0,
+            shutting_down: false,
         }
     }
 
@@ -170,7 +213,18 @@ impl Router {
         // Polled only while frames are parked.
         let mut unpark = tokio::time::interval(UNPARK_EVERY);
         unpark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer for every request deadline, set to the earliest.
+        let deadline = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(deadline);
+        let mut armed: Option<Instant> = None;
         loop {
+            let next = self.asks.next_deadline();
+            if next != armed {
+                if let Some(at) = next {
+                    deadline.as_mut().reset(tokio::time::Instant::from_std(at));
+                }
+                armed = next;
+            }
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd),
@@ -178,9 +232,14 @@ impl Router {
                 },
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
-                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() => {
+                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() => {
                     self.unpark();
                     self.resume_deferred();
+                    self.send_gaps();
+                }
+                () = &mut deadline, if armed.is_some() => {
+                    armed = None;
+                    self.expire_asks(Instant::now());
                 }
             }
         }
@@ -236,9 +295,10 @@ impl Router {
             Command::Rejected => self.counters.connections_rejected += 1,
             Command::Emitted(msg) => {
                 self.counters.emitted += 1;
-                self.route(EMITTER, msg);
+                self.route(EMITTER, msg, None);
             }
             Command::ShuttingDown => {
+                self.shutting_down = true;
                 let frame = ProtocolError::new(
                     ErrorCode::ShuttingDown,
                     "the bus is shutting down; reconnect when it is back",
@@ -265,32 +325,52 @@ impl Router {
     }
 
     fn request(&mut self, key: SessionKey, request: Request) {
+        let Request { rid, op } = request;
+        let rid = rid.as_ref();
         let Some(session) = self.registry.sessions.get_mut(&key) else {
             return; // closed by the router while its reader was still sending
         };
-        match request {
-            Request::Message(msg) => self.route(key, msg),
-            Request::Ping => {
-                self.deliver(key, protocol::pong());
+        if let Some(feature) = op.feature().filter(|&f| !session.features.has(f)) {
+            let name = feature.name();
+            let detail = format!(
+                "this frame type needs the `{name}` feature: send {{\"type\":\"hello\",\"protocol\":{},\"features\":[\"{name}\"]}} first",
+                protocol::PROTOCOL_VERSION
+            );
+            let frame = ProtocolError::new(ErrorCode::NotNegotiated, detail).to_frame();
+            self.answer(key, rid, frame);
+            return;
+        }
+        match op {
+            Op::Message(msg) => self.route(key, msg, rid),
+            Op::Ping => {
+                self.answer(key, rid, protocol::pong());
             }
-            Request::Register { endpoint } => self.register(key, endpoint),
-            Request::ListEndpoints => {
+            Op::Register { endpoint } => self.register(key, rid, endpoint),
+            Op::ListEndpoints => {
                 let frame = crate::frame::encode_json(&serde_json::json!({
                     "type": "endpoints_list", "endpoints": self.registry.endpoint_ids(),
                 }));
-                self.deliver(key, frame);
+                self.answer(key, rid, frame);
             }
-            Request::Hello { features } => {
+            Op::Hello { features, will } => {
                 session.features = features;
                 session.negotiated = true;
+                session.will = will;
+                if !features.has(protocol::Feature::Monitor) && session.monitor.take().is_some() {
+                    self.monitors.retain(|&k| k != key);
+                }
                 let frame = protocol::welcome(features, self.config.max_frame_len);
-                self.deliver(key, frame);
+                self.answer(key, rid, frame);
             }
-            Request::Status => {
+            Op::Bye => {
+                session.will = None;
+                self.answer(key, rid, crate::frame::encode(br#"{"type":"bye"}"#));
+            }
+            Op::Status => {
                 let frame = self.status_frame();
-                self.deliver(key, frame);
+                self.answer(key, rid, frame);
             }
-            Request::HooksStatus => {
+            Op::HooksStatus => {
                 let frame = match &self.config.hooks {
                     Some(hooks) => {
                         let mut status = hooks.status();
@@ -303,29 +383,56 @@ impl Router {
                     )
                     .to_frame(),
                 };
-                self.deliver(key, frame);
+                self.answer(key, rid, frame);
             }
-            Request::Dropped(dropped) => {
+            Op::Subscribe(sub) => self.subscribe(key, rid, sub),
+            Op::Unsubscribe { sid } => self.unsubscribe(key, rid, sid),
+            Op::Publish(publish) => self.publish(key, rid, publish),
+            Op::Interest(interest) => self.interest(key, rid, interest),
+            Op::Uninterest { iid } => self.uninterest(key, rid, iid),
+            Op::Ask(ask) => self.ask(key, rid, ask),
+            Op::Reply(reply) => self.reply(key, reply),
+            Op::Monitor(filter) => self.start_monitor(key, rid, filter),
+            Op::Dropped(dropped) => {
                 self.counters.filtered_out += 1;
-                if session.features.acks {
-                    self.deliver(key, protocol::ack_dropped(&dropped));
+                let hook = Some((dropped.hook.as_str(), dropped.reason.as_str()));
+                self.monitor_frame(key, MonitorKind::Dropped, None, &dropped.frame, hook);
+                if dropped.was_request {
+                    if let Some(rid) = rid {
+                        let detail =
+                            format!("dropped by hook {}: {}", dropped.hook, dropped.reason);
+                        self.deliver(key, protocol::rpc::error(ErrorCode::Dropped, detail, rid));
+                    }
+                } else if self
+                    .registry
+                    .sessions
+                    .get(&key)
+                    .is_some_and(|s| s.features.acks())
+                {
+                    self.answer(key, rid, protocol::ack_dropped(&dropped));
                 }
             }
-            Request::Invalid(error) => {
+            Op::Invalid(error) => {
                 self.counters.bad_frames += 1;
                 debug!(key, %error, "bad frame");
+                // The parser put the rid in already.
                 self.deliver(key, error.to_frame());
             }
         }
     }
 
-    fn register(&mut self, key: SessionKey, endpoint: String) {
+    /// Pushes the answer to a request, with the request's `rid`.
+    fn answer(&mut self, key: SessionKey, rid: Option<&Rid>, frame: Bytes) -> bool {
+        self.deliver(key, protocol::with_rid(frame, rid))
+    }
+
+    fn register(&mut self, key: SessionKey, rid: Option<&Rid>, endpoint: String) {
         match self.registry.register(key, &endpoint) {
             None => return,
             Some(Registration::AlreadyAs(current)) => {
                 let detail = format!("this connection is already registered as `{current}`; open another connection for another name");
                 let frame = ProtocolError::new(ErrorCode::AlreadyRegistered, detail).to_frame();
-                self.deliver(key, frame);
+                self.answer(key, rid, frame);
                 return;
             }
             Some(Registration::TookOver(old)) => {
@@ -343,10 +450,10 @@ impl Router {
         let id = &self.registry.sessions[&key].id;
         info!(endpoint, session_id = %id, "registered");
         let reply = protocol::registered(&endpoint, id);
-        self.deliver(key, reply);
+        self.answer(key, rid, reply);
     }
 
-    fn route(&mut self, from: SessionKey, msg: Routed) {
+    fn route(&mut self, from: SessionKey, msg: Routed, rid: Option<&Rid>) {
         self.counters.messages_routed += 1;
         let mut found = true;
         let delivered = match msg.to.as_deref() {
@@ -376,24 +483,25 @@ impl Router {
             Some(to) => match self.registry.endpoint(to) {
                 Some(key) => usize::from(self.deliver_message(from, key, msg.frame.clone())),
                 None => {
-                    self.not_found(from, &msg, to);
+                    self.not_found(from, &msg, to, rid);
                     found = false;
                     0
                 }
             },
         };
         self.counters.frames_delivered += delivered as u64;
+        self.monitor_frame(from, MonitorKind::Message, None, &msg.frame, None);
         if let Some(hooks) = &self.config.hooks {
-            hooks.notify(&msg);
+            hooks.notify(&msg.frame, msg.hops);
         }
         if found
             && self
                 .registry
                 .sessions
                 .get(&from)
-                .is_some_and(|s| s.features.acks)
+                .is_some_and(|s| s.features.acks())
         {
-            self.deliver(from, protocol::ack(msg.id(), delivered));
+            self.answer(from, rid, protocol::ack(msg.id(), delivered));
         }
     }
 
@@ -482,19 +590,19 @@ impl Router {
         }
     }
 
-    fn not_found(&mut self, from: SessionKey, msg: &Routed, to: &str) {
+    fn not_found(&mut self, from: SessionKey, msg: &Routed, to: &str, rid: Option<&Rid>) {
         self.counters.undeliverable += 1;
         let Some(sender) = self.registry.sessions.get(&from) else {
             return;
         };
         // hermes-bus tells anonymous senders only; registered ones opt in with `errors`.
-        if sender.endpoint.is_none() || sender.features.errors {
+        if sender.endpoint.is_none() || sender.features.errors() {
             let mut error = ProtocolError::new(
                 ErrorCode::EndpointNotFound,
                 format!("Endpoint '{to}' is not connected"),
             );
             error.id = Some(msg.id());
-            self.deliver(from, error.to_frame());
+            self.answer(from, rid, error.to_frame());
         } else {
             debug!(
                 to,
@@ -594,11 +702,17 @@ impl Router {
     }
 
     fn close(&mut self, key: SessionKey, how: Close) {
-        let Some(session) = self.registry.remove(key) else {
+        let Some(mut session) = self.registry.remove(key) else {
             return;
         };
         self.parked.remove(&key);
         self.deferring.remove(&key);
+        self.gapping.remove(&key);
+        if session.monitor.is_some() {
+            self.monitors.retain(|&k| k != key);
+        }
+        self.topics_session_ended(key, &mut session);
+        self.rpc_session_ended(key, &session);
         debug!(
             key,
             endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
@@ -679,6 +793,13 @@ impl Router {
             })).collect::<Vec<_>>(),
             "endpoints": endpoints,
             "counters": self.counters,
+            "topics": {
+                "subscriptions": self.registry.subscriptions.len(),
+                "retained": self.retained.len(),
+                "interests": self.interests.len(),
+                "pending_requests": self.asks.len(),
+                "monitors": self.monitors.len(),
+            },
             "memory": {
                 "budget": self.config.budget.limit(),
                 "used": self.config.budget.used(),

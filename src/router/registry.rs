@@ -1,16 +1,38 @@
 //! Who is on the bus: sessions by key and endpoint names, with the rules that
 //! tie them together (one name per session, a newer registration takes a name
 //! over, a closing session frees only a name it still owns). Pure state, no I/O:
-//! the router actor ([`super::Router`]) decides what to tell whom.
+//! the router actor ([`super::Router`]) decides what to tell whom. It also owns
+//! the subscription table, kept in step with each session's own list.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::subscriptions::{Sub, Subscriptions};
 use crate::flow::{Flow, Slot};
 use crate::outbox::Outbox;
 use crate::peer::Peer;
-use crate::protocol::{Features, Request};
+use crate::protocol::{Features, MonitorFilter, Request, Subscribe, Will};
+
+/// Most subscriptions one session may have.
+pub const MAX_SESSION_SUBSCRIPTIONS: usize = 65_536;
+
+/// Most subscriptions on the bus.
+pub const MAX_SUBSCRIPTIONS: usize = 1_000_000;
+
+/// A session's subscription, as the session keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct SubInfo {
+    pub pattern: Box<str>,
+    pub queue: Option<Arc<str>>,
+}
+
+/// A session's monitor.
+#[derive(Debug, Clone)]
+pub(crate) struct Monitor {
+    pub sid: u64,
+    pub filter: MonitorFilter,
+}
 
 /// Identifies a connection inside the daemon.
 pub type SessionKey = u64;
@@ -34,6 +56,20 @@ pub(crate) struct Session {
     /// The client sent `hello`: it speaks hookbus's extensions, so it may be sent
     /// frames a hermes-bus 0.7 client would hand to its application as messages.
     pub negotiated: bool,
+    /// Subscriptions by `sid` (in the registry's table too).
+    pub subs: HashMap<u64, SubInfo>,
+    /// Subscriptions (and the monitor) that skipped events, and how many, for
+    /// the `gap` frame the subscriber gets once it has room.
+    pub missed: HashMap<u64, u64>,
+    /// The last `sid` (or `iid`) handed out.
+    pub last_sid: u64,
+    pub monitor: Option<Monitor>,
+    /// Published for the session when it ends without `bye`.
+    pub will: Option<Will>,
+    /// Requests it sent that wait for responses.
+    pub asking: usize,
+    /// Requests it was sent and has not answered (their `reply_to` tokens).
+    pub serving: HashSet<u64>,
 }
 
 impl Session {
@@ -50,8 +86,34 @@ impl Session {
             last_seen: Instant::now(),
             features: Features::default(),
             negotiated: false,
+            subs: HashMap::new(),
+            missed: HashMap::new(),
+            last_sid: 0,
+            monitor: None,
+            will: None,
+            asking: 0,
+            serving: HashSet::new(),
         }
     }
+
+    /// A new `sid` (or `iid`) for this session.
+    pub fn next_sid(&mut self) -> u64 {
+        self.last_sid += 1;
+        self.last_sid
+    }
+
+    /// The endpoint name, as `from` in frames the bus builds.
+    pub fn from(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SubscribeError {
+    NoSession,
+    SessionFull,
+    BusFull,
 }
 
 /// What a `register` did.
@@ -72,6 +134,8 @@ pub(crate) struct Registry {
     /// Every session, looked up several times per message.
     pub sessions: HashMap<SessionKey, Session, KeyHash>,
     endpoints: HashMap<String, SessionKey>,
+    /// Every subscription, by pattern.
+    pub subscriptions: Subscriptions,
 }
 
 impl Registry {
@@ -79,7 +143,8 @@ impl Registry {
         self.sessions.insert(key, session);
     }
 
-    /// Takes a session out; its endpoint name is freed if it still owns it.
+    /// Takes a session out; its endpoint name is freed if it still owns it, and
+    /// its subscriptions leave the table (the session still lists them).
     pub fn remove(&mut self, key: SessionKey) -> Option<Session> {
         let session = self.sessions.remove(&key)?;
         if let Some(name) = &session.endpoint {
@@ -87,7 +152,51 @@ impl Registry {
                 self.endpoints.remove(name);
             }
         }
+        for (&sid, sub) in &session.subs {
+            self.subscriptions.remove(&sub.pattern, key, sid);
+        }
         Some(session)
+    }
+
+    /// Adds a subscription for session `key`; its new `sid`.
+    pub fn subscribe(&mut self, key: SessionKey, sub: Subscribe) -> Result<u64, SubscribeError> {
+        let session = self
+            .sessions
+            .get_mut(&key)
+            .ok_or(SubscribeError::NoSession)?;
+        if session.subs.len() >= MAX_SESSION_SUBSCRIPTIONS {
+            return Err(SubscribeError::SessionFull);
+        }
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            return Err(SubscribeError::BusFull);
+        }
+        let sid = session.next_sid();
+        self.subscriptions.insert(
+            &sub.pattern,
+            Sub {
+                key,
+                sid,
+                queue: sub.queue.clone(),
+                on_full: sub.on_full,
+            },
+        );
+        session.subs.insert(
+            sid,
+            SubInfo {
+                pattern: sub.pattern,
+                queue: sub.queue,
+            },
+        );
+        Ok(sid)
+    }
+
+    /// Ends subscription `sid` of session `key`.
+    pub fn unsubscribe(&mut self, key: SessionKey, sid: u64) -> Option<SubInfo> {
+        let session = self.sessions.get_mut(&key)?;
+        let info = session.subs.remove(&sid)?;
+        session.missed.remove(&sid);
+        self.subscriptions.remove(&info.pattern, key, sid);
+        Some(info)
     }
 
     /// Gives `name` to session `key`; `None` if there is no such session.
@@ -200,6 +309,60 @@ mod tests {
         r.remove(2);
         assert_eq!(r.endpoint("a"), None);
         assert!(r.endpoint_ids().is_empty());
+    }
+
+    fn subscribe(pattern: &str) -> Subscribe {
+        Subscribe {
+            pattern: pattern.into(),
+            queue: None,
+            on_full: crate::protocol::OnFull::Pause,
+        }
+    }
+
+    #[test]
+    fn subscriptions_follow_their_session() {
+        let mut r = registry(&[1, 2]);
+        let a = r.subscribe(1, subscribe("a.*")).unwrap();
+        let b = r.subscribe(1, subscribe("a.>")).unwrap();
+        let c = r.subscribe(2, subscribe("a.b")).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            r.subscribe(9, subscribe("a")),
+            Err(SubscribeError::NoSession)
+        );
+        let mut out = Vec::new();
+        r.subscriptions.matching("a.b", &mut out);
+        assert_eq!(out.len(), 3);
+        drop(out);
+        assert!(r.unsubscribe(1, a).is_some());
+        assert!(r.unsubscribe(1, a).is_none(), "only once");
+        assert!(r.unsubscribe(2, b).is_none(), "not another session's");
+        let gone = r.remove(1).unwrap();
+        assert_eq!(
+            gone.subs.len(),
+            1,
+            "the closed session still lists what it had"
+        );
+        let mut out = Vec::new();
+        r.subscriptions.matching("a.b", &mut out);
+        assert_eq!(
+            out.iter().map(|s| (s.key, s.sid)).collect::<Vec<_>>(),
+            vec![(2, c)]
+        );
+    }
+
+    #[test]
+    fn a_session_has_a_bounded_number_of_subscriptions() {
+        let mut r = registry(&[1]);
+        for _ in 0..MAX_SESSION_SUBSCRIPTIONS {
+            r.subscribe(1, subscribe("x")).unwrap();
+        }
+        assert_eq!(
+            r.subscribe(1, subscribe("x")),
+            Err(SubscribeError::SessionFull)
+        );
+        r.remove(1);
+        assert!(r.subscriptions.is_empty());
     }
 
     #[test]

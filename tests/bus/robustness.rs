@@ -65,7 +65,7 @@ async fn unknown_types_and_bad_fields_are_named() {
     let bus = TestBus::start().await;
     let mut c = bus.raw().await;
     let cases: [(Value, &str, &str); 6] = [
-        (json!({"type": "subscribe"}), "unknown_type", "subscribe"),
+        (json!({"type": "teleport"}), "unknown_type", "teleport"),
         (json!({"to": "x"}), "bad_request", "`type`"),
         (json!({"type": 7}), "bad_request", "`type`"),
         (json!({"type": "register"}), "bad_request", "`endpoint`"),

@@ -104,8 +104,8 @@ hooks:
         assert_eq!(r.on_error, OnError::Drop);
         assert_eq!(r.config, r#"{"patterns":["sk-[a-z]+"]}"#);
         assert_eq!(r.grants.dirs[0].host, Path::new("/etc/hb/data"));
-        assert!(r.matcher.matches("message", "agent-1", "x"));
-        assert!(!r.matcher.matches("message", "human", "x"));
+        assert!(r.matcher.matches("message", "agent-1", "x", None));
+        assert!(!r.matcher.matches("message", "human", "x", None));
         assert_eq!(
             hooks[1].runner,
             Runner::Spawn(vec!["/etc/hb/./notify.sh".into(), "--quiet".into()])

@@ -35,7 +35,9 @@ pub enum OnError {
     Drop,
 }
 
-/// `match:` selectors; each is a glob (`*`, `?`) on that field. Absent matches all.
+/// `match:` selectors; `type`, `to` and `from` are globs (`*`, `?`) on that
+/// field, `subject` a subject pattern (`*` one token, `>` the rest) that only
+/// frames with a subject (publishes, requests) can match. Absent matches all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
@@ -43,15 +45,21 @@ pub struct MatchSpec {
     pub kind: Option<String>,
     pub to: Option<String>,
     pub from: Option<String>,
+    pub subject: Option<String>,
 }
 
 impl MatchSpec {
-    /// Whether a message with these fields is selected (`to` is `""` for broadcasts).
-    pub fn matches(&self, kind: &str, to: &str, from: &str) -> bool {
+    /// Whether a frame with these fields is selected (`to` is `""` for broadcasts).
+    pub fn matches(&self, kind: &str, to: &str, from: &str, subject: Option<&str>) -> bool {
         fn one(pattern: &Option<String>, value: &str) -> bool {
             pattern.as_deref().is_none_or(|p| glob(p, value))
         }
-        one(&self.kind, kind) && one(&self.to, to) && one(&self.from, from)
+        let subject_ok = match (&self.subject, subject) {
+            (None, _) => true,
+            (Some(p), Some(s)) => crate::subject::matches(p, s),
+            (Some(_), None) => false,
+        };
+        subject_ok && one(&self.kind, kind) && one(&self.to, to) && one(&self.from, from)
     }
 }
 

@@ -186,6 +186,11 @@ pub(super) fn validate(
     if instances == 0 {
         return Err(fail("`limits.instances` must be at least 1".into()));
     }
+    if let Some(pattern) = &spec.matcher.subject {
+        if let Err(e) = crate::subject::check_pattern(pattern) {
+            return Err(fail(format!("`match.subject`: {e}")));
+        }
+    }
     let config = match &spec.config {
         None => "{}".to_owned(),
         Some(value) => value.to_string(),

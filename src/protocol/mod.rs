@@ -13,9 +13,17 @@ use serde_json::value::RawValue;
 
 use crate::frame::{self, HEADER_LEN};
 
+pub mod monitor;
+pub mod rpc;
+pub mod topics;
+
+pub use monitor::{MonitorFilter, MonitorKind};
+pub use rpc::{Ask, Reply, Target};
+pub use topics::{EventTail, Interest, OnFull, Publish, Subscribe, Will};
+
 /// Version of the hookbus extensions negotiated with `hello`. hermes-bus 0.7
 /// clients never send `hello` and get plain hermes behaviour.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Deepest nesting of JSON arrays and objects accepted in a frame. Deeper frames
 /// are refused (`bad_frame`): Python's `json.loads`, which hermes clients use,
@@ -25,35 +33,105 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// Longest accepted endpoint name, in bytes.
 pub const MAX_ENDPOINT_LEN: usize = 256;
 
-/// Optional behaviours a client can ask for in `hello`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Features {
+/// Longest `rid`, in bytes of JSON text.
+pub const MAX_RID_LEN: usize = 128;
+
+/// An optional behaviour a client asks for in `hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
     /// Registered senders also get `endpoint_not_found` errors (hermes sends them
     /// only to anonymous senders).
-    pub errors: bool,
+    Errors,
     /// Every routed message is answered with `{"type":"ack","id":…,"delivered":n}`.
-    pub acks: bool,
+    Acks,
+    /// Subjects: subscribe, publish, interest, will (protocol 2).
+    Topics,
+    /// Request/reply (protocol 2).
+    Rpc,
+    /// A copy of every routed frame (protocol 2).
+    Monitor,
 }
 
-impl Features {
-    /// Feature names this server knows, in the order `welcome` lists them.
-    pub const KNOWN: [&'static str; 2] = ["errors", "acks"];
+impl Feature {
+    /// Every feature, in the order `welcome` lists them, with its name.
+    pub const ALL: [(Feature, &'static str); 5] = [
+        (Feature::Errors, "errors"),
+        (Feature::Acks, "acks"),
+        (Feature::Topics, "topics"),
+        (Feature::Rpc, "rpc"),
+        (Feature::Monitor, "monitor"),
+    ];
 
-    fn names(self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if self.errors {
-            out.push("errors");
-        }
-        if self.acks {
-            out.push("acks");
-        }
-        out
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("", |(_, n)| n)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
     }
 }
 
-/// One parsed client frame.
+/// The set of features a session negotiated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features(u8);
+
+impl Features {
+    pub fn has(self, f: Feature) -> bool {
+        self.0 & f.bit() != 0
+    }
+
+    pub fn with(mut self, f: Feature) -> Self {
+        self.0 |= f.bit();
+        self
+    }
+
+    pub fn errors(self) -> bool {
+        self.has(Feature::Errors)
+    }
+
+    pub fn acks(self) -> bool {
+        self.has(Feature::Acks)
+    }
+
+    fn names(self) -> Vec<&'static str> {
+        Feature::ALL
+            .iter()
+            .filter(|(f, _)| self.has(*f))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+/// A request's `rid`: its raw JSON text (a number or a string), echoed in answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rid(pub Box<str>);
+
+impl Rid {
+    /// The rid as a JSON value (for answers built with `serde_json`).
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+/// One parsed client frame: what it asks for, and the `rid` its answers carry.
 #[derive(Debug)]
-pub enum Request {
+pub struct Request {
+    pub rid: Option<Rid>,
+    pub op: Op,
+}
+
+impl From<Op> for Request {
+    fn from(op: Op) -> Self {
+        Request { rid: None, op }
+    }
+}
+
+/// What a client frame asks for.
+#[derive(Debug)]
+pub enum Op {
     /// `{"type":"register","endpoint":N}`
     Register { endpoint: String },
     /// `{"type":"ping"}`
@@ -62,18 +140,68 @@ pub enum Request {
     Message(Routed),
     /// `{"type":"list_endpoints"}`
     ListEndpoints,
-    /// `{"type":"hello","protocol":1,"features":[…]}` (hookbus extension)
-    Hello { features: Features },
+    /// `{"type":"hello","protocol":2,"features":[…],"will":…}` (hookbus extension)
+    Hello {
+        features: Features,
+        will: Option<Will>,
+    },
     /// `{"type":"status"}` (hookbus extension)
     Status,
     /// `{"type":"hooks_status"}` (hookbus extension)
     HooksStatus,
+    /// `{"type":"bye"}`: the session ends on purpose (its will is not published).
+    Bye,
+    /// `{"type":"subscribe",…}` (topics)
+    Subscribe(Subscribe),
+    /// `{"type":"unsubscribe","sid":n}` (topics)
+    Unsubscribe { sid: u64 },
+    /// `{"type":"publish",…}` (topics)
+    Publish(Publish),
+    /// `{"type":"interest","subject":P}` (topics)
+    Interest(Interest),
+    /// `{"type":"uninterest","iid":n}` (topics)
+    Uninterest { iid: u64 },
+    /// `{"type":"request",…}` (rpc)
+    Ask(Ask),
+    /// `{"type":"reply",…}` (rpc), or a `message` to a `$reply.` address.
+    Reply(Reply),
+    /// `{"type":"monitor",…}` (monitor)
+    Monitor(MonitorFilter),
 
-    /// A message a filter hook dropped: never routed; a sender with `acks` is told.
+    /// A message, publish or request a filter hook dropped: never routed; its
+    /// sender is told when it asked for answers.
     Dropped(Dropped),
 
     /// A frame that could not be accepted; answered with this error.
     Invalid(ProtocolError),
+}
+
+impl Op {
+    /// The feature a session must have negotiated to send this.
+    pub fn feature(&self) -> Option<Feature> {
+        match self {
+            Op::Subscribe(_)
+            | Op::Unsubscribe { .. }
+            | Op::Publish(_)
+            | Op::Interest(_)
+            | Op::Uninterest { .. } => Some(Feature::Topics),
+            Op::Ask(_) => Some(Feature::Rpc),
+            // A hermes client answers with a `message` to `reply_to`.
+            Op::Reply(r) if !r.via_message => Some(Feature::Rpc),
+            Op::Monitor(_) => Some(Feature::Monitor),
+            _ => None,
+        }
+    }
+
+    /// The frame filter hooks see and may drop or rewrite, if this passes them.
+    pub fn filtered_frame(&self) -> Option<(&Bytes, u8)> {
+        match self {
+            Op::Message(m) => Some((&m.frame, m.hops)),
+            Op::Publish(p) => Some((&p.frame, 0)),
+            Op::Ask(a) => Some((&a.frame, 0)),
+            _ => None,
+        }
+    }
 }
 
 /// A message a filter hook dropped.
@@ -84,6 +212,10 @@ pub struct Dropped {
     /// The hook that dropped it, and its reason.
     pub hook: String,
     pub reason: String,
+    /// The frame as the hook saw it (for the monitor).
+    pub frame: Bytes,
+    /// It was a `request`: its sender gets a `dropped` error.
+    pub was_request: bool,
 }
 
 /// A message to route.
@@ -142,6 +274,26 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The client stayed inside one frame longer than the frame timeout.
     FrameTimeout,
+    /// A subject or pattern breaks the rules (protocol 2).
+    BadSubject,
+    /// A request type of a feature the session did not ask for in `hello`.
+    NotNegotiated,
+    /// `unsubscribe` or `uninterest` names nothing the session has.
+    NoSuchSubscription,
+    /// The session's or the bus's subscription limit is reached.
+    TooManySubscriptions,
+    /// The retained-value store is full; the publish was delivered, not kept.
+    RetainedFull,
+    /// A request matched no responder.
+    NoResponders,
+    /// No response came within the request's timeout.
+    Timeout,
+    /// Every responder left without answering.
+    ResponderGone,
+    /// A filter hook dropped the request.
+    Dropped,
+    /// The connection has the most pending requests it may have.
+    TooManyRequests,
 }
 
 /// A protocol error, sent to the client as an error frame.
@@ -152,6 +304,8 @@ pub struct ProtocolError {
     pub detail: String,
     /// The `id` of the message this error is about, if any.
     pub id: Option<serde_json::Value>,
+    /// The `rid` of the request this error answers, if any.
+    pub rid: Option<Rid>,
 }
 
 impl ProtocolError {
@@ -160,10 +314,17 @@ impl ProtocolError {
             code,
             detail: detail.into(),
             id: None,
+            rid: None,
         }
     }
 
-    fn bad_request(detail: impl Into<String>) -> Self {
+    /// This error as the answer to the request `rid`.
+    pub fn answering(mut self, rid: Option<Rid>) -> Self {
+        self.rid = rid;
+        self
+    }
+
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, detail)
     }
 
@@ -177,32 +338,65 @@ impl ProtocolError {
             detail: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             id: Option<&'a serde_json::Value>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            rid: Option<&'a RawValue>,
         }
+        let rid = self
+            .rid
+            .as_ref()
+            .and_then(|r| serde_json::from_str::<&RawValue>(&r.0).ok());
         frame::encode_json(&Wire {
             kind: "error",
             code: self.code,
             detail: &self.detail,
             id: self.id.as_ref(),
+            rid,
         })
     }
 }
 
-/// Fields the server looks at; everything else is carried through untouched.
-/// Each is kept raw so a mistyped field can be reported by name.
-#[derive(Deserialize)]
-struct Head<'a> {
+/// Fields the server looks at, read in one pass; everything else is carried
+/// through untouched. Each is kept raw so a mistyped field can be reported by name.
+#[derive(Deserialize, Default)]
+pub(crate) struct Head<'a> {
     #[serde(rename = "type", default, borrow, deserialize_with = "present")]
     kind: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    to: Option<&'a RawValue>,
+    pub to: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    endpoint: Option<&'a RawValue>,
+    pub endpoint: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
+    pub id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    ts: Option<&'a RawValue>,
+    pub ts: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    features: Option<&'a RawValue>,
+    pub features: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub rid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub subject: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub body: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub queue: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub on_full: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub retain: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub sid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub iid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub timeout_ms: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub gather: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub reply_to: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub kinds: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub will: Option<&'a RawValue>,
 }
 
 /// `Some` for a present field, even when its value is `null`.
@@ -211,7 +405,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 }
 
 /// A string field, or `None` when absent or `null`.
-fn opt_str<'a>(
+pub(crate) fn opt_str<'a>(
     raw: Option<&'a RawValue>,
     field: &str,
 ) -> Result<Option<Cow<'a, str>>, ProtocolError> {
@@ -224,21 +418,43 @@ fn opt_str<'a>(
     }
 }
 
+/// A field as `T`, or `None` when absent or `null`; a mistyped field is named.
+pub(crate) fn opt_field<'a, T: Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+    what: &str,
+) -> Result<Option<T>, ProtocolError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str::<T>(raw.get())
+            .map(Some)
+            .map_err(|_| ProtocolError::bad_request(format!("field `{field}` must be {what}"))),
+    }
+}
+
+/// The bytes of `raw` (a slice of `text`, which is `frame`'s payload) as a slice
+/// of `frame`, without copying.
+pub(crate) fn slice_of(frame: &Bytes, text: &str, raw: &RawValue) -> Bytes {
+    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize + HEADER_LEN;
+    frame.slice(start..start + raw.get().len())
+}
+
 /// Parses one frame (header included) into a request. Never fails: a bad frame
 /// becomes [`Request::Invalid`] so the connection can answer it and carry on.
 pub fn parse(frame: Bytes) -> Request {
-    match parse_inner(frame) {
-        Ok(req) => req,
-        Err(e) => Request::Invalid(e),
-    }
+    let mut rid = None;
+    let op = parse_inner(frame, &mut rid).unwrap_or_else(|e| Op::Invalid(e.answering(rid.clone())));
+    Request { rid, op }
 }
 
 /// [`parse`], then refuses a message that the `id` and `ts` the bus adds would
 /// take over `max_frame` bytes: nothing is ever delivered over the limit the bus
 /// advertises. The connection stays open (the frame itself was read whole).
 pub fn parse_within(frame: Bytes, max_frame: usize) -> Request {
-    match parse(frame) {
-        Request::Message(msg) if frame::payload(&msg.frame).len() > max_frame => {
+    let Request { rid, op } = parse(frame);
+    let op = match op {
+        Op::Message(msg) if frame::payload(&msg.frame).len() > max_frame => {
             let mut error = ProtocolError::new(
                 ErrorCode::FrameTooLarge,
                 format!(
@@ -247,10 +463,11 @@ pub fn parse_within(frame: Bytes, max_frame: usize) -> Request {
                 ),
             );
             error.id = Some(msg.id());
-            Request::Invalid(error)
+            Op::Invalid(error.answering(rid.clone()))
         }
         other => other,
-    }
+    };
+    Request { rid, op }
 }
 
 /// Whether `text` nests arrays and objects deeper than `max` (outside strings).
@@ -289,7 +506,31 @@ fn too_deep(text: &str, max: usize) -> bool {
     false
 }
 
-fn parse_inner(frame: Bytes) -> Result<Request, ProtocolError> {
+/// Reads one request type's fields from the envelope: one entry of [`TYPES`].
+type ParseFn = fn(&Head<'_>, &str, &Bytes) -> Result<Op, ProtocolError>;
+
+/// Every request type: its name and its parser (the feature that gates it is
+/// [`Op::feature`]). A new frame is one module and one line here.
+const TYPES: &[(&str, ParseFn)] = &[
+    ("message", parse_message),
+    ("register", parse_register),
+    ("ping", |_, _, _| Ok(Op::Ping)),
+    ("list_endpoints", |_, _, _| Ok(Op::ListEndpoints)),
+    ("hello", parse_hello),
+    ("status", |_, _, _| Ok(Op::Status)),
+    ("hooks_status", |_, _, _| Ok(Op::HooksStatus)),
+    ("bye", |_, _, _| Ok(Op::Bye)),
+    ("subscribe", topics::parse_subscribe),
+    ("unsubscribe", topics::parse_unsubscribe),
+    ("publish", topics::parse_publish),
+    ("interest", topics::parse_interest),
+    ("uninterest", topics::parse_uninterest),
+    ("request", rpc::parse_request),
+    ("reply", rpc::parse_reply),
+    ("monitor", monitor::parse_monitor),
+];
+
+fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolError> {
     let payload = frame::payload(&frame);
     let text = std::str::from_utf8(payload).map_err(|e| {
         ProtocolError::new(
@@ -324,61 +565,87 @@ fn parse_inner(frame: Bytes) -> Result<Request, ProtocolError> {
         };
         ProtocolError::new(code, detail)
     })?;
+    if let Some(raw) = head.rid.filter(|r| r.get() != "null") {
+        let ok = raw.get().len() <= MAX_RID_LEN
+            && (raw.get().starts_with('"') || raw.get().parse::<f64>().is_ok());
+        if !ok {
+            return Err(ProtocolError::bad_request(format!(
+                "field `rid` must be a number or a string of at most {MAX_RID_LEN} bytes"
+            )));
+        }
+        *rid_out = Some(Rid(raw.get().into()));
+    }
     let kind = opt_str(head.kind, "type")?
         .ok_or_else(|| ProtocolError::bad_request("missing field `type`"))?;
-    match &*kind {
-        "message" => {
-            let to = opt_str(head.to, "to")?
-                .filter(|to| !to.is_empty())
-                .map(|to| Box::<str>::from(to.as_ref()));
-            let frame = if head.id.is_some() && head.ts.is_some() {
-                frame
-            } else {
-                add_id_and_ts(text, head.id.is_none(), head.ts.is_none())
-            };
-            Ok(Request::Message(Routed { to, frame, hops: 0 }))
+    match TYPES.iter().find(|(name, _)| *name == kind) {
+        Some((_, parse)) => parse(&head, text, &frame),
+        None => {
+            let known: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+            Err(ProtocolError::new(
+                ErrorCode::UnknownType,
+                format!("unknown message type `{kind}`; known: {}", known.join(", ")),
+            ))
         }
-        "register" => {
-            let endpoint = opt_str(head.endpoint, "endpoint")?
-                .ok_or_else(|| ProtocolError::bad_request("missing field `endpoint`"))?;
-            if endpoint.is_empty() || endpoint.len() > MAX_ENDPOINT_LEN {
-                return Err(ProtocolError::bad_request(format!(
-                    "field `endpoint` must be 1 to {MAX_ENDPOINT_LEN} bytes long"
-                )));
-            }
-            Ok(Request::Register {
-                endpoint: endpoint.into_owned(),
-            })
-        }
-        "ping" => Ok(Request::Ping),
-        "list_endpoints" => Ok(Request::ListEndpoints),
-        "status" => Ok(Request::Status),
-        "hooks_status" => Ok(Request::HooksStatus),
-
-        "hello" => {
-            let names: Vec<String> = match head.features {
-                None => Vec::new(),
-                Some(raw) => serde_json::from_str(raw.get()).map_err(|_| {
-                    ProtocolError::bad_request("field `features` must be an array of strings")
-                })?,
-            };
-            let mut features = Features::default();
-            for name in names {
-                match name.as_str() {
-                    "errors" => features.errors = true,
-                    "acks" => features.acks = true,
-                    _ => {} // unknown features are ignored: `welcome` lists what was granted
-                }
-            }
-            Ok(Request::Hello { features })
-        }
-        other => Err(ProtocolError::new(
-            ErrorCode::UnknownType,
-            format!(
-                "unknown message type `{other}`; known: message, register, ping, list_endpoints, hello, status, hooks_status"
-            ),
-        )),
     }
+}
+
+fn parse_message(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
+    let to = opt_str(head.to, "to")?
+        .filter(|to| !to.is_empty())
+        .map(|to| Box::<str>::from(to.as_ref()));
+    // A hermes client answers a request with a message to its `reply_to`.
+    if let Some(reply_to) = to.as_deref().filter(|t| t.starts_with(rpc::REPLY_PREFIX)) {
+        return Ok(Op::Reply(Reply {
+            reply_to: reply_to.into(),
+            body: topics::body_of(head.body, text, frame),
+            via_message: true,
+            frame: frame.clone(),
+        }));
+    }
+    let frame = if head.id.is_some() && head.ts.is_some() {
+        frame.clone()
+    } else {
+        add_id_and_ts(text, head.id.is_none(), head.ts.is_none())
+    };
+    Ok(Op::Message(Routed { to, frame, hops: 0 }))
+}
+
+fn parse_register(head: &Head<'_>, _: &str, _: &Bytes) -> Result<Op, ProtocolError> {
+    let endpoint = opt_str(head.endpoint, "endpoint")?
+        .ok_or_else(|| ProtocolError::bad_request("missing field `endpoint`"))?;
+    if endpoint.is_empty() || endpoint.len() > MAX_ENDPOINT_LEN {
+        return Err(ProtocolError::bad_request(format!(
+            "field `endpoint` must be 1 to {MAX_ENDPOINT_LEN} bytes long"
+        )));
+    }
+    Ok(Op::Register {
+        endpoint: endpoint.into_owned(),
+    })
+}
+
+fn parse_hello(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
+    let names: Vec<Cow<'_, str>> =
+        opt_field(head.features, "features", "an array of strings")?.unwrap_or_default();
+    let mut features = Features::default();
+    for name in names {
+        // Unknown features are ignored: `welcome` lists what was granted.
+        if let Some((f, _)) = Feature::ALL.iter().find(|(_, n)| *n == name) {
+            features = features.with(*f);
+        }
+    }
+    let will = match head.will.filter(|w| w.get() != "null") {
+        None => None,
+        Some(raw) => {
+            if !features.has(Feature::Topics) {
+                return Err(ProtocolError::new(
+                    ErrorCode::NotNegotiated,
+                    "a `will` is a publish: ask for the `topics` feature in the same `hello`",
+                ));
+            }
+            Some(topics::parse_will(raw, text, frame)?)
+        }
+    };
+    Ok(Op::Hello { features, will })
 }
 
 /// Splices `"id"` and/or `"ts"` in right after the object's opening brace, so the
@@ -438,6 +705,32 @@ pub fn welcome(features: Features, max_frame_len: usize) -> Bytes {
     }))
 }
 
+/// `frame`, an answer the bus built (so it starts with `{` and has a member), with
+/// `"rid":…` put first when the request carried one.
+pub fn with_rid(frame: Bytes, rid: Option<&Rid>) -> Bytes {
+    let Some(rid) = rid else {
+        return frame;
+    };
+    let payload = frame::payload(&frame);
+    let mut out = BytesMut::with_capacity(frame.len() + rid.0.len() + 8);
+    out.put_u32(0);
+    out.put_slice(b"{\"rid\":");
+    out.put_slice(rid.0.as_bytes());
+    out.put_u8(b',');
+    out.put_slice(&payload[1..]);
+    let len = (out.len() - HEADER_LEN) as u32;
+    out[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    out.freeze()
+}
+
+/// A new message id, as the bus adds to messages that have none.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned()
+}
+
 /// `{"type":"ack","id":…,"delivered":n}`
 pub fn ack(id: serde_json::Value, delivered: usize) -> Bytes {
     frame::encode_json(&serde_json::json!({"type": "ack", "id": id, "delivered": delivered}))
@@ -458,13 +751,13 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
-    fn req(json: &str) -> Request {
-        parse(frame::encode(json.as_bytes()))
+    fn req(json: &str) -> Op {
+        parse(frame::encode(json.as_bytes())).op
     }
 
     fn invalid(json: &[u8]) -> ProtocolError {
-        match parse(frame::encode(json)) {
-            Request::Invalid(e) => e,
+        match parse(frame::encode(json)).op {
+            Op::Invalid(e) => e,
             other => panic!("expected an error, got {other:?}"),
         }
     }
@@ -483,10 +776,7 @@ mod tests {
             )
         };
         // The object itself is one level.
-        assert!(matches!(
-            req(&nested(MAX_JSON_DEPTH - 1)),
-            Request::Message(_)
-        ));
+        assert!(matches!(req(&nested(MAX_JSON_DEPTH - 1)), Op::Message(_)));
         let e = invalid(nested(MAX_JSON_DEPTH).as_bytes());
         assert_eq!(e.code, ErrorCode::BadFrame, "{e}");
         assert!(e.detail.contains("nested"), "{e}");
@@ -497,15 +787,15 @@ mod tests {
             "[".repeat(500),
             "{".repeat(500)
         );
-        assert!(matches!(req(&brackets), Request::Message(_)));
+        assert!(matches!(req(&brackets), Op::Message(_)));
     }
 
     #[test]
     fn a_message_the_id_and_ts_would_take_over_the_limit_is_refused() {
         let text = r#"{"type":"message","to":"a","body":"xxxxxxxxxx"}"#;
         let exact = text.len();
-        match parse_within(frame::encode(text.as_bytes()), exact) {
-            Request::Invalid(e) => {
+        match parse_within(frame::encode(text.as_bytes()), exact).op {
+            Op::Invalid(e) => {
                 assert_eq!(e.code, ErrorCode::FrameTooLarge);
                 assert!(e.id.is_some());
             }
@@ -513,15 +803,14 @@ mod tests {
         }
         let with_both = r#"{"type":"message","id":"1","ts":1.0,"to":"a"}"#;
         assert!(matches!(
-            parse_within(frame::encode(with_both.as_bytes()), with_both.len()),
-            Request::Message(_)
+            parse_within(frame::encode(with_both.as_bytes()), with_both.len()).op,
+            Op::Message(_)
         ));
     }
 
     #[test]
     fn message_keeps_every_field_and_fills_id_and_ts() {
-        let Request::Message(m) =
-            req(r#" {"type":"message","to":"b","body":{"x":[1,2]},"extra":true}"#)
+        let Op::Message(m) = req(r#" {"type":"message","to":"b","body":{"x":[1,2]},"extra":true}"#)
         else {
             panic!()
         };
@@ -536,16 +825,14 @@ mod tests {
     #[test]
     fn message_with_id_and_ts_is_forwarded_byte_for_byte() {
         let text = r#"{"type":"message","to":"b","id":"x","ts":1.5}"#;
-        let Request::Message(m) = req(text) else {
-            panic!()
-        };
+        let Op::Message(m) = req(text) else { panic!() };
         assert_eq!(frame::payload(&m.frame), text.as_bytes());
         assert_eq!(m.id(), json!("x"));
     }
 
     #[test]
     fn present_null_id_is_kept() {
-        let Request::Message(m) = req(r#"{"type":"message","id":null}"#) else {
+        let Op::Message(m) = req(r#"{"type":"message","id":null}"#) else {
             panic!()
         };
         let v = body(&m.frame);
@@ -560,16 +847,14 @@ mod tests {
             r#"{"type":"message","to":""}"#,
             r#"{"type":"message","to":null}"#,
         ] {
-            let Request::Message(m) = req(text) else {
-                panic!()
-            };
+            let Op::Message(m) = req(text) else { panic!() };
             assert_eq!(m.to, None, "{text}");
         }
     }
 
     #[test]
     fn escaped_to_is_decoded() {
-        let Request::Message(m) = req(r#"{"type":"message","to":"a\u00e9"}"#) else {
+        let Op::Message(m) = req(r#"{"type":"message","to":"a\u00e9"}"#) else {
             panic!()
         };
         assert_eq!(m.to.as_deref(), Some("aé"));
@@ -608,18 +893,28 @@ mod tests {
 
     #[test]
     fn hello_picks_known_features() {
-        let Request::Hello { features } =
-            req(r#"{"type":"hello","protocol":1,"features":["acks","future"]}"#)
+        let Op::Hello { features, will } =
+            req(r#"{"type":"hello","protocol":1,"features":["acks","future","rpc"]}"#)
         else {
             panic!()
         };
-        assert_eq!(
-            features,
-            Features {
-                acks: true,
-                errors: false
-            }
-        );
+        assert!(features.acks() && features.has(Feature::Rpc));
+        assert!(!features.errors() && !features.has(Feature::Topics));
+        assert!(will.is_none());
+        assert_eq!(features.names(), vec!["acks", "rpc"]);
+    }
+
+    #[test]
+    fn rid_is_echoed_by_answers_and_errors() {
+        let r = parse(frame::encode(br#"{"type":"ping","rid":"a1"}"#));
+        assert_eq!(r.rid, Some(Rid("\"a1\"".into())));
+        let v = body(&with_rid(pong(), r.rid.as_ref()));
+        assert_eq!(v, json!({"rid":"a1","type":"pong"}));
+        let r = parse(frame::encode(br#"{"type":"nope","rid":5}"#));
+        let Op::Invalid(e) = r.op else { panic!() };
+        assert_eq!(body(&e.to_frame())["rid"], json!(5));
+        let e = invalid(br#"{"type":"ping","rid":{"a":1}}"#);
+        assert!(e.detail.contains("`rid`"), "{e}");
     }
 
     #[test]
@@ -651,7 +946,7 @@ mod tests {
             Just("\"register\""), Just("\"endpoint\""), Just("\"a\""), Just(" "), Just("\"\\u00e9\""),
         ], 0..24)) {
             let text: String = parts.concat();
-            if let Request::Message(m) = parse(frame::encode(text.as_bytes())) {
+            if let Op::Message(m) = parse(frame::encode(text.as_bytes())).op {
                 let v: Value = serde_json::from_slice(frame::payload(&m.frame)).unwrap();
                 prop_assert!(v.is_object());
                 prop_assert!(v.get("id").is_some() && v.get("ts").is_some());

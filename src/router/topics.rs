@@ -1,0 +1,467 @@
+//! The router's side of feature `topics`: subscribe, publish (with queue groups,
+//! retained values and each subscription's `on_full` policy), interest and
+//! wills.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::json;
+use tracing::debug;
+
+use super::registry::{SessionKey, SubInfo, SubscribeError, MAX_SESSION_SUBSCRIPTIONS};
+use super::{subscriptions, Router};
+use crate::protocol::topics::{gap, EventTail};
+use crate::protocol::{
+    self, ErrorCode, Interest, MonitorKind, OnFull, ProtocolError, Publish, Rid, Subscribe, Will,
+};
+use crate::subject;
+
+/// Most subjects with a retained value.
+pub const MAX_RETAINED: usize = 10_000;
+
+/// Most bytes of retained values (their event tails).
+pub const MAX_RETAINED_BYTES: usize = 16 << 20;
+
+/// Most `interest`s one session may hold.
+pub const MAX_INTERESTS: usize = 1024;
+
+/// The last retained value of each subject, kept as the tail of its event.
+#[derive(Debug, Default)]
+pub(super) struct Retained {
+    values: HashMap<Box<str>, EventTail>,
+    bytes: usize,
+}
+
+impl Retained {
+    /// Keeps (or with `None` clears) `subject`'s value; false if it does not fit.
+    fn set(&mut self, subject: &str, tail: Option<EventTail>) -> bool {
+        let old = self.values.get(subject).map_or(0, |t| t.0.len());
+        let Some(tail) = tail else {
+            if self.values.remove(subject).is_some() {
+                self.bytes -= old;
+            }
+            return true;
+        };
+        let new = tail.0.len();
+        let count_ok = old > 0 || self.values.len() < MAX_RETAINED;
+        if !count_ok || self.bytes - old + new > MAX_RETAINED_BYTES {
+            return false;
+        }
+        self.bytes = self.bytes - old + new;
+        self.values.insert(subject.into(), tail);
+        true
+    }
+
+    fn matching<'a>(&'a self, pattern: &'a str) -> Box<dyn Iterator<Item = &'a EventTail> + 'a> {
+        if subject::is_literal(pattern) {
+            Box::new(self.values.get(pattern).into_iter())
+        } else {
+            Box::new(
+                self.values
+                    .iter()
+                    .filter(move |(s, _)| subject::matches(pattern, s))
+                    .map(|(_, t)| t),
+            )
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+}
+
+/// A session watching subscriptions that overlap a pattern come and go.
+#[derive(Debug)]
+pub(super) struct Watcher {
+    key: SessionKey,
+    iid: u64,
+    pattern: Box<str>,
+}
+
+impl Router {
+    pub(super) fn subscribe(&mut self, key: SessionKey, rid: Option<&Rid>, sub: Subscribe) {
+        let pattern = sub.pattern.clone();
+        let sid = match self.registry.subscribe(key, sub) {
+            Ok(sid) => sid,
+            Err(SubscribeError::NoSession) => return,
+            Err(e) => {
+                let detail = match e {
+                    SubscribeError::SessionFull => format!(
+                        "a connection may have at most {MAX_SESSION_SUBSCRIPTIONS} subscriptions; unsubscribe some first"
+                    ),
+                    _ => "the bus has as many subscriptions as it may hold; try again later".into(),
+                };
+                let error = ProtocolError::new(ErrorCode::TooManySubscriptions, detail);
+                self.answer(key, rid, error.to_frame());
+                return;
+            }
+        };
+        self.counters.subscriptions += 1;
+        let reply = crate::frame::encode_json(&json!({"type": "subscribed", "sid": sid}));
+        self.answer(key, rid, reply);
+        let events: Vec<Bytes> = self
+            .retained
+            .matching(&pattern)
+            .map(|tail| tail.event(sid, true))
+            .collect();
+        for event in events {
+            self.deliver(key, event);
+        }
+        let info = self.registry.sessions[&key].subs[&sid].clone();
+        self.interest_changed(key, &info, true);
+    }
+
+    pub(super) fn unsubscribe(&mut self, key: SessionKey, rid: Option<&Rid>, sid: u64) {
+        match self.registry.unsubscribe(key, sid) {
+            Some(info) => {
+                let reply = crate::frame::encode_json(&json!({"type": "unsubscribed", "sid": sid}));
+                self.answer(key, rid, reply);
+                self.interest_changed(key, &info, false);
+            }
+            None => {
+                let error = ProtocolError::new(
+                    ErrorCode::NoSuchSubscription,
+                    format!("this connection has no subscription {sid}"),
+                );
+                self.answer(key, rid, error.to_frame());
+            }
+        }
+    }
+
+    pub(super) fn publish(&mut self, from: SessionKey, rid: Option<&Rid>, p: Publish) {
+        self.counters.publishes += 1;
+        let Some(session) = self.registry.sessions.get(&from) else {
+            return;
+        };
+        let tail = EventTail::new(
+            Some(&p.subject),
+            session.from(),
+            &p.id,
+            &p.ts,
+            p.body.as_deref(),
+        );
+        if tail.max_event_len() > self.config.max_frame_len {
+            let mut error = ProtocolError::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "the event this publish makes would pass the {}-byte frame limit; make it smaller",
+                    self.config.max_frame_len
+                ),
+            );
+            error.id = serde_json::from_slice(&p.id).ok();
+            self.answer(from, rid, error.to_frame());
+            return;
+        }
+        let acks = session.features.acks();
+        if p.retain {
+            let kept = if p.body.is_none() {
+                self.retained.set(&p.subject, None)
+            } else {
+                self.retained.set(&p.subject, Some(tail.clone()))
+            };
+            if !kept {
+                let error = ProtocolError::new(
+                    ErrorCode::RetainedFull,
+                    format!(
+                        "delivered, but not kept: the bus keeps at most {MAX_RETAINED} retained values and {MAX_RETAINED_BYTES} bytes of them; clear some with a retained publish of `null`"
+                    ),
+                );
+                self.answer(from, rid, error.to_frame());
+            }
+        }
+        let delivered = self.deliver_events(from, &p.subject, &tail);
+        self.monitor_frame(from, MonitorKind::Publish, Some(&p.subject), &p.frame, None);
+        if let Some(hooks) = &self.config.hooks {
+            hooks.notify(&p.frame, 0);
+        }
+        if acks {
+            let id = serde_json::from_slice(&p.id).unwrap_or_default();
+            self.answer(from, rid, protocol::ack(id, delivered));
+        }
+    }
+
+    /// Pushes one publish's event to every recipient; how many took it.
+    pub(super) fn deliver_events(
+        &mut self,
+        from: SessionKey,
+        subject: &str,
+        tail: &EventTail,
+    ) -> usize {
+        let recipients = self.recipients(subject, false);
+        let mut delivered = 0;
+        for (key, sid, on_full) in recipients {
+            delivered += usize::from(self.deliver_event(from, key, sid, on_full, tail));
+        }
+        self.counters.events_delivered += delivered as u64;
+        delivered
+    }
+
+    /// The subscriptions a publish (or, with `rpc_only`, a request) on `subject`
+    /// goes to: every match, one member per queue group.
+    pub(super) fn recipients(
+        &mut self,
+        subject: &str,
+        rpc_only: bool,
+    ) -> Vec<(SessionKey, u64, OnFull)> {
+        if self.registry.subscriptions.is_empty() {
+            return Vec::new();
+        }
+        let mut matched = Vec::new();
+        self.registry.subscriptions.matching(subject, &mut matched);
+        let sessions = &self.registry.sessions;
+        if rpc_only {
+            matched.retain(|s| {
+                sessions
+                    .get(&s.key)
+                    .is_some_and(|x| x.features.has(protocol::Feature::Rpc))
+            });
+        }
+        self.turn = self.turn.wrapping_add(1);
+        let mut picked = Vec::with_capacity(matched.len());
+        subscriptions::recipients(
+            &matched,
+            self.turn,
+            |s| sessions.get(&s.key).is_some_and(|x| x.outbox.above_high()),
+            &mut picked,
+        );
+        picked.iter().map(|s| (s.key, s.sid, s.on_full)).collect()
+    }
+
+    /// Pushes one event, under the subscription's `on_full` policy.
+    fn deliver_event(
+        &mut self,
+        from: SessionKey,
+        key: SessionKey,
+        sid: u64,
+        on_full: OnFull,
+        tail: &EventTail,
+    ) -> bool {
+        let Some(session) = self.registry.sessions.get_mut(&key) else {
+            return false;
+        };
+        match on_full {
+            OnFull::Pause => self.deliver_message(from, key, tail.event(sid, false)),
+            OnFull::Drop => {
+                if session.outbox.above_high() {
+                    *session.missed.entry(sid).or_insert(0) += 1;
+                    self.counters.events_dropped += 1;
+                    self.gapping.insert(key);
+                    return false;
+                }
+                if let Some(missed) = session.missed.remove(&sid) {
+                    let _ = session.outbox.push(gap(sid, missed));
+                }
+                session.outbox.push(tail.event(sid, false)).is_ok()
+            }
+            OnFull::Disconnect => {
+                if session.outbox.above_high() {
+                    let detail = format!(
+                        "subscription {sid} asked to be disconnected when it cannot keep up, and it could not"
+                    );
+                    self.cut_slow(
+                        key,
+                        "subscriber with on_full=disconnect fell behind: disconnecting it",
+                        detail,
+                    );
+                    return false;
+                }
+                session.outbox.push(tail.event(sid, false)).is_ok()
+            }
+        }
+    }
+
+    /// Sends the `gap` frames owed to subscribers (and monitors) that have room again.
+    pub(super) fn send_gaps(&mut self) {
+        let sessions = &mut self.registry.sessions;
+        self.gapping.retain(|key| {
+            let Some(session) = sessions.get_mut(key) else {
+                return false;
+            };
+            if session.outbox.above_high() {
+                return true;
+            }
+            for (sid, missed) in session.missed.drain() {
+                let _ = session.outbox.push(gap(sid, missed));
+            }
+            false
+        });
+    }
+
+    pub(super) fn interest(&mut self, key: SessionKey, rid: Option<&Rid>, interest: Interest) {
+        let held = self.interests.iter().filter(|w| w.key == key).count();
+        let Some(session) = self.registry.sessions.get_mut(&key) else {
+            return;
+        };
+        if held >= MAX_INTERESTS {
+            let error = ProtocolError::new(
+                ErrorCode::TooManySubscriptions,
+                format!("a connection may hold at most {MAX_INTERESTS} interests"),
+            );
+            self.answer(key, rid, error.to_frame());
+            return;
+        }
+        let iid = session.next_sid();
+        let pattern = interest.pattern;
+        let subscriptions: Vec<serde_json::Value> = self
+            .registry
+            .sessions
+            .values()
+            .flat_map(|s| {
+                s.subs
+                    .values()
+                    .filter(|sub| subject::overlaps(&pattern, &sub.pattern))
+                    .map(move |sub| who(s, sub))
+            })
+            .collect();
+        let reply = crate::frame::encode_json(&json!({
+            "type": "interest", "iid": iid, "subscriptions": subscriptions,
+        }));
+        self.answer(key, rid, reply);
+        self.interests.push(Watcher { key, iid, pattern });
+    }
+
+    pub(super) fn uninterest(&mut self, key: SessionKey, rid: Option<&Rid>, iid: u64) {
+        let before = self.interests.len();
+        self.interests.retain(|w| !(w.key == key && w.iid == iid));
+        let frame = if self.interests.len() < before {
+            crate::frame::encode_json(&json!({"type": "uninterested", "iid": iid}))
+        } else {
+            ProtocolError::new(
+                ErrorCode::NoSuchSubscription,
+                format!("this connection has no interest {iid}"),
+            )
+            .to_frame()
+        };
+        self.answer(key, rid, frame);
+    }
+
+    /// Tells the watchers whose pattern overlaps `sub`'s that it came or went.
+    pub(super) fn interest_changed(&mut self, key: SessionKey, sub: &SubInfo, is_add: bool) {
+        if self.interests.is_empty() {
+            return;
+        }
+        let watchers: Vec<(SessionKey, u64)> = self
+            .interests
+            .iter()
+            .filter(|w| subject::overlaps(&w.pattern, &sub.pattern))
+            .map(|w| (w.key, w.iid))
+            .collect();
+        if watchers.is_empty() {
+            return;
+        }
+        let mut body = match self.registry.sessions.get(&key) {
+            Some(s) => who(s, sub),
+            None => return,
+        };
+        body["type"] = "interest_change".into();
+        body["is_add"] = is_add.into();
+        for (watcher, iid) in watchers {
+            body["iid"] = iid.into();
+            let frame = crate::frame::encode_json(&body);
+            self.deliver(watcher, frame);
+        }
+    }
+
+    /// What a session leaves behind in topics: watchers are told its
+    /// subscriptions went, its own watchers go, and its will is published
+    /// (unless it said `bye` or the bus is stopping).
+    pub(super) fn topics_session_ended(
+        &mut self,
+        key: SessionKey,
+        session: &mut super::registry::Session,
+    ) {
+        self.interests.retain(|w| w.key != key);
+        if !self.interests.is_empty() {
+            // The session is out of the registry: describe it from what it left.
+            let subs: Vec<SubInfo> = session.subs.values().cloned().collect();
+            for sub in subs {
+                let watchers: Vec<(SessionKey, u64)> = self
+                    .interests
+                    .iter()
+                    .filter(|w| subject::overlaps(&w.pattern, &sub.pattern))
+                    .map(|w| (w.key, w.iid))
+                    .collect();
+                let mut body = who(session, &sub);
+                body["type"] = "interest_change".into();
+                body["is_add"] = false.into();
+                for (watcher, iid) in watchers {
+                    body["iid"] = iid.into();
+                    let frame = crate::frame::encode_json(&body);
+                    self.deliver(watcher, frame);
+                }
+            }
+        }
+        if let Some(will) = session.will.take() {
+            if !self.shutting_down {
+                self.publish_will(session, will);
+            }
+        }
+    }
+
+    fn publish_will(&mut self, session: &super::registry::Session, will: Will) {
+        debug!(subject = %will.subject, "publishing a will");
+        self.counters.publishes += 1;
+        self.counters.wills += 1;
+        let id = format!("\"{}\"", protocol::new_id());
+        let ts = format!("{:?}", protocol::unix_now());
+        let tail = EventTail::new(
+            Some(&will.subject),
+            session.from(),
+            id.as_bytes(),
+            ts.as_bytes(),
+            will.body.as_deref(),
+        );
+        if will.retain {
+            let value = will.body.is_some().then(|| tail.clone());
+            if !self.retained.set(&will.subject, value) {
+                debug!(subject = %will.subject, "retained store full: will delivered, not kept");
+            }
+        }
+        // From no connection: nobody to hold back.
+        self.deliver_events(super::EMITTER, &will.subject, &tail);
+    }
+}
+
+/// A subscription as `interest` frames describe it.
+fn who(s: &super::registry::Session, sub: &SubInfo) -> serde_json::Value {
+    json!({
+        "subject": sub.pattern,
+        "queue": sub.queue.as_deref(),
+        "session": s.id,
+        "endpoint": s.endpoint,
+        "uid": s.peer.uid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(n: usize) -> EventTail {
+        EventTail(Bytes::from(vec![b'x'; n]))
+    }
+
+    #[test]
+    fn retained_values_are_bounded_and_cleared() {
+        let mut r = Retained::default();
+        assert!(r.set("a", Some(tail(10))));
+        assert!(r.set("a", Some(tail(20))), "replacing");
+        assert_eq!((r.len(), r.bytes), (1, 20));
+        assert!(
+            !r.set("b", Some(tail(MAX_RETAINED_BYTES))),
+            "over the bytes"
+        );
+        assert!(r.set("a", None));
+        assert_eq!((r.len(), r.bytes), (0, 0));
+        for i in 0..MAX_RETAINED {
+            assert!(r.set(&format!("s.{i}"), Some(tail(1))));
+        }
+        assert!(!r.set("one.more", Some(tail(1))), "over the count");
+        assert!(
+            r.set("s.0", Some(tail(2))),
+            "replacing still works when full"
+        );
+        assert_eq!(r.matching("s.*").count(), MAX_RETAINED);
+        assert_eq!(r.matching("s.5").count(), 1);
+    }
+}
