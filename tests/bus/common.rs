@@ -226,6 +226,16 @@ impl Raw {
         }
     }
 
+    /// What arrives until the server has been quiet for a moment: [`Self::sync`]
+    /// twice, 50 ms apart, so frames the server queues a tick after the pong
+    /// (`gap` frames) are in too.
+    pub async fn drain(&mut self) -> Vec<Value> {
+        let mut all = self.sync().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        all.extend(self.sync().await);
+        all
+    }
+
     /// Reads until the server closes the connection; returns what came before.
     pub async fn until_eof(&mut self) -> Vec<Value> {
         let mut rest = Vec::new();

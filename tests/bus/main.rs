@@ -17,3 +17,5 @@ mod notices;
 mod protocol;
 mod reactors;
 mod robustness;
+mod rpc;
+mod topics;
