@@ -12,7 +12,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::common::TestBus;
 
 /// The venv's Python: `HOOKBUS_TEST_PYTHON`, or the venv the setup script makes.
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     let path = std::env::var_os("HOOKBUS_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -96,6 +96,88 @@ async fn hermes_client_to_rust_client_and_back() {
     let reply: Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(reply["body"], json!({"hello": "from rust"}));
     assert_eq!(reply["to"], "py");
+    assert!(py.wait().await.unwrap().success());
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn a_hermes_client_sees_nothing_of_heavy_topic_traffic() {
+    use crate::topics::{speaker, subscribe};
+    let bus = TestBus::start().await;
+    let mut py = tokio::process::Command::new(python())
+        .arg(script("quiet.py"))
+        .arg(&bus.socket)
+        .arg("quiet")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(py.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
+    bus.wait_status("quiet registered", |s| s["endpoints"]["quiet"].is_string())
+        .await;
+
+    // Every kind of protocol-2 traffic, around it.
+    let mut sub = speaker(&bus, &["topics", "rpc"]).await;
+    subscribe(&mut sub, ">", json!({})).await;
+    let mut monitor = speaker(&bus, &["monitor"]).await;
+    monitor.send(&json!({"type": "monitor"})).await;
+    monitor.recv().await;
+    let mut publisher = speaker(&bus, &["topics", "rpc"]).await;
+    let n = 20_000;
+    let reader = tokio::spawn(async move {
+        let mut events = 0;
+        while events < n {
+            if sub.recv().await["type"] == "event" {
+                events += 1;
+            }
+        }
+        sub
+    });
+    for i in 0..n {
+        publisher
+            .send(&json!({"type": "publish", "subject": format!("load.{}", i % 7), "body": i, "retain": i % 1000 == 0}))
+            .await;
+    }
+    publisher
+        .send(&json!({"type": "request", "rid": 1, "subject": "load.x", "timeout_ms": 100}))
+        .await;
+    publisher
+        .send(&json!({"type": "interest", "rid": 2, "subject": ">"}))
+        .await;
+    publisher.sync().await;
+    let _sub = reader.await.unwrap();
+    drop(monitor);
+
+    // Then one message for it, resent until it is handed over (the hermes client
+    // reconnects after each idle second and misses what comes meanwhile).
+    let mut sender = bus.raw().await;
+    let mut handed = Vec::new();
+    loop {
+        sender
+            .send(
+                &json!({"type": "message", "to": "quiet", "from": "rust", "body": {"last": true}}),
+            )
+            .await;
+        match tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await {
+            Ok(Ok(Some(line))) => {
+                let msg: Value = serde_json::from_str(&line).unwrap();
+                let last = msg["body"] == json!({"last": true});
+                handed.push(msg);
+                if last {
+                    break;
+                }
+            }
+            Ok(other) => panic!("quiet.py ended: {other:?}"),
+            Err(_) => continue,
+        }
+    }
+    assert!(
+        handed
+            .iter()
+            .all(|m| m["type"] == "message" && m["from"] == "rust"),
+        "the hermes client was handed something new: {handed:?}"
+    );
     assert!(py.wait().await.unwrap().success());
     bus.stop().await;
 }

@@ -15,6 +15,7 @@ mod limits;
 mod memory;
 mod notices;
 mod protocol;
+mod python_client;
 mod reactors;
 mod robustness;
 mod rpc;
