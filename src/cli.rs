@@ -102,6 +102,8 @@ enum Command {
     /// Check, inspect and test hooks
     #[command(subcommand)]
     Hooks(crate::hooks_cli::HooksCommand),
+    #[command(flatten)]
+    Topics(crate::topics_cli::TopicsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -362,6 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bench(args) => bench_cmd(&socket, args).await?,
+        Command::Topics(command) => return crate::topics_cli::run(&socket, command).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -422,12 +425,8 @@ async fn start(
 /// Exit status of `send` and `broadcast` when a filter hook dropped the message.
 const EXIT_DROPPED: u8 = 4;
 
-async fn send(
-    socket: &Path,
-    to: &str,
-    body: Option<String>,
-    from: &str,
-) -> anyhow::Result<ExitCode> {
+/// A body given as an argument, or read from stdin when omitted, as JSON.
+pub(crate) fn read_body(body: Option<String>) -> anyhow::Result<Value> {
     let text = match body {
         Some(text) => text,
         None => {
@@ -441,8 +440,17 @@ async fn send(
             text
         }
     };
-    let body: Value = serde_json::from_str(&text)
-        .with_context(|| format!("the body is not valid JSON; quote it for the shell, e.g. '{{\"text\":\"hi\"}}' (got {text:?})"))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("the body is not valid JSON; quote it for the shell, e.g. '{{\"text\":\"hi\"}}' (got {text:?})"))
+}
+
+async fn send(
+    socket: &Path,
+    to: &str,
+    body: Option<String>,
+    from: &str,
+) -> anyhow::Result<ExitCode> {
+    let body = read_body(body)?;
     match client::send_message(socket, to, body, from).await {
         Ok(Sent::Delivered(n)) if to.is_empty() => println!("broadcast to {n} endpoint(s)"),
         Ok(Sent::Delivered(_)) => println!("delivered to {to}"),

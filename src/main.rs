@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod hooks_cli;
 mod scaffold;
+mod topics_cli;
 
 fn main() -> std::process::ExitCode {
     cli::main()

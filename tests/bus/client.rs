@@ -141,3 +141,64 @@ async fn autostart_starts_the_daemon_when_none_answers() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+#[tokio::test]
+async fn the_protocol_2_client_subscribes_as_a_stream_requests_and_serves() {
+    use hookbus::client::{Bus, Target};
+    use tokio_stream::StreamExt;
+    let bus = TestBus::start().await;
+    let publisher = Bus::connect(&bus.socket, Some("pub"), &["topics", "rpc"])
+        .await
+        .unwrap();
+    publisher.publish("cfg.a", json!(1), true).await.unwrap();
+    publisher.call(json!({"type": "ping"})).await.unwrap();
+    let subscriber = Bus::connect(&bus.socket, None, &["topics", "rpc"])
+        .await
+        .unwrap();
+    // The retained value comes right behind `subscribed`: it is not lost.
+    let mut events = subscriber.subscribe("cfg.*", None).await.unwrap();
+    publisher.publish("cfg.b", json!(2), false).await.unwrap();
+    let first = events.next().await.unwrap();
+    assert_eq!(
+        (first["retained"].clone(), first["body"].clone()),
+        (json!(true), json!(1))
+    );
+    let second = events.next().await.unwrap();
+    assert_eq!(
+        (second["from"].clone(), second["body"].clone()),
+        (json!("pub"), json!(2))
+    );
+
+    let mut requests = subscriber.serve("svc.echo", None).await.unwrap();
+    let server = tokio::spawn(async move {
+        let req = requests.next().await.unwrap();
+        subscriber
+            .reply(
+                req["reply_to"].as_str().unwrap(),
+                json!({"echo": req["body"]}),
+            )
+            .await
+            .unwrap();
+        subscriber
+    });
+    let response = publisher
+        .request(
+            Target::Subject("svc.echo"),
+            json!("hi"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response["body"], json!({"echo": "hi"}));
+    let _subscriber = server.await.unwrap();
+    let e = publisher
+        .request(
+            Target::Subject("svc.none"),
+            json!(1),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("no_responders"));
+    bus.stop().await;
+}

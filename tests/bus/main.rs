@@ -20,3 +20,4 @@ mod reactors;
 mod robustness;
 mod rpc;
 mod topics;
+mod topics_cli;

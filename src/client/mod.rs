@@ -23,6 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::frame::{self, DEFAULT_MAX_FRAME_LEN};
 
+mod bus;
+pub use bus::{Bus, Subscription, Target};
+
 /// Messages waiting to be sent by a [`Client`].
 pub const SEND_QUEUE: usize = 1024;
 

@@ -1,0 +1,386 @@
+//! [`Bus`]: a protocol-2 connection for topics, request/reply and the monitor.
+//!
+//! One reader task routes what arrives: answers by `rid` to the call waiting
+//! for them, events and requests by `sid` to their [`Subscription`], plain
+//! messages to [`Bus::recv`]. Each subscription has a bounded queue; when the
+//! application does not drain one, the reader waits, the socket fills and the
+//! bus applies the subscription's `on_full` policy. Unlike [`super::Client`] a
+//! `Bus` does not reconnect: when the connection ends its streams end.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::ClientError;
+use crate::frame;
+
+/// Frames queued for one subscription (or the plain-message inbox) before the
+/// reader waits for the application.
+pub const STREAM_CAPACITY: usize = 1024;
+
+/// How long a call waits for its answer (not a request's response: that has
+/// its own timeout).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a waiting call wants from its answer.
+enum Waiter {
+    /// The answer itself.
+    Answer(oneshot::Sender<Value>),
+    /// A `subscribed`/`monitoring` answer: the reader opens the stream before it
+    /// reads on, so retained events that follow at once are not missed.
+    Stream(oneshot::Sender<Result<(u64, mpsc::Receiver<Value>), Value>>),
+}
+
+#[derive(Default)]
+struct Routes {
+    waiting: HashMap<u64, Waiter>,
+    streams: HashMap<u64, mpsc::Sender<Value>>,
+}
+
+/// A protocol-2 connection (features `topics`, `rpc`, `monitor` as asked).
+pub struct Bus {
+    out: mpsc::Sender<Bytes>,
+    routes: Arc<Mutex<Routes>>,
+    next_rid: AtomicU64,
+    inbox: tokio::sync::Mutex<mpsc::Receiver<Value>>,
+    welcome: Value,
+}
+
+impl Bus {
+    /// Connects, says `hello` with `features`, and registers `endpoint` if given.
+    pub async fn connect(
+        socket: &Path,
+        endpoint: Option<&str>,
+        features: &[&str],
+    ) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|cause| ClientError::Connect {
+                path: socket.to_owned(),
+                cause,
+            })?;
+        let (read, mut write) = stream.into_split();
+        let (out, mut out_rx) = mpsc::channel::<Bytes>(STREAM_CAPACITY);
+        tokio::spawn(async move {
+            while let Some(frame) = out_rx.recv().await {
+                if write.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let (inbox_tx, inbox) = mpsc::channel(STREAM_CAPACITY);
+        tokio::spawn(read_loop(read, routes.clone(), inbox_tx));
+        let mut bus = Bus {
+            out,
+            routes,
+            next_rid: AtomicU64::new(1),
+            inbox: tokio::sync::Mutex::new(inbox),
+            welcome: Value::Null,
+        };
+        bus.welcome = bus
+            .call(json!({"type": "hello", "protocol": 2, "features": features}))
+            .await?;
+        if bus.welcome["type"] != "welcome" {
+            return Err(ClientError::Server {
+                code: "no_welcome".into(),
+                detail: format!(
+                    "this bus does not speak protocol 2 (answered {})",
+                    bus.welcome
+                ),
+            });
+        }
+        if let Some(name) = endpoint {
+            bus.call(json!({"type": "register", "endpoint": name}))
+                .await?;
+        }
+        Ok(bus)
+    }
+
+    /// The server's `welcome` (granted features, frame limit).
+    pub fn welcome(&self) -> &Value {
+        &self.welcome
+    }
+
+    async fn send(&self, frame: &Value) -> Result<(), ClientError> {
+        self.out
+            .send(frame::encode_json(frame))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    fn rid(&self) -> u64 {
+        self.next_rid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `request` with a fresh `rid` and waits for the answer; an `error`
+    /// answer becomes [`ClientError::Server`].
+    pub async fn call(&self, mut request: Value) -> Result<Value, ClientError> {
+        self.call_within(&mut request, ANSWER_TIMEOUT).await
+    }
+
+    async fn call_within(
+        &self,
+        request: &mut Value,
+        limit: Duration,
+    ) -> Result<Value, ClientError> {
+        let rid = self.rid();
+        request["rid"] = rid.into();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.routes).waiting.insert(rid, Waiter::Answer(tx));
+        self.send(request).await?;
+        let answer = match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => return Err(ClientError::Closed),
+            Err(_) => {
+                lock(&self.routes).waiting.remove(&rid);
+                return Err(ClientError::Timeout(limit));
+            }
+        };
+        if answer["type"] == "error" {
+            return Err(ClientError::from_reply(&answer));
+        }
+        Ok(answer)
+    }
+
+    async fn open_stream(&self, mut request: Value) -> Result<Subscription, ClientError> {
+        let rid = self.rid();
+        request["rid"] = rid.into();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.routes).waiting.insert(rid, Waiter::Stream(tx));
+        self.send(&request).await?;
+        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+            Ok(Ok(Ok((sid, events)))) => Ok(Subscription {
+                sid,
+                events,
+                out: self.out.clone(),
+            }),
+            Ok(Ok(Err(error))) => Err(ClientError::from_reply(&error)),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                lock(&self.routes).waiting.remove(&rid);
+                Err(ClientError::Timeout(ANSWER_TIMEOUT))
+            }
+        }
+    }
+
+    /// Publishes `body` on `subject` (kept as its retained value with `retain`).
+    pub async fn publish(
+        &self,
+        subject: &str,
+        body: Value,
+        retain: bool,
+    ) -> Result<(), ClientError> {
+        self.send(&json!({"type": "publish", "subject": subject, "body": body, "retain": retain}))
+            .await
+    }
+
+    /// Subscribes to `pattern` (in queue group `queue`, if any); events come out of
+    /// the returned stream, retained values first.
+    pub async fn subscribe(
+        &self,
+        pattern: &str,
+        queue: Option<&str>,
+    ) -> Result<Subscription, ClientError> {
+        let mut request = json!({"type": "subscribe", "subject": pattern});
+        if let Some(queue) = queue {
+            request["queue"] = queue.into();
+        }
+        self.open_stream(request).await
+    }
+
+    /// Watches every frame the bus routes, optionally only those whose subject
+    /// matches `pattern` (feature `monitor`).
+    pub async fn monitor(&self, pattern: Option<&str>) -> Result<Subscription, ClientError> {
+        let mut request = json!({"type": "monitor"});
+        if let Some(pattern) = pattern {
+            request["subject"] = pattern.into();
+        }
+        self.open_stream(request).await
+    }
+
+    /// Sends a request to `target` and waits for its `response` frame (at most
+    /// `timeout`; the bus answers `timeout` then).
+    pub async fn request(
+        &self,
+        target: Target<'_>,
+        body: Value,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        let ms = timeout
+            .as_millis()
+            .clamp(1, crate::protocol::rpc::MAX_TIMEOUT.as_millis()) as u64;
+        let mut request = json!({"type": "request", "body": body, "timeout_ms": ms});
+        match target {
+            Target::Subject(s) => request["subject"] = s.into(),
+            Target::Endpoint(e) => request["to"] = e.into(),
+        }
+        // The bus answers by the deadline itself; wait a little longer.
+        self.call_within(&mut request, timeout + Duration::from_secs(2))
+            .await
+    }
+
+    /// Answers a request this connection received.
+    pub async fn reply(&self, reply_to: &str, body: Value) -> Result<(), ClientError> {
+        self.send(&json!({"type": "reply", "reply_to": reply_to, "body": body}))
+            .await
+    }
+
+    /// Serves requests on `pattern`: `request` frames come out of the stream;
+    /// answer each with [`Bus::reply`] (its `reply_to`).
+    pub async fn serve(
+        &self,
+        pattern: &str,
+        queue: Option<&str>,
+    ) -> Result<Subscription, ClientError> {
+        self.subscribe(pattern, queue).await
+    }
+
+    /// The next plain message (hermes `message` frames, errors no call waited for).
+    pub async fn recv(&self) -> Option<Value> {
+        self.inbox.lock().await.recv().await
+    }
+
+    /// Says `bye` (the will, if any, is not published) and waits for the answer.
+    pub async fn bye(&self) -> Result<(), ClientError> {
+        self.call(json!({"type": "bye"})).await.map(drop)
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Subject(&'a str),
+    Endpoint(&'a str),
+}
+
+/// Events (or requests, or monitor copies) of one subscription, as a `Stream`.
+/// Dropping it unsubscribes.
+pub struct Subscription {
+    sid: u64,
+    events: mpsc::Receiver<Value>,
+    out: mpsc::Sender<Bytes>,
+}
+
+impl Subscription {
+    pub fn sid(&self) -> u64 {
+        self.sid
+    }
+
+    /// The next frame; `None` when the connection ended.
+    pub async fn recv(&mut self) -> Option<Value> {
+        self.events.recv().await
+    }
+}
+
+impl tokio_stream::Stream for Subscription {
+    type Item = Value;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Value>> {
+        self.events.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let frame = frame::encode_json(&json!({"type": "unsubscribe", "sid": self.sid}));
+        let _ = self.out.try_send(frame);
+    }
+}
+
+/// A short critical section on the routing tables (no `.await` inside).
+fn lock(routes: &Mutex<Routes>) -> std::sync::MutexGuard<'_, Routes> {
+    routes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn read_loop(
+    mut read: tokio::net::unix::OwnedReadHalf,
+    routes: Arc<Mutex<Routes>>,
+    inbox: mpsc::Sender<Value>,
+) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let value = match frame::decode(&mut buf, usize::MAX) {
+            Ok(Some(f)) => match serde_json::from_slice::<Value>(frame::payload(&f)) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+            Ok(None) => match read.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            },
+            Err(_) => break,
+        };
+        // Waits when the application is behind: the bus's flow control takes over.
+        match route(&routes, value) {
+            Routed::Answered => {}
+            Routed::Stream(tx, value) => {
+                let _ = tx.send(value).await;
+            }
+            Routed::Inbox(value) => {
+                let _ = inbox.send(value).await;
+            }
+        }
+    }
+    // Ends every stream and every waiting call.
+    let mut r = lock(&routes);
+    r.streams.clear();
+    r.waiting.clear();
+}
+
+/// Where one received frame goes.
+enum Routed {
+    /// To the call that waited for it (done).
+    Answered,
+    /// To a subscription's stream.
+    Stream(mpsc::Sender<Value>, Value),
+    /// To [`Bus::recv`].
+    Inbox(Value),
+}
+
+fn route(routes: &Mutex<Routes>, value: Value) -> Routed {
+    let mut r = lock(routes);
+    if let Some(rid) = value.get("rid").and_then(Value::as_u64) {
+        if let Some(waiter) = r.waiting.remove(&rid) {
+            match waiter {
+                Waiter::Answer(tx) => {
+                    let _ = tx.send(value);
+                }
+                Waiter::Stream(tx) => {
+                    let opened = match value["sid"].as_u64() {
+                        Some(sid) if value["type"] != "error" => {
+                            let (stx, srx) = mpsc::channel(STREAM_CAPACITY);
+                            r.streams.insert(sid, stx);
+                            Ok((sid, srx))
+                        }
+                        _ => Err(value),
+                    };
+                    let _ = tx.send(opened);
+                }
+            }
+            return Routed::Answered;
+        }
+    }
+    if let Some(sid) = value.get("sid").and_then(Value::as_u64) {
+        if let Some(tx) = r.streams.get(&sid) {
+            if tx.is_closed() {
+                // Dropped by the application: its `unsubscribe` is on the way.
+                r.streams.remove(&sid);
+                return Routed::Answered;
+            }
+            return Routed::Stream(tx.clone(), value);
+        }
+    }
+    Routed::Inbox(value)
+}
