@@ -56,6 +56,8 @@ pub struct BenchOptions {
     pub burst: u64,
     /// Run the latency scenario beside a receiver that never reads.
     pub stalled: bool,
+    /// Run the protocol-2 scenarios ([`crate::bench_topics`]).
+    pub topics: bool,
 }
 
 /// One scenario's result.
@@ -76,7 +78,7 @@ pub struct Row {
 
 impl Row {
     /// A scenario's row: rates, and the percentiles of its delays (ns).
-    fn measured(
+    pub(crate) fn measured(
         target: &Path,
         scenario: String,
         size: usize,
@@ -96,7 +98,12 @@ impl Row {
         }
     }
 
-    fn failed(target: &Path, scenario: String, size: usize, error: std::io::Error) -> Self {
+    pub(crate) fn failed(
+        target: &Path,
+        scenario: String,
+        size: usize,
+        error: std::io::Error,
+    ) -> Self {
         Self {
             target: target.to_owned(),
             scenario,
@@ -164,6 +171,12 @@ pub fn run(
                 progress(&row);
                 rows.push(row);
             }
+            if options.topics {
+                crate::bench_topics::run(target, options, size, |row| {
+                    progress(&row);
+                    rows.push(row);
+                });
+            }
         }
     }
     Ok((rows, memory))
@@ -226,7 +239,18 @@ fn latency(
     epoch: Instant,
 ) -> std::io::Result<(Vec<u64>, Duration)> {
     let rx = Receivers::start(target, names, epoch, true, options.poll)?;
-    let mut samples = Vec::with_capacity((options.latency_samples as usize) * names.len());
+    timed_run(rx, options, sender, epoch)
+}
+
+/// Sends `latency_samples` messages one at a time to receivers already
+/// listening (timed); returns every one-way delay (ns) and the run's length.
+pub(crate) fn timed_run(
+    rx: Receivers,
+    options: &BenchOptions,
+    sender: &mut Sender,
+    epoch: Instant,
+) -> std::io::Result<(Vec<u64>, Duration)> {
+    let mut samples = Vec::with_capacity((options.latency_samples as usize) * rx.counts.len());
     let started = Instant::now();
     for n in 0..options.latency_samples {
         sender.send(n, epoch)?;
@@ -241,7 +265,7 @@ fn latency(
 }
 
 /// p50 and p99 of delays in ns, in µs.
-fn percentiles(samples: &mut [u64]) -> (f64, f64) {
+pub(crate) fn percentiles(samples: &mut [u64]) -> (f64, f64) {
     samples.sort_unstable();
     let pct = |p: f64| -> f64 {
         if samples.is_empty() {
@@ -340,7 +364,7 @@ fn beside_stalled(target: &Path, options: &BenchOptions, size: usize) -> std::io
     ))
 }
 
-fn connect(target: &Path) -> std::io::Result<UnixStream> {
+pub(crate) fn connect(target: &Path) -> std::io::Result<UnixStream> {
     let stream = UnixStream::connect(target).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -352,12 +376,12 @@ fn connect(target: &Path) -> std::io::Result<UnixStream> {
     Ok(stream)
 }
 
-fn write_frame(w: &mut impl Write, value: &Value) -> std::io::Result<()> {
+pub(crate) fn write_frame(w: &mut impl Write, value: &Value) -> std::io::Result<()> {
     w.write_all(&frame::encode_json(value))
 }
 
 /// Reads one frame's payload into `buf`.
-fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()> {
+pub(crate) fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut header = [0u8; 4];
     r.read_exact(&mut header)?;
     let len = u32::from_be_bytes(header) as usize;
@@ -373,7 +397,7 @@ fn register(target: &Path, name: &str) -> std::io::Result<UnixStream> {
     Ok(stream)
 }
 
-struct Sender {
+pub(crate) struct Sender {
     out: BufWriter<UnixStream>,
     prefix: Vec<u8>,
     pad: String,
@@ -382,13 +406,18 @@ struct Sender {
 
 impl Sender {
     fn connect(target: &Path, to: &str, size: usize) -> std::io::Result<Self> {
-        let stream = connect(target)?;
-        // `{"t":"<20 digits>","pad":"…"}` is padded so the body is `size` bytes.
-        let pad = "x".repeat(size.saturating_sub(r#"{"t":"00000000000000000000","pad":""}"#.len()));
         let prefix = format!(
             r#"{{"type":"message","to":{},"from":"bench","ts":1.0,"body":{{"t":"#,
             json!(to)
         );
+        Self::on(connect(target)?, prefix, size)
+    }
+
+    /// A sender on `stream` whose frames start with `prefix` (up to the body's
+    /// `"t":`), with bodies of `size` bytes.
+    pub(crate) fn on(stream: UnixStream, prefix: String, size: usize) -> std::io::Result<Self> {
+        // `{"t":"<20 digits>","pad":"…"}` is padded so the body is `size` bytes.
+        let pad = "x".repeat(size.saturating_sub(r#"{"t":"00000000000000000000","pad":""}"#.len()));
         Ok(Self {
             out: BufWriter::with_capacity(64 * 1024, stream),
             prefix: prefix.into_bytes(),
@@ -397,7 +426,7 @@ impl Sender {
         })
     }
 
-    fn send(&mut self, n: u64, epoch: Instant) -> std::io::Result<()> {
+    pub(crate) fn send(&mut self, n: u64, epoch: Instant) -> std::io::Result<()> {
         let t = epoch.elapsed().as_nanos() as u64;
         let mut frame = std::mem::take(&mut self.scratch);
         frame.clear();
@@ -415,13 +444,13 @@ impl Sender {
         out.extend_from_slice(tail.as_bytes());
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
 }
 
 /// Receiving threads, one per endpoint.
-struct Receivers {
+pub(crate) struct Receivers {
     counts: Vec<Arc<AtomicU64>>,
     progress: mpsc::Receiver<()>,
     threads: Vec<std::thread::JoinHandle<std::io::Result<Vec<u64>>>>,
@@ -436,14 +465,27 @@ impl Receivers {
         timed: bool,
         poll: bool,
     ) -> std::io::Result<Self> {
+        let streams = names
+            .iter()
+            .map(|name| register(target, name))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Self::on(streams, epoch, timed, poll)
+    }
+
+    /// Receivers reading connections already set up (registered, subscribed).
+    pub(crate) fn on(
+        connections: Vec<UnixStream>,
+        epoch: Instant,
+        timed: bool,
+        poll: bool,
+    ) -> std::io::Result<Self> {
         let (tx, progress) = mpsc::channel();
         let mut counts = Vec::new();
         let mut threads = Vec::new();
         let mut streams = Vec::new();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let spin = names.len() < cores;
-        for name in names {
-            let stream = register(target, name)?;
+        let spin = connections.len() < cores;
+        for stream in connections {
             streams.push(stream.try_clone()?);
             let count = Arc::new(AtomicU64::new(0));
             counts.push(count.clone());
@@ -485,7 +527,7 @@ impl Receivers {
         })
     }
 
-    fn min_received(&self) -> u64 {
+    pub(crate) fn min_received(&self) -> u64 {
         self.counts
             .iter()
             .map(|c| c.load(Ordering::Acquire))
@@ -493,7 +535,7 @@ impl Receivers {
             .unwrap_or(0)
     }
 
-    fn wait_progress(&self, at_most: Duration) -> std::io::Result<()> {
+    pub(crate) fn wait_progress(&self, at_most: Duration) -> std::io::Result<()> {
         match self.progress.recv_timeout(at_most) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => Ok(()),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -502,7 +544,7 @@ impl Receivers {
         }
     }
 
-    fn wait_for(&self, n: u64) -> std::io::Result<()> {
+    pub(crate) fn wait_for(&self, n: u64) -> std::io::Result<()> {
         let deadline = Instant::now() + BENCH_IO_TIMEOUT;
         while self.min_received() < n {
             if Instant::now() > deadline {
@@ -519,7 +561,7 @@ impl Receivers {
         Ok(())
     }
 
-    fn stop(self) -> Vec<Vec<u64>> {
+    pub(crate) fn stop(self) -> Vec<Vec<u64>> {
         for (count, stream) in self.counts.iter().zip(&self.streams) {
             count.store(u64::MAX, Ordering::Relaxed);
             let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -617,7 +659,7 @@ fn raise_fd_limit() {
 
 /// Formats rows as a Markdown table, with each target's throughput relative to
 /// the first target's.
-pub fn markdown(rows: &[Row], memory: &[Memory]) -> String {
+pub fn markdown(rows: &[Row], memory: &[Memory], topics: bool) -> String {
     let mut out = String::from(
         "| target | scenario | body | msg/s | deliveries/s | p50 µs | p99 µs | vs first |\n|---|---|---|---|---|---|---|---|\n",
     );
@@ -646,6 +688,13 @@ pub fn markdown(rows: &[Row], memory: &[Memory]) -> String {
             row.p50_us,
             row.p99_us,
             row.msgs_per_sec / base
+        ));
+    }
+    if topics {
+        let (p50, p99, n) =
+            crate::bench_topics::match_cost(crate::bench_topics::TABLE_SUBSCRIPTIONS);
+        out.push_str(&format!(
+            "\nsubscription table alone, {n} subscriptions (half with wildcards): one match p50 {p50:.0} ns, p99 {p99:.0} ns\n"
         ));
     }
     for m in memory {

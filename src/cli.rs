@@ -254,6 +254,9 @@ struct BenchArgs {
     /// Skip the latency run beside a receiver that never reads
     #[arg(long)]
     no_stalled: bool,
+    /// Skip the protocol-2 scenarios (publish/subscribe, request/reply)
+    #[arg(long)]
+    no_topics: bool,
 }
 
 /// Runs the command line; the binary's `main`.
@@ -535,7 +538,9 @@ async fn bench_cmd(socket: &Path, args: BenchArgs) -> anyhow::Result<()> {
         poll: !args.blocking_receivers,
         burst: args.burst,
         stalled: !args.no_stalled,
+        topics: !args.no_topics,
     };
+    let topics = options.topics;
     let (rows, memory) = tokio::task::spawn_blocking(move || {
         bench::run(&options, |row| {
             if let Some(error) = &row.failed {
@@ -560,6 +565,6 @@ async fn bench_cmd(socket: &Path, args: BenchArgs) -> anyhow::Result<()> {
     })
     .await?
     .context("benchmark failed")?;
-    print!("{}", bench::markdown(&rows, &memory));
+    print!("{}", bench::markdown(&rows, &memory, topics));
     Ok(())
 }

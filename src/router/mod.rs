@@ -61,6 +61,7 @@ mod topics;
 pub use registry::SessionKey;
 use registry::{KeyHash, Registration, Registry, Session};
 pub use rpc::MAX_PENDING_REQUESTS;
+pub use subscriptions::{Sub, Subscriptions};
 pub use topics::{MAX_INTERESTS, MAX_RETAINED, MAX_RETAINED_BYTES};
 
 /// The sender of messages emitted by hooks; no connection has this key.

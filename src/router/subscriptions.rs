@@ -19,6 +19,18 @@ pub struct Sub {
 
 /// The subscriptions at one place in the trie: a vector to walk on every
 /// publish, indexed so that removing one costs O(1) however many share a pattern.
+impl Sub {
+    /// A subscription outside any queue group, paused when full.
+    pub fn new(key: SessionKey, sid: u64) -> Self {
+        Sub {
+            key,
+            sid,
+            queue: None,
+            on_full: OnFull::Pause,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct SubList {
     subs: Vec<Sub>,
