@@ -8,16 +8,21 @@
 //! 1. [`server`] accepts a connection on the Unix socket, checks the peer's uid
 //!    and starts a [`connection`].
 //! 2. [`connection`]'s reader cuts bytes into frames with [`frame`] and parses
-//!    each into a [`protocol::Request`] — bad frames become error requests, so
-//!    the connection carries on. One read's requests travel on as one batch (at
+//!    each into a [`protocol::Request`] (its envelope read once, through one
+//!    table of request types) — bad frames become error requests, so the
+//!    connection carries on. One read's requests travel on as one batch (at
 //!    most [`connection::MAX_READ_BATCH`]).
 //! 3. When filter hooks are in force, the reader runs the filter chain
 //!    ([`hooks`]) on the batch, on its own task, so each sender's order holds; a
-//!    message a filter drops goes on as [`protocol::Request::Dropped`].
-//! 4. The [`router`] actor receives each batch. It owns the endpoint map and
-//!    sessions, answers control requests and routes messages point-to-point or as
-//!    broadcasts, then queues them for notify hooks. Messages hooks emit come back
-//!    to it through the engine's emit port as new messages.
+//!    message, publish or request a filter drops goes on as
+//!    [`protocol::Op::Dropped`].
+//! 4. The [`router`] actor receives each batch. It owns the endpoint map,
+//!    sessions and subscriptions, answers control requests and routes messages
+//!    point-to-point or as broadcasts, publishes to the subscriptions their
+//!    [`subject`] matches, requests to their responders (with one heap of
+//!    deadlines), and a copy of each to monitors; then it queues them for notify
+//!    hooks. Messages hooks emit come back to it through the engine's emit port as
+//!    new messages.
 //! 5. Routed frames are pushed, without waiting, into each recipient's
 //!    [`outbox`]. An outbox past its high-water mark holds back the senders that
 //!    filled it ([`flow`]): their readers pause until it drains. A recipient that
@@ -29,7 +34,8 @@
 //! Around the bus: [`daemon`] runs the server in the foreground or detached (pid
 //! file, log file, socket permissions, bounded stop), [`fd_limit`] keeps clients
 //! answered when descriptors run out, [`paths`] finds the default
-//! socket and [`client`] is the async Rust client. The `hookbus` command line is
+//! socket and [`client`] holds the async Rust clients (`Client` for endpoints,
+//! `Bus` for protocol 2). The `hookbus` command line is
 //! the binary's (`src/main.rs`), not part of this library.
 //!
 //! The wire protocol is specified in `docs/PROTOCOL.md`.
