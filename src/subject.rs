@@ -19,7 +19,7 @@ pub enum SubjectError {
     TooManyTokens(usize),
     #[error("empty token in `{0}`: tokens are separated by single dots")]
     EmptyToken(String),
-    #[error("whitespace in `{0}`: tokens contain no spaces, tabs or newlines")]
+    #[error("whitespace or a control character in {0:?}: tokens contain neither")]
     Whitespace(String),
     #[error("wildcards (`*`, `>`) are for subscriptions, not for `{0}`")]
     Wildcard(String),
@@ -36,7 +36,9 @@ fn check_common(s: &str) -> Result<(), SubjectError> {
     if s.len() > MAX_SUBJECT_LEN {
         return Err(SubjectError::TooLong(s.len()));
     }
-    if s.bytes().any(|b| b.is_ascii_whitespace()) {
+    if s.bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return Err(SubjectError::Whitespace(s.to_owned()));
     }
     let tokens = s.split('.').count();

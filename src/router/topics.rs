@@ -25,6 +25,10 @@ pub const MAX_RETAINED_BYTES: usize = 16 << 20;
 /// Most `interest`s one session may hold.
 pub const MAX_INTERESTS: usize = 1024;
 
+/// Most `interest`s on the bus (each subscription that comes or goes is checked
+/// against every one).
+pub const MAX_BUS_INTERESTS: usize = 65_536;
+
 /// The last retained value of each subject, kept as the tail of its event.
 #[derive(Debug, Default)]
 pub(super) struct Retained {
@@ -292,29 +296,41 @@ impl Router {
         let Some(session) = self.registry.sessions.get_mut(&key) else {
             return;
         };
-        if held >= MAX_INTERESTS {
+        if held >= MAX_INTERESTS || self.interests.len() >= MAX_BUS_INTERESTS {
             let error = ProtocolError::new(
                 ErrorCode::TooManySubscriptions,
-                format!("a connection may hold at most {MAX_INTERESTS} interests"),
+                format!(
+                    "a connection may hold at most {MAX_INTERESTS} interests, the bus {MAX_BUS_INTERESTS}"
+                ),
             );
             self.answer(key, rid, error.to_frame());
             return;
         }
         let iid = session.next_sid();
         let pattern = interest.pattern;
-        let subscriptions: Vec<serde_json::Value> = self
-            .registry
-            .sessions
-            .values()
-            .flat_map(|s| {
-                s.subs
-                    .values()
-                    .filter(|sub| subject::overlaps(&pattern, &sub.pattern))
-                    .map(move |sub| who(s, sub))
-            })
-            .collect();
+        // The listing must fit in a frame: past half the limit, the rest is
+        // only counted (`more`); changes still come one by one.
+        let room = self.config.max_frame_len / 2;
+        let (mut listed, mut bytes, mut more) = (Vec::new(), 0usize, 0u64);
+        for s in self.registry.sessions.values() {
+            for sub in s.subs.values() {
+                if !subject::overlaps(&pattern, &sub.pattern) {
+                    continue;
+                }
+                // At most: JSON escapes double a pattern (no control characters)
+                // and multiply an endpoint name by six.
+                let size =
+                    128 + 2 * sub.pattern.len() + s.endpoint.as_ref().map_or(0, |e| 6 * e.len());
+                if bytes + size > room {
+                    more += 1;
+                } else {
+                    bytes += size;
+                    listed.push(who(s, sub));
+                }
+            }
+        }
         let reply = crate::frame::encode_json(&json!({
-            "type": "interest", "iid": iid, "subscriptions": subscriptions,
+            "type": "interest", "iid": iid, "subscriptions": listed, "more": more,
         }));
         self.answer(key, rid, reply);
         self.interests.push(Watcher { key, iid, pattern });
