@@ -19,7 +19,7 @@ use tracing::{debug, Instrument};
 
 use crate::budget::{Budget, Grant, FREE_FRAME};
 use crate::flow::Flow;
-use crate::frame;
+use crate::frame::{self, OutFrame};
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::{self, Level, OutboxReceiver};
 use crate::peer::Peer;
@@ -382,7 +382,7 @@ async fn write_loop(
     closed: CancellationToken,
 ) {
     let level = outbox.level().clone();
-    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
+    let mut batch: Vec<OutFrame> = Vec::with_capacity(WRITE_BATCH);
     // The abort signal's sender is dropped, unsent, when the router closes the
     // session gracefully; from then on only the queue matters, for at most
     // `CLOSE_FLUSH_TIMEOUT`.
@@ -417,7 +417,7 @@ async fn write_loop(
         if n == 0 {
             break; // the router dropped the outbox and everything queued is written
         }
-        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        let bytes: usize = batch.iter().map(OutFrame::len).sum();
         let late = async {
             match flush_deadline.as_mut() {
                 Some(deadline) => deadline.as_mut().await,
@@ -443,7 +443,7 @@ async fn write_loop(
         }
     }
     // Cut short: the frames in hand go with the rest of the queue.
-    outbox.release(batch.iter().map(Bytes::len).sum());
+    outbox.release(batch.iter().map(OutFrame::len).sum());
     drop(batch);
     drop(outbox);
     let _ = writer.shutdown().await;
@@ -452,26 +452,31 @@ async fn write_loop(
     }
 }
 
-/// Writes frames, coalescing small ones into one buffer per `WRITE_BUF` bytes.
+/// Writes frames, coalescing small parts into one buffer per `WRITE_BUF` bytes.
 async fn write_batch(
     writer: &mut OwnedWriteHalf,
-    batch: &[Bytes],
+    batch: &[OutFrame],
     bytes: usize,
     level: &Level,
 ) -> std::io::Result<()> {
-    if batch.len() == 1 {
-        return write_counted(writer, &batch[0], level).await;
+    if let [frame] = batch {
+        if frame.tail.is_empty() {
+            return write_counted(writer, &frame.head, level).await;
+        }
     }
     let mut out = Vec::with_capacity(bytes.min(WRITE_BUF));
-    for frame in batch {
-        if !out.is_empty() && out.len() + frame.len() > WRITE_BUF {
+    for part in batch.iter().flat_map(|f| [&f.head, &f.tail]) {
+        if part.is_empty() {
+            continue;
+        }
+        if !out.is_empty() && out.len() + part.len() > WRITE_BUF {
             write_counted(writer, &out, level).await?;
             out.clear();
         }
-        if frame.len() >= WRITE_BUF {
-            write_counted(writer, frame, level).await?;
+        if part.len() >= WRITE_BUF {
+            write_counted(writer, part, level).await?;
         } else {
-            out.extend_from_slice(frame);
+            out.extend_from_slice(part);
         }
     }
     if !out.is_empty() {

@@ -51,6 +51,36 @@ pub fn in_progress(buf: &[u8]) -> Option<usize> {
     Some(HEADER_LEN + u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize)
 }
 
+/// A frame on its way out, in two parts written one after the other: a head
+/// the bus built for one recipient and a tail shared by many (an event's
+/// subject, id and body are built once per publish and never copied per
+/// subscriber). Most frames are all head.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutFrame {
+    pub head: Bytes,
+    pub tail: Bytes,
+}
+
+impl OutFrame {
+    /// Bytes on the wire (header included).
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Bytes> for OutFrame {
+    fn from(head: Bytes) -> Self {
+        OutFrame {
+            head,
+            tail: Bytes::new(),
+        }
+    }
+}
+
 /// Builds a frame (header and payload) from a payload.
 pub fn encode(payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());

@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::frame::OutFrame;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::budget::Budget;
@@ -111,19 +113,19 @@ impl Level {
 /// The router's end.
 #[derive(Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<OutFrame>,
     level: Arc<Level>,
     max_bytes: usize,
     abort: Option<oneshot::Sender<Bytes>>,
     /// Frames that found the queue at its bounds, in order, and their bytes.
-    parked: VecDeque<Bytes>,
+    parked: VecDeque<OutFrame>,
     parked_bytes: usize,
 }
 
 /// The writer's end.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    pub(crate) rx: mpsc::Receiver<Bytes>,
+    pub(crate) rx: mpsc::Receiver<OutFrame>,
     level: Arc<Level>,
     /// Fires when the router gives up on the connection; carries the final error
     /// frame, which jumps the queue.
@@ -156,7 +158,8 @@ pub fn outbox(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> (Outbox
 impl Outbox {
     /// Queues a frame without waiting: parks it behind the queue when the queue
     /// is at its bounds (or frames are parked already, so order holds).
-    pub fn push(&mut self, frame: Bytes) -> Result<(), Gone> {
+    pub fn push(&mut self, frame: impl Into<OutFrame>) -> Result<(), Gone> {
+        let frame = frame.into();
         // Counted before it is queued, so the writer never gives back bytes that
         // were not counted yet.
         self.level.budget.add_queued(frame.len());
@@ -208,14 +211,14 @@ impl Outbox {
         self.parked.len()
     }
 
-    fn park(&mut self, frame: Bytes) {
+    fn park(&mut self, frame: OutFrame) {
         self.parked_bytes += frame.len();
         self.parked.push_back(frame);
     }
 
     /// Puts a frame (already counted in the budget) in the queue, within its
     /// bounds (one frame always fits an empty queue).
-    fn enqueue(&self, frame: Bytes) -> Result<(), mpsc::error::TrySendError<Bytes>> {
+    fn enqueue(&self, frame: OutFrame) -> Result<(), mpsc::error::TrySendError<OutFrame>> {
         let len = frame.len();
         let queued = self.level.bytes.load(Ordering::Relaxed);
         if queued != 0 && queued + len > self.max_bytes {
@@ -267,10 +270,10 @@ impl Outbox {
             self.level.budget.add_queued(last.len());
             if let Err(
                 mpsc::error::TrySendError::Full(last) | mpsc::error::TrySendError::Closed(last),
-            ) = self.enqueue(last)
+            ) = self.enqueue(last.into())
             {
                 self.level.budget.sub(last.len());
-                self.abort(last);
+                self.abort(last.head);
             }
         }
         discarded
@@ -342,7 +345,7 @@ mod tests {
         assert_eq!(tx.parked(), 2, "two fit the queue of two");
         assert!(tx.above_high());
         assert_eq!(budget.used(), 4, "parked frames count too");
-        assert_eq!(&rx.rx.recv().await.unwrap()[..], b"a");
+        assert_eq!(&rx.rx.recv().await.unwrap().head[..], b"a");
         rx.release(1);
         // A new frame goes behind the parked ones.
         tx.push(Bytes::from_static(b"e")).unwrap();
@@ -352,7 +355,7 @@ mod tests {
             tx.unpark().unwrap();
             let frame = rx.rx.recv().await.unwrap();
             rx.release(frame.len());
-            got.push(frame);
+            got.push(frame.head);
         }
         assert_eq!(got, [&b"b"[..], b"c", b"d", b"e"]);
         assert_eq!(tx.unpark(), Ok(true));

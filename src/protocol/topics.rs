@@ -9,8 +9,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{opt_field, opt_str, slice_of, ErrorCode, Head, Op, ProtocolError};
-use crate::frame::{self, HEADER_LEN};
+use crate::frame::{self, OutFrame, HEADER_LEN};
 use crate::subject::{self, SubjectError};
+
+/// Largest `will` body, in bytes of JSON: a will is held for the session's
+/// whole life, outside the memory budget, so it is a short notice.
+pub const MAX_WILL_BODY: usize = 64 * 1024;
 
 /// Longest queue-group name, in bytes.
 pub const MAX_QUEUE_LEN: usize = 64;
@@ -185,9 +189,15 @@ pub(super) fn parse_will(raw: &RawValue, text: &str, frame: &Bytes) -> Result<Wi
     let subject = opt_str(wire.subject, "will.subject")?
         .ok_or_else(|| ProtocolError::bad_request("missing field `will.subject`"))?;
     subject::check_subject(&subject).map_err(bad_subject)?;
+    let body = body_of(wire.body, text, frame);
+    if body.as_ref().is_some_and(|b| b.len() > MAX_WILL_BODY) {
+        return Err(ProtocolError::bad_request(format!(
+            "a `will` body has at most {MAX_WILL_BODY} bytes of JSON: it is a short notice, kept for the session's whole life"
+        )));
+    }
     Ok(Will {
         subject: subject.as_ref().into(),
-        body: body_of(wire.body, text, frame),
+        body,
         retain: wire.retain,
     })
 }
@@ -228,18 +238,21 @@ impl EventTail {
         EventTail(out.freeze())
     }
 
-    /// The whole frame: `head` (e.g. `{"type":"event","sid":3`) then the tail.
-    pub fn frame(&self, head: &[u8]) -> Bytes {
+    /// The whole frame: `head` (e.g. `{"type":"event","sid":3`) then the tail,
+    /// which is shared, not copied.
+    pub fn frame(&self, head: &[u8]) -> OutFrame {
         let len = head.len() + self.0.len();
-        let mut out = BytesMut::with_capacity(HEADER_LEN + len);
+        let mut out = BytesMut::with_capacity(HEADER_LEN + head.len());
         out.put_u32(len as u32);
         out.put_slice(head);
-        out.put_slice(&self.0);
-        out.freeze()
+        OutFrame {
+            head: out.freeze(),
+            tail: self.0.clone(),
+        }
     }
 
     /// `{"type":"event","sid":N,…}` (with `"retained":true` for a kept value).
-    pub fn event(&self, sid: u64, retained: bool) -> Bytes {
+    pub fn event(&self, sid: u64, retained: bool) -> OutFrame {
         let mut head = [0u8; 80];
         let n = {
             use std::io::Write;
@@ -286,6 +299,15 @@ mod tests {
     use crate::protocol::{parse, Op};
     use serde_json::{json, Value};
 
+    /// The payload of a two-part frame.
+    fn joined(f: &OutFrame) -> Vec<u8> {
+        let mut all = f.head.to_vec();
+        all.extend_from_slice(&f.tail);
+        let len = u32::from_be_bytes([all[0], all[1], all[2], all[3]]) as usize;
+        assert_eq!(len, all.len() - HEADER_LEN);
+        all.split_off(HEADER_LEN)
+    }
+
     fn op(json: &str) -> Op {
         parse(frame::encode(json.as_bytes())).op
     }
@@ -307,15 +329,15 @@ mod tests {
     #[test]
     fn event_frames_are_json_with_the_sid() {
         let tail = EventTail::new(Some("a.\"b"), Some("ci"), br#""i""#, b"2.5", Some(b"[1]"));
-        let v: Value = serde_json::from_slice(frame::payload(&tail.event(42, false))).unwrap();
+        let v: Value = serde_json::from_slice(&joined(&tail.event(42, false))).unwrap();
         assert_eq!(
             v,
             json!({"type":"event","sid":42,"subject":"a.\"b","from":"ci","id":"i","ts":2.5,"body":[1]})
         );
-        let v: Value = serde_json::from_slice(frame::payload(&tail.event(u64::MAX, true))).unwrap();
+        let v: Value = serde_json::from_slice(&joined(&tail.event(u64::MAX, true))).unwrap();
         assert_eq!(v["retained"], json!(true));
         assert_eq!(v["sid"], json!(u64::MAX));
-        assert!(frame::payload(&tail.event(u64::MAX, true)).len() <= tail.max_event_len());
+        assert!(joined(&tail.event(u64::MAX, true)).len() <= tail.max_event_len());
     }
 
     #[test]

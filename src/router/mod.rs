@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::budget::Budget;
 use crate::flow::{Flow, Slot};
+use crate::frame::OutFrame;
 use crate::hooks::runtime::HookRuntime;
 use crate::outbox::Outbox;
 use crate::peer::Peer;
@@ -38,6 +39,10 @@ pub const STALL_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// of it in queued and parked frames.
 pub const MEMORY_SHARES: usize = 4;
 
+/// A receiver is cut at once when frames for it would pass this fraction of
+/// the memory budget (1/2).
+pub const MEMORY_HARD_SHARES: usize = 2;
+
 /// How long a receiver may hold more than its share of a pressed budget.
 pub const SHARE_GRACE: Duration = Duration::from_secs(1);
 
@@ -48,6 +53,15 @@ pub const UNPARK_EVERY: Duration = Duration::from_millis(1);
 /// Default time a receiver may make no progress while its outbox is past high
 /// water before it is disconnected as a slow consumer.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Router time one client's batch of requests may take before the rest of it
+/// waits for the next tick ([`UNPARK_EVERY`]), so a client whose requests are
+/// costly (publishes into a huge subscription table, `interest` scans) cannot
+/// hold the router from everyone else.
+pub const ROUTER_SLICE: Duration = Duration::from_millis(2);
+
+/// The clock is read after every costly request, and after this many cheap ones.
+const ROUTER_CHECK_EVERY: u32 = 64;
 
 /// Longest interval between heartbeat sweeps.
 pub const HEARTBEAT_CHECK_EVERY: Duration = Duration::from_secs(15);
@@ -280,15 +294,13 @@ impl Router {
                 self.requests(key, requests.into(), slot);
             }
             Command::Closed { key } => {
-                // What it sent before it left is handled, answered or not.
-                while let Some((requests, _slot)) = self
-                    .registry
-                    .sessions
-                    .get_mut(&key)
-                    .and_then(|s| s.deferred.pop_front())
-                {
-                    for request in requests {
-                        self.request(key, request);
+                // What it sent before it left is handled, answered or not, a
+                // slice at a time like any client's; then the session closes.
+                if let Some(session) = self.registry.sessions.get_mut(&key) {
+                    if !session.deferred.is_empty() {
+                        session.closing = true;
+                        self.deferring.insert(key);
+                        return;
                     }
                 }
                 self.close(key, Close::Flush);
@@ -354,11 +366,15 @@ impl Router {
                 self.answer(key, rid, frame);
             }
             Op::Hello { features, will } => {
+                let had_topics = session.features.has(protocol::Feature::Topics);
                 session.features = features;
                 session.negotiated = true;
                 session.will = will;
                 if !features.has(protocol::Feature::Monitor) && session.monitor.take().is_some() {
                     self.monitors.retain(|&k| k != key);
+                }
+                if had_topics && !features.has(protocol::Feature::Topics) {
+                    self.topics_dropped(key);
                 }
                 let frame = protocol::welcome(features, self.config.max_frame_len);
                 self.answer(key, rid, frame);
@@ -467,6 +483,7 @@ impl Router {
                     {
                         n += 1;
                         if session.outbox.above_high() {
+                            session.holding = true;
                             filled.push(session.outbox.level().clone());
                             if session.outbox.parked() > 0 {
                                 self.parked.insert(key);
@@ -508,7 +525,12 @@ impl Router {
 
     /// Pushes a message from `from` into `to`'s outbox, and holds `from` back when
     /// that took the outbox past high water. False if it was not pushed.
-    fn deliver_message(&mut self, from: SessionKey, to: SessionKey, frame: Bytes) -> bool {
+    fn deliver_message(
+        &mut self,
+        from: SessionKey,
+        to: SessionKey,
+        frame: impl Into<OutFrame>,
+    ) -> bool {
         let Some(receiver) = self.registry.sessions.get_mut(&to) else {
             return false;
         };
@@ -519,12 +541,39 @@ impl Router {
             if receiver.outbox.parked() > 0 {
                 self.parked.insert(to);
             }
+            receiver.holding = true;
             let level = receiver.outbox.level().clone();
             if let Some(sender) = self.registry.sessions.get(&from) {
                 sender.flow.hold(&level);
             }
         }
         true
+    }
+
+    /// Whether `len` more bytes fanned out by the router may be queued for
+    /// session `key`; if not, it is cut at once. Such a receiver may hold at most
+    /// [`MEMORY_HARD_SHARES`] of the memory budget: the grace of [`SHARE_GRACE`]
+    /// is for bursts of senders, each bounded by flow control, but one request
+    /// fanned out inside the router (a publish to many subscriptions of one
+    /// session, a subscribe to many retained values, interest changes) can queue
+    /// more in one step than any reader could take.
+    fn has_room(&mut self, key: SessionKey, len: usize) -> bool {
+        let Some(session) = self.registry.sessions.get(&key) else {
+            return false;
+        };
+        let held = session.outbox.held_bytes();
+        let cap = self.config.budget.limit() / MEMORY_HARD_SHARES;
+        if held == 0 || held + len <= cap {
+            return true;
+        }
+        self.cut_slow(
+            key,
+            "frames for a client would pass half the memory budget at once: disconnecting it",
+            format!(
+                "more than half the bus's memory budget ({cap} bytes) would be waiting for you; queued messages were discarded"
+            ),
+        );
+        false
     }
 
     /// Cuts receivers past high water that made no progress for the stall timeout:
@@ -555,7 +604,13 @@ impl Router {
             } else {
                 session.over_share = None;
             }
-            let holds_back = session.outbox.above_high() || (pressed && held > 0);
+            // Past high water it is cut only if that held someone back (an
+            // `on_full: drop` subscriber or a monitor never does).
+            let above = session.outbox.above_high();
+            if !above {
+                session.holding = false;
+            }
+            let holds_back = (above && session.holding) || (pressed && held > 0);
             if !holds_back {
                 session.stuck = None;
                 continue;
@@ -616,7 +671,7 @@ impl Router {
     /// there is no such session or it is closing. A client that does not read its
     /// answers is held back like any sender: its requests are not read until it
     /// takes them.
-    fn deliver(&mut self, key: SessionKey, frame: Bytes) -> bool {
+    fn deliver(&mut self, key: SessionKey, frame: impl Into<OutFrame>) -> bool {
         let Some(session) = self.registry.sessions.get_mut(&key) else {
             return false;
         };
@@ -625,6 +680,7 @@ impl Router {
             return false;
         }
         if session.outbox.above_high() {
+            session.holding = true;
             session.flow.hold(session.outbox.level());
             if session.outbox.parked() > 0 {
                 self.parked.insert(key);
@@ -638,17 +694,31 @@ impl Router {
     /// slot (so their bytes stay counted), until the client reads. The answers to
     /// requests a client already sent are thus bounded like its messages are.
     fn requests(&mut self, key: SessionKey, mut requests: VecDeque<Request>, slot: Slot) {
+        let started = Instant::now();
+        let mut cheap = 0u32;
         while let Some(request) = requests.pop_front() {
             let answers = self.answers;
+            // Messages cost little; publishes, subscriptions and the like may cost
+            // a walk of the subscription table.
+            let costly = !matches!(request.op, Op::Message(_) | Op::Ping);
             self.request(key, request);
-            // Only an answer can fill the client's own outbox.
-            if requests.is_empty() || self.answers == answers {
-                continue;
+            if requests.is_empty() {
+                return;
             }
+            cheap = if costly {
+                ROUTER_CHECK_EVERY
+            } else {
+                cheap + 1
+            };
+            let used_up = cheap >= ROUTER_CHECK_EVERY && {
+                cheap = 0;
+                started.elapsed() > ROUTER_SLICE
+            };
+            // Only an answer can fill the client's own outbox.
             let Some(session) = self.registry.sessions.get_mut(&key) else {
                 return;
             };
-            if session.outbox.above_high() {
+            if used_up || (self.answers != answers && session.outbox.above_high()) {
                 session.deferred.push_back((requests, slot));
                 self.deferring.insert(key);
                 return;
@@ -656,23 +726,35 @@ impl Router {
         }
     }
 
-    /// Goes on with the deferred requests of clients that read their answers.
+    /// Goes on with the deferred requests of clients that read their answers,
+    /// or whose last slice of router time is over: one batch each per tick, so
+    /// other clients' requests come in between.
     fn resume_deferred(&mut self) {
         let keys: Vec<SessionKey> = self.deferring.iter().copied().collect();
         for key in keys {
-            loop {
-                let Some(session) = self.registry.sessions.get_mut(&key) else {
-                    self.deferring.remove(&key);
-                    break;
-                };
-                if session.outbox.above_high() {
-                    break;
-                }
-                let Some((requests, slot)) = session.deferred.pop_front() else {
-                    self.deferring.remove(&key);
-                    break;
-                };
-                self.requests(key, requests, slot);
+            let Some(session) = self.registry.sessions.get_mut(&key) else {
+                self.deferring.remove(&key);
+                continue;
+            };
+            // A client that left is not waited for.
+            if session.outbox.above_high() && !session.closing {
+                continue;
+            }
+            let Some((requests, slot)) = session.deferred.pop_front() else {
+                self.deferring.remove(&key);
+                continue;
+            };
+            if session.deferred.is_empty() {
+                self.deferring.remove(&key);
+            }
+            self.requests(key, requests, slot);
+            let done = self
+                .registry
+                .sessions
+                .get(&key)
+                .is_some_and(|s| s.closing && s.deferred.is_empty());
+            if done {
+                self.close(key, Close::Flush);
             }
         }
     }

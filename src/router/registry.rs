@@ -49,8 +49,14 @@ pub(crate) struct Session {
     pub stuck: Option<(u64, Instant)>,
     /// Since when it holds more than its share of a pressed memory budget.
     pub over_share: Option<Instant>,
-    /// Requests waiting for the client to read its answers, with their slots.
+    /// Its outbox, past high water, held a sender (or the session itself, for
+    /// answers) back since it was last below: what makes a stalled reader cut.
+    pub holding: bool,
+    /// Requests waiting for the client to read its answers, or for the router's
+    /// next slice, with their slots.
     pub deferred: VecDeque<(VecDeque<Request>, Slot)>,
+    /// Its reader stopped: it closes once its deferred requests are handled.
+    pub closing: bool,
     pub last_seen: Instant,
     pub features: Features,
     /// The client sent `hello`: it speaks hookbus's extensions, so it may be sent
@@ -66,8 +72,8 @@ pub(crate) struct Session {
     pub monitor: Option<Monitor>,
     /// Published for the session when it ends without `bye`.
     pub will: Option<Will>,
-    /// Requests it sent that wait for responses.
-    pub asking: usize,
+    /// Requests it sent that wait for responses (their `reply_to` tokens).
+    pub asked: HashSet<u64>,
     /// Requests it was sent and has not answered (their `reply_to` tokens).
     pub serving: HashSet<u64>,
 }
@@ -82,7 +88,9 @@ impl Session {
             flow,
             stuck: None,
             over_share: None,
+            holding: false,
             deferred: VecDeque::new(),
+            closing: false,
             last_seen: Instant::now(),
             features: Features::default(),
             negotiated: false,
@@ -91,7 +99,7 @@ impl Session {
             last_sid: 0,
             monitor: None,
             will: None,
-            asking: 0,
+            asked: HashSet::new(),
             serving: HashSet::new(),
         }
     }

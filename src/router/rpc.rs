@@ -47,6 +47,16 @@ impl Asks {
     pub fn len(&self) -> usize {
         self.pending.len()
     }
+
+    /// Drops deadlines of requests already ended once they outnumber the
+    /// pending ones, so answered requests do not linger until their timeout.
+    fn compact(&mut self) {
+        if self.deadlines.len() > 2 * self.pending.len() + 1024 {
+            let pending = &self.pending;
+            self.deadlines
+                .retain(|Reverse((t, token))| pending.get(token).is_some_and(|p| p.deadline == *t));
+        }
+    }
 }
 
 /// The token in a `reply_to` address.
@@ -62,7 +72,7 @@ impl Router {
         let Some(session) = self.registry.sessions.get(&key) else {
             return;
         };
-        if session.asking >= MAX_PENDING_REQUESTS {
+        if session.asked.len() >= MAX_PENDING_REQUESTS {
             let detail = format!(
                 "this connection already has {MAX_PENDING_REQUESTS} requests waiting for responses; wait for some"
             );
@@ -106,18 +116,11 @@ impl Router {
             &ask.ts,
             ask.body.as_deref(),
         );
-        if tail.0.len() + 96 > self.config.max_frame_len {
-            let detail = format!(
-                "the request, as responders get it, would pass the {}-byte frame limit; make it smaller",
-                self.config.max_frame_len
-            );
-            self.deliver(key, rpc::error(ErrorCode::FrameTooLarge, detail, &rid));
-            return;
-        }
         self.asks.last_token += 1;
         let token = self.asks.last_token;
         let reply_to = format!("{REPLY_PREFIX}{token}");
         let mut sent = Vec::with_capacity(responders.len());
+        let mut too_large = false;
         for (responder, sid) in responders {
             let Some(r) = self.registry.sessions.get_mut(&responder) else {
                 continue;
@@ -129,10 +132,23 @@ impl Router {
                 let to = r.endpoint.clone().unwrap_or_default();
                 rpc::message_head(&to, &reply_to)
             };
+            let frame = tail.frame(&head);
+            if frame.len() - crate::frame::HEADER_LEN > self.config.max_frame_len {
+                too_large = true;
+                continue;
+            }
             r.serving.insert(token);
-            if self.deliver_message(key, responder, tail.frame(&head)) {
+            if self.deliver_message(key, responder, frame) {
                 sent.push(responder);
             }
+        }
+        if sent.is_empty() && too_large {
+            let detail = format!(
+                "the request, as responders get it, would pass the {}-byte frame limit; make it smaller",
+                self.config.max_frame_len
+            );
+            self.deliver(key, rpc::error(ErrorCode::FrameTooLarge, detail, &rid));
+            return;
         }
         let window = ask.gather.map_or(ask.timeout, |g| g.window);
         let deadline = Instant::now() + window;
@@ -149,7 +165,7 @@ impl Router {
         );
         self.asks.deadlines.push(Reverse((deadline, token)));
         if let Some(s) = self.registry.sessions.get_mut(&key) {
-            s.asking += 1;
+            s.asked.insert(token);
         }
         // Every copy may have failed to go (a responder cut as it was sent).
         self.settle(token);
@@ -232,13 +248,14 @@ impl Router {
         let Some(p) = self.asks.pending.remove(&token) else {
             return;
         };
+        self.asks.compact();
         for responder in &p.responders {
             if let Some(s) = self.registry.sessions.get_mut(responder) {
                 s.serving.remove(&token);
             }
         }
         if let Some(s) = self.registry.sessions.get_mut(&p.requester) {
-            s.asking -= 1;
+            s.asked.remove(&token);
         }
         if p.gather.is_some() && p.got > 0 {
             self.deliver(p.requester, rpc::gathered(&p.rid, p.got));
@@ -287,8 +304,17 @@ impl Router {
         key: SessionKey,
         session: &super::registry::Session,
     ) {
-        if session.asking > 0 {
-            self.asks.pending.retain(|_, p| p.requester != key);
+        if !session.asked.is_empty() {
+            for token in &session.asked {
+                if let Some(p) = self.asks.pending.remove(token) {
+                    for responder in &p.responders {
+                        if let Some(s) = self.registry.sessions.get_mut(responder) {
+                            s.serving.remove(token);
+                        }
+                    }
+                }
+            }
+            self.asks.compact();
         }
         for &token in &session.serving {
             if let Some(p) = self.asks.pending.get_mut(&token) {

@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use serde_json::json;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::registry::{SessionKey, SubInfo, SubscribeError, MAX_SESSION_SUBSCRIPTIONS};
 use super::{subscriptions, Router};
@@ -103,12 +102,15 @@ impl Router {
         self.counters.subscriptions += 1;
         let reply = crate::frame::encode_json(&json!({"type": "subscribed", "sid": sid}));
         self.answer(key, rid, reply);
-        let events: Vec<Bytes> = self
+        let events: Vec<crate::frame::OutFrame> = self
             .retained
             .matching(&pattern)
             .map(|tail| tail.event(sid, true))
             .collect();
         for event in events {
+            if !self.has_room(key, event.len()) {
+                return; // cut
+            }
             self.deliver(key, event);
         }
         let info = self.registry.sessions[&key].subs[&sid].clone();
@@ -244,7 +246,10 @@ impl Router {
             return false;
         };
         match on_full {
-            OnFull::Pause => self.deliver_message(from, key, tail.event(sid, false)),
+            OnFull::Pause => {
+                let event = tail.event(sid, false);
+                self.has_room(key, event.len()) && self.deliver_message(from, key, event)
+            }
             OnFull::Drop => {
                 if session.outbox.above_high() {
                     *session.missed.entry(sid).or_insert(0) += 1;
@@ -351,6 +356,23 @@ impl Router {
         self.answer(key, rid, frame);
     }
 
+    /// A later `hello` without `topics`: the session's subscriptions and
+    /// interests end, as its frames would be refused.
+    pub(super) fn topics_dropped(&mut self, key: SessionKey) {
+        self.interests.retain(|w| w.key != key);
+        let sids: Vec<u64> = self
+            .registry
+            .sessions
+            .get(&key)
+            .map(|s| s.subs.keys().copied().collect())
+            .unwrap_or_default();
+        for sid in sids {
+            if let Some(info) = self.registry.unsubscribe(key, sid) {
+                self.interest_changed(key, &info, false);
+            }
+        }
+    }
+
     /// Tells the watchers whose pattern overlaps `sub`'s that it came or went.
     pub(super) fn interest_changed(&mut self, key: SessionKey, sub: &SubInfo, is_add: bool) {
         if self.interests.is_empty() {
@@ -374,7 +396,9 @@ impl Router {
         for (watcher, iid) in watchers {
             body["iid"] = iid.into();
             let frame = crate::frame::encode_json(&body);
-            self.deliver(watcher, frame);
+            if self.has_room(watcher, frame.len()) {
+                self.deliver(watcher, frame);
+            }
         }
     }
 
@@ -403,7 +427,9 @@ impl Router {
                 for (watcher, iid) in watchers {
                     body["iid"] = iid.into();
                     let frame = crate::frame::encode_json(&body);
-                    self.deliver(watcher, frame);
+                    if self.has_room(watcher, frame.len()) {
+                        self.deliver(watcher, frame);
+                    }
                 }
             }
         }
@@ -427,6 +453,14 @@ impl Router {
             ts.as_bytes(),
             will.body.as_deref(),
         );
+        if tail.max_event_len() > self.config.max_frame_len {
+            self.counters.undeliverable += 1;
+            warn!(
+                subject = %will.subject,
+                "a will would pass the frame limit as an event: not published"
+            );
+            return;
+        }
         if will.retain {
             let value = will.body.is_some().then(|| tail.clone());
             if !self.retained.set(&will.subject, value) {
@@ -452,6 +486,8 @@ fn who(s: &super::registry::Session, sub: &SubInfo) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use bytes::Bytes;
 
     fn tail(n: usize) -> EventTail {
         EventTail(Bytes::from(vec![b'x'; n]))
