@@ -586,6 +586,7 @@ impl Router {
         // Pressed now, or someone waited for memory since the last check.
         let waits = budget.waits();
         let pressed = budget.pressed() || waits != self.budget_waits_seen;
+        let spent = budget.spent();
         self.budget_waits_seen = waits;
         let share = budget.limit() / MEMORY_SHARES;
         let now = Instant::now();
@@ -616,22 +617,30 @@ impl Router {
                 continue;
             }
             let progress = session.outbox.level().progress();
+            // While the budget is spent every reader waits: one that takes
+            // nothing at all gets the shorter grace.
+            let limit = if spent {
+                timeout.min(SHARE_GRACE)
+            } else {
+                timeout
+            };
             match session.stuck {
                 Some((seen, since)) if seen == progress => {
-                    if now.duration_since(since) > timeout {
-                        stalled.push(key);
+                    let idle = now.duration_since(since);
+                    if idle > limit {
+                        stalled.push((key, idle));
                     }
                 }
                 _ => session.stuck = Some((progress, now)),
             }
         }
-        for key in stalled {
+        for (key, idle) in stalled {
             self.cut_slow(
                 key,
                 "client read nothing while messages waited for it and held their senders back: disconnecting it",
                 format!(
-                    "you read nothing for {} s while messages waited for you; queued messages were discarded",
-                    timeout.as_secs_f64()
+                    "you read nothing for {:.1} s while messages waited for you; queued messages were discarded",
+                    idle.as_secs_f64()
                 ),
             );
         }
