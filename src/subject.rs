@@ -93,24 +93,23 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
     subject.next().is_none()
 }
 
-/// Whether some subject matches both patterns (used for `interest`).
+/// Whether some subject matches both patterns (used for `interest`). Walks
+/// both token by token, allocating nothing: an `interest` checks every
+/// subscription on the bus.
 pub fn overlaps(a: &str, b: &str) -> bool {
-    let a: Vec<&str> = a.split('.').collect();
-    let b: Vec<&str> = b.split('.').collect();
-    let mut i = 0;
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
     loop {
-        match (a.get(i), b.get(i)) {
+        match (a.next(), b.next()) {
             // `>` takes one or more tokens: the other side needs at least one more.
-            (Some(&">"), Some(_)) | (Some(_), Some(&">")) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
             (Some(x), Some(y)) => {
-                if *x != "*" && *y != "*" && x != y {
+                if x != "*" && y != "*" && x != y {
                     return false;
                 }
             }
             (None, None) => return true,
             _ => return false,
         }
-        i += 1;
     }
 }
 

@@ -247,10 +247,11 @@ impl Router {
                 },
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
-                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() => {
+                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() => {
                     self.unpark();
                     self.resume_deferred();
                     self.send_gaps();
+                    self.registry.reap();
                 }
                 () = &mut deadline, if armed.is_some() => {
                     armed = None;

@@ -144,7 +144,14 @@ pub(crate) struct Registry {
     endpoints: HashMap<String, SessionKey>,
     /// Every subscription, by pattern.
     pub subscriptions: Subscriptions,
+    /// Subscriptions of closed sessions still in the table, taken out a few at a
+    /// time ([`Registry::reap`]) so closing a session with many costs the router
+    /// no long pause. Keys are never reused, so matching skips them meanwhile.
+    graveyard: Vec<(Box<str>, SessionKey, u64)>,
 }
+
+/// Subscriptions of closed sessions taken out of the table per [`Registry::reap`].
+pub const REAP_BATCH: usize = 4096;
 
 impl Registry {
     pub fn open(&mut self, key: SessionKey, session: Session) {
@@ -160,10 +167,29 @@ impl Registry {
                 self.endpoints.remove(name);
             }
         }
-        for (&sid, sub) in &session.subs {
-            self.subscriptions.remove(&sub.pattern, key, sid);
-        }
+        self.graveyard.extend(
+            session
+                .subs
+                .iter()
+                .map(|(&sid, sub)| (sub.pattern.clone(), key, sid)),
+        );
+        self.reap();
         Some(session)
+    }
+
+    /// Takes up to [`REAP_BATCH`] subscriptions of closed sessions out of the
+    /// table; true while some are left.
+    pub fn reap(&mut self) -> bool {
+        let from = self.graveyard.len().saturating_sub(REAP_BATCH);
+        for (pattern, key, sid) in self.graveyard.drain(from..) {
+            self.subscriptions.remove(&pattern, key, sid);
+        }
+        !self.graveyard.is_empty()
+    }
+
+    /// Subscriptions of closed sessions not yet taken out.
+    pub fn reaping(&self) -> bool {
+        !self.graveyard.is_empty()
     }
 
     /// Adds a subscription for session `key`; its new `sid`.
@@ -370,6 +396,8 @@ mod tests {
             Err(SubscribeError::SessionFull)
         );
         r.remove(1);
+        assert!(r.reaping(), "taken out a batch at a time");
+        while r.reap() {}
         assert!(r.subscriptions.is_empty());
     }
 

@@ -215,6 +215,10 @@ impl Router {
         let mut matched = Vec::new();
         self.registry.subscriptions.matching(subject, &mut matched);
         let sessions = &self.registry.sessions;
+        if self.registry.reaping() {
+            // Closed sessions' subscriptions not yet taken out of the table.
+            matched.retain(|s| sessions.contains_key(&s.key));
+        }
         if rpc_only {
             matched.retain(|s| {
                 sessions

@@ -447,3 +447,111 @@ async fn a_disconnect_subscriber_that_falls_behind_is_cut() {
         .contains("disconnected when it cannot keep up"));
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn a_publish_fanned_out_past_half_the_budget_cuts_its_subscriber_at_once() {
+    let bus = TestBus::start_with(|c| {
+        c.memory_budget = 16 << 20;
+        c.max_frame_len = 1 << 20;
+    })
+    .await;
+    let mut greedy = speaker(&bus, &["topics"]).await;
+    for _ in 0..100 {
+        greedy
+            .send(&json!({"type": "subscribe", "subject": "x"}))
+            .await;
+    }
+    assert_eq!(greedy.sync().await.len(), 100);
+    let mut healthy = speaker(&bus, &["topics"]).await;
+    subscribe(&mut healthy, "x", json!({})).await;
+    let mut publisher = speaker(&bus, &["topics"]).await;
+    // 100 copies of 512 KiB: 50 MiB for one subscriber, over three budgets.
+    publish(&mut publisher, "x", json!("y".repeat(512 * 1024))).await;
+    assert!(publisher.sync().await.is_empty());
+    let e = healthy.recv().await;
+    assert_eq!(e["body"].as_str().map(str::len), Some(512 * 1024));
+    let rest = greedy.until_eof().await;
+    let last = rest.last().unwrap();
+    assert_eq!(last["code"], "slow_consumer", "{last}");
+    assert!(rest.len() < 100, "cut before its copies were all queued");
+    let status = bus
+        .wait_status("the budget given back", |s| {
+            s["memory"]["used"].as_u64().unwrap() < 64
+        })
+        .await;
+    assert_eq!(status["counters"]["slow_consumer_disconnects"], 1);
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn drop_subscribers_and_monitors_that_stop_reading_are_not_cut() {
+    let bus = TestBus::start_with(|c| {
+        c.outbox_capacity = 64;
+        c.slow_consumer_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut dropper = speaker(&bus, &["topics"]).await;
+    let sid = subscribe(&mut dropper, "t", json!({"on_full": "drop"})).await;
+    let mut monitor = speaker(&bus, &["monitor"]).await;
+    monitor.send(&json!({"type": "monitor"})).await;
+    monitor.recv().await;
+    let mut publisher = speaker(&bus, &["topics"]).await;
+    // They read nothing for well over the slow-consumer timeout.
+    for round in 0..10 {
+        for i in 0..200 {
+            publish(&mut publisher, "t", json!(round * 200 + i)).await;
+        }
+        publisher.sync().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = dropper.drain().await;
+    let events = got.iter().filter(|f| f["type"] == "event").count() as u64;
+    let missed: u64 = got
+        .iter()
+        .filter(|f| f["type"] == "gap")
+        .map(|f| {
+            assert_eq!(f["sid"], sid);
+            f["missed"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(
+        events + missed,
+        2000,
+        "every event arrived or was counted as missed"
+    );
+    assert!(missed > 0);
+    assert!(monitor.drain().await.iter().any(|f| f["type"] == "gap"));
+    assert_eq!(
+        bus.status().await["counters"]["slow_consumer_disconnects"],
+        0
+    );
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn a_hello_without_topics_ends_subscriptions_and_a_will_is_a_short_notice() {
+    let bus = TestBus::start().await;
+    let mut c = speaker(&bus, &["topics"]).await;
+    subscribe(&mut c, "t", json!({})).await;
+    c.send(&json!({"type": "hello", "protocol": 2, "features": []}))
+        .await;
+    assert_eq!(c.recv().await["type"], "welcome");
+    let mut publisher = speaker(&bus, &["topics"]).await;
+    publish(&mut publisher, "t", json!(1)).await;
+    publisher.sync().await;
+    assert!(
+        c.sync().await.is_empty(),
+        "no events after topics was dropped"
+    );
+    assert_eq!(bus.status().await["topics"]["subscriptions"], 0);
+    let big = "x".repeat(hookbus::protocol::topics::MAX_WILL_BODY);
+    c.send(
+        &json!({"type": "hello", "protocol": 2, "features": ["topics"],
+                   "will": {"subject": "gone", "body": big}}),
+    )
+    .await;
+    let e = c.recv().await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("will"), "{e}");
+    bus.stop().await;
+}
