@@ -3,7 +3,8 @@
 # once (no hooks), `hookbus bench` aimed at both, the target order alternated
 # between runs (the second target measures a few % faster on this VM), and the
 # mean msg/s of each binary per scenario printed at the end.
-# Usage: scripts/bench-ab.sh OLD_BINARY NEW_BINARY [RUNS (even, default 6)] [extra bench flags]
+# Usage: scripts/bench-ab.sh OLD_BINARY NEW_BINARY [RUNS (even, default 6)] [extra bench flags,
+# e.g. --sizes 100 --no-topics; the bench defaults are --sizes 100,10240 --fanout 4]
 set -euo pipefail
 old=$(realpath "$1") new=$(realpath "$2")
 runs=${3:-6}
@@ -27,7 +28,7 @@ for i in $(seq "$runs"); do
     args=()
     for b in $order; do args+=(--target "$work/$b.sock"); done
     echo "run $i: $order"
-    "$new" bench "${args[@]}" --sizes 100,10240 --fanout 4 --messages 200000 \
+    "$new" bench "${args[@]}" --messages 200000 \
         --latency-samples 2000 --burst 20000 "$@" | grep '^| /' | tee -a "$work/rows"
 done
 echo

@@ -221,7 +221,7 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
                         config.frame_timeout.as_secs_f64()
                     );
                     let error = ProtocolError::new(ErrorCode::FrameTimeout, detail);
-                    let _ = forward(link, vec![Op::Invalid(error).into()], 0).await;
+                    let _ = forward(link, vec![Op::Invalid(Box::new(error)).into()], 0).await;
                     return;
                 }
                 Some(since) => {
@@ -277,10 +277,10 @@ async fn read_loop(mut reader: OwnedReadHalf, link: &Link<'_>, closed: &Cancella
                 Ok(None) => break,
                 Err(too_large) => {
                     let detail = format!("{too_large}; the connection will be closed");
-                    requests.push(Request::from(Op::Invalid(ProtocolError::new(
+                    requests.push(Request::from(Op::Invalid(Box::new(ProtocolError::new(
                         ErrorCode::FrameTooLarge,
                         detail,
-                    ))));
+                    )))));
                     fatal = true;
                     break;
                 }
@@ -465,18 +465,20 @@ async fn write_batch(
         }
     }
     let mut out = Vec::with_capacity(bytes.min(WRITE_BUF));
-    for part in batch.iter().flat_map(|f| [&f.head, &f.tail]) {
-        if part.is_empty() {
-            continue;
-        }
-        if !out.is_empty() && out.len() + part.len() > WRITE_BUF {
-            write_counted(writer, &out, level).await?;
-            out.clear();
-        }
-        if part.len() >= WRITE_BUF {
-            write_counted(writer, part, level).await?;
-        } else {
-            out.extend_from_slice(part);
+    for frame in batch {
+        for part in [&frame.head, &frame.tail] {
+            if part.is_empty() {
+                continue;
+            }
+            if !out.is_empty() && out.len() + part.len() > WRITE_BUF {
+                write_counted(writer, &out, level).await?;
+                out.clear();
+            }
+            if part.len() >= WRITE_BUF {
+                write_counted(writer, part, level).await?;
+            } else {
+                out.extend_from_slice(part);
+            }
         }
     }
     if !out.is_empty() {

@@ -290,13 +290,13 @@ impl HookRuntime {
                 let was_request = matches!(request.op, Op::Ask(_));
                 out.push(Request {
                     rid: request.rid,
-                    op: Op::Dropped(Dropped {
+                    op: Op::Dropped(Box::new(Dropped {
                         id,
                         hook,
                         reason,
                         frame,
                         was_request,
-                    }),
+                    })),
                 });
                 continue;
             }
@@ -313,9 +313,9 @@ impl HookRuntime {
                 (Op::Publish(_), op @ Op::Publish(_)) | (Op::Ask(_), op @ Op::Ask(_)) => op,
                 // The sender is told why (`frame_too_large`, say).
                 (_, op @ Op::Invalid(_)) => op,
-                (_, _) => Op::Invalid(protocol::ProtocolError::bad_request(
+                (_, _) => Op::Invalid(Box::new(protocol::ProtocolError::bad_request(
                     "a filter hook rewrote this into another type of frame; it was not routed",
-                )),
+                ))),
             };
             out.push(Request {
                 rid: request.rid,

@@ -143,7 +143,7 @@ pub enum Op {
     /// `{"type":"hello","protocol":2,"features":[…],"will":…}` (hookbus extension)
     Hello {
         features: Features,
-        will: Option<Will>,
+        will: Option<Box<Will>>,
     },
     /// `{"type":"status"}` (hookbus extension)
     Status,
@@ -156,24 +156,24 @@ pub enum Op {
     /// `{"type":"unsubscribe","sid":n}` (topics)
     Unsubscribe { sid: u64 },
     /// `{"type":"publish",…}` (topics)
-    Publish(Publish),
+    Publish(Box<Publish>),
     /// `{"type":"interest","subject":P}` (topics)
     Interest(Interest),
     /// `{"type":"uninterest","iid":n}` (topics)
     Uninterest { iid: u64 },
     /// `{"type":"request",…}` (rpc)
-    Ask(Ask),
+    Ask(Box<Ask>),
     /// `{"type":"reply",…}` (rpc), or a `message` to a `$reply.` address.
-    Reply(Reply),
+    Reply(Box<Reply>),
     /// `{"type":"monitor",…}` (monitor)
     Monitor(MonitorFilter),
 
     /// A message, publish or request a filter hook dropped: never routed; its
     /// sender is told when it asked for answers.
-    Dropped(Dropped),
+    Dropped(Box<Dropped>),
 
     /// A frame that could not be accepted; answered with this error.
-    Invalid(ProtocolError),
+    Invalid(Box<ProtocolError>),
 }
 
 impl Op {
@@ -355,24 +355,30 @@ impl ProtocolError {
     }
 }
 
-/// Fields the server looks at, read in one pass; everything else is carried
+/// The fields every frame is read for, in one pass; everything else is carried
 /// through untouched. Each is kept raw so a mistyped field can be reported by name.
 #[derive(Deserialize, Default)]
-pub(crate) struct Head<'a> {
+struct Common<'a> {
     #[serde(rename = "type", default, borrow, deserialize_with = "present")]
     kind: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub to: Option<&'a RawValue>,
+    to: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub endpoint: Option<&'a RawValue>,
+    endpoint: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub id: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub ts: Option<&'a RawValue>,
+    ts: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub features: Option<&'a RawValue>,
+    features: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub rid: Option<&'a RawValue>,
+    rid: Option<&'a RawValue>,
+}
+
+/// The fields only protocol-2 requests have, read in a pass of their own for
+/// those types alone, so messages (most frames) do not pay for them.
+#[derive(Deserialize, Default)]
+pub(crate) struct Extra<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
     pub subject: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -397,6 +403,71 @@ pub(crate) struct Head<'a> {
     pub kinds: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub will: Option<&'a RawValue>,
+}
+
+/// A frame's envelope, as the request parsers see it.
+#[derive(Default)]
+pub(crate) struct Head<'a> {
+    pub to: Option<&'a RawValue>,
+    pub endpoint: Option<&'a RawValue>,
+    pub id: Option<&'a RawValue>,
+    pub ts: Option<&'a RawValue>,
+    pub features: Option<&'a RawValue>,
+    pub rid: Option<&'a RawValue>,
+    pub subject: Option<&'a RawValue>,
+    pub body: Option<&'a RawValue>,
+    pub queue: Option<&'a RawValue>,
+    pub on_full: Option<&'a RawValue>,
+    pub retain: Option<&'a RawValue>,
+    pub sid: Option<&'a RawValue>,
+    pub iid: Option<&'a RawValue>,
+    pub timeout_ms: Option<&'a RawValue>,
+    pub gather: Option<&'a RawValue>,
+    pub reply_to: Option<&'a RawValue>,
+    pub kinds: Option<&'a RawValue>,
+    pub will: Option<&'a RawValue>,
+}
+
+impl<'a> Head<'a> {
+    fn new(c: Common<'a>, e: Extra<'a>) -> Self {
+        Head {
+            to: c.to,
+            endpoint: c.endpoint,
+            id: c.id,
+            ts: c.ts,
+            features: c.features,
+            rid: c.rid,
+            subject: e.subject,
+            body: e.body,
+            queue: e.queue,
+            on_full: e.on_full,
+            retain: e.retain,
+            sid: e.sid,
+            iid: e.iid,
+            timeout_ms: e.timeout_ms,
+            gather: e.gather,
+            reply_to: e.reply_to,
+            kinds: e.kinds,
+            will: e.will,
+        }
+    }
+}
+
+/// Reads `text` as `T`, naming what is wrong (a duplicate field, or not JSON).
+#[inline]
+fn read<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ProtocolError> {
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            // Only a duplicate of a field we read can fail here: everything else
+            // was taken raw.
+            ProtocolError::bad_request(format!("invalid message: {e}"))
+        } else {
+            ProtocolError::new(
+                ErrorCode::BadFrame,
+                format!("payload is not valid JSON: {e}"),
+            )
+        }
+    })
 }
 
 /// `Some` for a present field, even when its value is `null`.
@@ -444,7 +515,8 @@ pub(crate) fn slice_of(frame: &Bytes, text: &str, raw: &RawValue) -> Bytes {
 /// becomes [`Request::Invalid`] so the connection can answer it and carry on.
 pub fn parse(frame: Bytes) -> Request {
     let mut rid = None;
-    let op = parse_inner(frame, &mut rid).unwrap_or_else(|e| Op::Invalid(e.answering(rid.clone())));
+    let op = parse_inner(frame, &mut rid)
+        .unwrap_or_else(|e| Op::Invalid(Box::new(e.answering(rid.clone()))));
     Request { rid, op }
 }
 
@@ -463,7 +535,7 @@ pub fn parse_within(frame: Bytes, max_frame: usize) -> Request {
                 ),
             );
             error.id = Some(msg.id());
-            Op::Invalid(error.answering(rid.clone()))
+            Op::Invalid(Box::new(error.answering(rid.clone())))
         }
         other => other,
     };
@@ -509,25 +581,26 @@ fn too_deep(text: &str, max: usize) -> bool {
 /// Reads one request type's fields from the envelope: one entry of [`TYPES`].
 type ParseFn = fn(&Head<'_>, &str, &Bytes) -> Result<Op, ProtocolError>;
 
-/// Every request type: its name and its parser (the feature that gates it is
+/// Every request type: its name, whether its parser reads the protocol-2
+/// fields ([`Extra`]), and its parser (the feature that gates it is
 /// [`Op::feature`]). A new frame is one module and one line here.
-const TYPES: &[(&str, ParseFn)] = &[
-    ("message", parse_message),
-    ("register", parse_register),
-    ("ping", |_, _, _| Ok(Op::Ping)),
-    ("list_endpoints", |_, _, _| Ok(Op::ListEndpoints)),
-    ("hello", parse_hello),
-    ("status", |_, _, _| Ok(Op::Status)),
-    ("hooks_status", |_, _, _| Ok(Op::HooksStatus)),
-    ("bye", |_, _, _| Ok(Op::Bye)),
-    ("subscribe", topics::parse_subscribe),
-    ("unsubscribe", topics::parse_unsubscribe),
-    ("publish", topics::parse_publish),
-    ("interest", topics::parse_interest),
-    ("uninterest", topics::parse_uninterest),
-    ("request", rpc::parse_request),
-    ("reply", rpc::parse_reply),
-    ("monitor", monitor::parse_monitor),
+const TYPES: &[(&str, bool, ParseFn)] = &[
+    ("message", false, parse_message),
+    ("register", false, parse_register),
+    ("ping", false, |_, _, _| Ok(Op::Ping)),
+    ("list_endpoints", false, |_, _, _| Ok(Op::ListEndpoints)),
+    ("hello", true, parse_hello),
+    ("status", false, |_, _, _| Ok(Op::Status)),
+    ("hooks_status", false, |_, _, _| Ok(Op::HooksStatus)),
+    ("bye", false, |_, _, _| Ok(Op::Bye)),
+    ("subscribe", true, topics::parse_subscribe),
+    ("unsubscribe", true, topics::parse_unsubscribe),
+    ("publish", true, topics::parse_publish),
+    ("interest", true, topics::parse_interest),
+    ("uninterest", true, topics::parse_uninterest),
+    ("request", true, rpc::parse_request),
+    ("reply", true, rpc::parse_reply),
+    ("monitor", true, monitor::parse_monitor),
 ];
 
 fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolError> {
@@ -550,22 +623,8 @@ fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolEr
             format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
         ));
     }
-    let head: Head = serde_json::from_str(text).map_err(|e| {
-        let detail = if e.is_data() {
-            // Only a duplicate of a field we read can fail here: everything else was
-            // taken raw.
-            format!("invalid message: {e}")
-        } else {
-            format!("payload is not valid JSON: {e}")
-        };
-        let code = if e.is_data() {
-            ErrorCode::BadRequest
-        } else {
-            ErrorCode::BadFrame
-        };
-        ProtocolError::new(code, detail)
-    })?;
-    if let Some(raw) = head.rid.filter(|r| r.get() != "null") {
+    let common: Common = read(text)?;
+    if let Some(raw) = common.rid.filter(|r| r.get() != "null") {
         let ok = raw.get().len() <= MAX_RID_LEN
             && (raw.get().starts_with('"') || raw.get().parse::<f64>().is_ok());
         if !ok {
@@ -575,12 +634,25 @@ fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolEr
         }
         *rid_out = Some(Rid(raw.get().into()));
     }
-    let kind = opt_str(head.kind, "type")?
+    let kind = opt_str(common.kind, "type")?
         .ok_or_else(|| ProtocolError::bad_request("missing field `type`"))?;
-    match TYPES.iter().find(|(name, _)| *name == kind) {
-        Some((_, parse)) => parse(&head, text, &frame),
+    match TYPES.iter().find(|(name, _, _)| *name == kind) {
+        Some((_, extra, parse)) => {
+            let extra = if *extra {
+                read(text)?
+            } else {
+                Extra::default()
+            };
+            match parse(&Head::new(common, extra), text, &frame)? {
+                Op::Message(mut msg) if msg.frame.is_empty() => {
+                    msg.frame = frame;
+                    Ok(Op::Message(msg))
+                }
+                op => Ok(op),
+            }
+        }
         None => {
-            let known: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+            let known: Vec<&str> = TYPES.iter().map(|(n, _, _)| *n).collect();
             Err(ProtocolError::new(
                 ErrorCode::UnknownType,
                 format!("unknown message type `{kind}`; known: {}", known.join(", ")),
@@ -595,15 +667,19 @@ fn parse_message(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, Proto
         .map(|to| Box::<str>::from(to.as_ref()));
     // A hermes client answers a request with a message to its `reply_to`.
     if let Some(reply_to) = to.as_deref().filter(|t| t.starts_with(rpc::REPLY_PREFIX)) {
-        return Ok(Op::Reply(Reply {
+        let extra: Extra = read(text)?;
+        return Ok(Op::Reply(Box::new(Reply {
             reply_to: reply_to.into(),
-            body: topics::body_of(head.body, text, frame),
+            body: topics::body_of(extra.body, text, frame),
             via_message: true,
             frame: frame.clone(),
-        }));
+        })));
     }
+    // Forwarded as received when it has `id` and `ts`: an empty frame here, which
+    // `parse_inner`, owning the received one, fills in (no reference count to
+    // take and give back on the busiest path).
     let frame = if head.id.is_some() && head.ts.is_some() {
-        frame.clone()
+        Bytes::new()
     } else {
         add_id_and_ts(text, head.id.is_none(), head.ts.is_none())
     };
@@ -642,7 +718,7 @@ fn parse_hello(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, Protoco
                     "a `will` is a publish: ask for the `topics` feature in the same `hello`",
                 ));
             }
-            Some(topics::parse_will(raw, text, frame)?)
+            Some(Box::new(topics::parse_will(raw, text, frame)?))
         }
     };
     Ok(Op::Hello { features, will })
@@ -757,7 +833,7 @@ mod tests {
 
     fn invalid(json: &[u8]) -> ProtocolError {
         match parse(frame::encode(json)).op {
-            Op::Invalid(e) => e,
+            Op::Invalid(e) => *e,
             other => panic!("expected an error, got {other:?}"),
         }
     }

@@ -117,7 +117,7 @@ pub(super) fn parse_request(
         })
         .transpose()?;
     let (id, ts) = id_and_ts(head, text, frame);
-    Ok(Op::Ask(Ask {
+    Ok(Op::Ask(Box::new(Ask {
         target,
         body: body_of(head.body, text, frame),
         id,
@@ -125,18 +125,18 @@ pub(super) fn parse_request(
         timeout,
         gather,
         frame: frame.clone(),
-    }))
+    })))
 }
 
 pub(super) fn parse_reply(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
     let reply_to = opt_str(head.reply_to, "reply_to")?
         .ok_or_else(|| ProtocolError::bad_request("missing field `reply_to`"))?;
-    Ok(Op::Reply(Reply {
+    Ok(Op::Reply(Box::new(Reply {
         reply_to: reply_to.as_ref().into(),
         body: body_of(head.body, text, frame),
         via_message: false,
         frame: frame.clone(),
-    }))
+    })))
 }
 
 fn finish(mut out: BytesMut) -> Bytes {

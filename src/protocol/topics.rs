@@ -161,14 +161,14 @@ pub(super) fn parse_publish(
     subject::check_subject(&subject).map_err(bad_subject)?;
     let retain = opt_field::<bool>(head.retain, "retain", "true or false")?.unwrap_or(false);
     let (id, ts) = id_and_ts(head, text, frame);
-    Ok(Op::Publish(Publish {
+    Ok(Op::Publish(Box::new(Publish {
         subject: subject.as_ref().into(),
         retain,
         body: body_of(head.body, text, frame),
         id,
         ts,
         frame: frame.clone(),
-    }))
+    })))
 }
 
 pub(super) fn parse_will(raw: &RawValue, text: &str, frame: &Bytes) -> Result<Will, ProtocolError> {

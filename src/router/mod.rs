@@ -370,7 +370,7 @@ impl Router {
                 let had_topics = session.features.has(protocol::Feature::Topics);
                 session.features = features;
                 session.negotiated = true;
-                session.will = will;
+                session.will = will.map(|w| *w);
                 if !features.has(protocol::Feature::Monitor) && session.monitor.take().is_some() {
                     self.monitors.retain(|&k| k != key);
                 }
@@ -405,11 +405,11 @@ impl Router {
             }
             Op::Subscribe(sub) => self.subscribe(key, rid, sub),
             Op::Unsubscribe { sid } => self.unsubscribe(key, rid, sid),
-            Op::Publish(publish) => self.publish(key, rid, publish),
+            Op::Publish(publish) => self.publish(key, rid, *publish),
             Op::Interest(interest) => self.interest(key, rid, interest),
             Op::Uninterest { iid } => self.uninterest(key, rid, iid),
-            Op::Ask(ask) => self.ask(key, rid, ask),
-            Op::Reply(reply) => self.reply(key, reply),
+            Op::Ask(ask) => self.ask(key, rid, *ask),
+            Op::Reply(reply) => self.reply(key, *reply),
             Op::Monitor(filter) => self.start_monitor(key, rid, filter),
             Op::Dropped(dropped) => {
                 self.counters.filtered_out += 1;
@@ -704,7 +704,8 @@ impl Router {
     /// slot (so their bytes stay counted), until the client reads. The answers to
     /// requests a client already sent are thus bounded like its messages are.
     fn requests(&mut self, key: SessionKey, mut requests: VecDeque<Request>, slot: Slot) {
-        let started = Instant::now();
+        // Read at the first check, so a batch of a few messages reads no clock.
+        let mut started: Option<Instant> = None;
         let mut cheap = 0u32;
         while let Some(request) = requests.pop_front() {
             let answers = self.answers;
@@ -722,13 +723,16 @@ impl Router {
             };
             let used_up = cheap >= ROUTER_CHECK_EVERY && {
                 cheap = 0;
-                started.elapsed() > ROUTER_SLICE
+                started.get_or_insert_with(Instant::now).elapsed() > ROUTER_SLICE
             };
             // Only an answer can fill the client's own outbox.
+            if !used_up && self.answers == answers {
+                continue;
+            }
             let Some(session) = self.registry.sessions.get_mut(&key) else {
                 return;
             };
-            if used_up || (self.answers != answers && session.outbox.above_high()) {
+            if used_up || session.outbox.above_high() {
                 session.deferred.push_back((requests, slot));
                 self.deferring.insert(key);
                 return;
