@@ -733,7 +733,9 @@ impl Router {
                 return;
             };
             if used_up || session.outbox.above_high() {
-                session.deferred.push_back((requests, slot));
+                // First in line: it may come from the queue (resumed), and
+                // the client's later batches wait behind it.
+                session.deferred.push_front((requests, slot));
                 self.deferring.insert(key);
                 return;
             }
@@ -741,34 +743,33 @@ impl Router {
     }
 
     /// Goes on with the deferred requests of clients that read their answers,
-    /// or whose last slice of router time is over: one batch each per tick, so
+    /// or whose last slice of router time is over: a slice each per tick, so
     /// other clients' requests come in between.
     fn resume_deferred(&mut self) {
         let keys: Vec<SessionKey> = self.deferring.iter().copied().collect();
         for key in keys {
-            let Some(session) = self.registry.sessions.get_mut(&key) else {
-                self.deferring.remove(&key);
-                continue;
-            };
-            // A client that left is not waited for.
-            if session.outbox.above_high() && !session.closing {
-                continue;
-            }
-            let Some((requests, slot)) = session.deferred.pop_front() else {
-                self.deferring.remove(&key);
-                continue;
-            };
-            if session.deferred.is_empty() {
-                self.deferring.remove(&key);
-            }
-            self.requests(key, requests, slot);
-            let done = self
-                .registry
-                .sessions
-                .get(&key)
-                .is_some_and(|s| s.closing && s.deferred.is_empty());
-            if done {
-                self.close(key, Close::Flush);
+            let started = Instant::now();
+            loop {
+                let Some(session) = self.registry.sessions.get_mut(&key) else {
+                    self.deferring.remove(&key);
+                    break;
+                };
+                // A client that left is not waited for.
+                if session.outbox.above_high() && !session.closing {
+                    break;
+                }
+                let Some((requests, slot)) = session.deferred.pop_front() else {
+                    self.deferring.remove(&key);
+                    if session.closing {
+                        self.close(key, Close::Flush);
+                    }
+                    break;
+                };
+                self.requests(key, requests, slot);
+                // Its slice is used: the others' turn.
+                if started.elapsed() > ROUTER_SLICE {
+                    break;
+                }
             }
         }
     }
