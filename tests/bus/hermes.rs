@@ -181,3 +181,46 @@ async fn a_hermes_client_sees_nothing_of_heavy_topic_traffic() {
     assert!(py.wait().await.unwrap().success());
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn a_hermes_client_serves_a_request_through_reply_to() {
+    use crate::topics::speaker;
+    let bus = TestBus::start().await;
+    let mut py = tokio::process::Command::new(python())
+        .arg(script("serve.py"))
+        .arg(&bus.socket)
+        .arg("legacy")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(py.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
+    let mut asker = speaker(&bus, &["rpc"]).await;
+    // Retried: the hermes client re-registers after each idle second, and a
+    // request that finds it away is answered `no_responders`.
+    let mut rid = 0;
+    let response = loop {
+        rid += 1;
+        assert!(rid < 50, "the hermes client never answered");
+        asker
+            .send(&json!({"type": "request", "rid": rid, "to": "legacy", "body": {"n": rid}, "timeout_ms": 2000}))
+            .await;
+        let answer = asker.recv().await;
+        if answer["type"] == "response" {
+            break answer;
+        }
+        assert!(
+            matches!(
+                answer["code"].as_str(),
+                Some("no_responders" | "responder_gone" | "timeout")
+            ),
+            "{answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(response["rid"], rid);
+    assert_eq!(response["from"], "legacy");
+    assert_eq!(response["body"], json!({"echo": {"n": rid}}));
+    bus.stop().await;
+}

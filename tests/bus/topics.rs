@@ -555,3 +555,36 @@ async fn a_hello_without_topics_ends_subscriptions_and_a_will_is_a_short_notice(
     assert!(e["detail"].as_str().unwrap().contains("will"), "{e}");
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn filter_hooks_match_on_subject_and_run_once_per_publish() {
+    let bus = TestBus::with_hooks(
+        "hooks:\n  - name: guard\n    wasm: $PROBE\n    limits: { timeout_ms: 2000 }\n    match: { subject: \"secret.>\" }\n",
+    )
+    .await;
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let mut s = speaker(&bus, &["topics"]).await;
+        subscribe(&mut s, ">", json!({})).await;
+        subs.push(s);
+    }
+    let mut publisher = speaker(&bus, &["topics"]).await;
+    // The probe drops bodies {"probe":"drop"}: only where the hook matches.
+    publish(&mut publisher, "secret.key", json!({"probe": "drop"})).await;
+    publish(&mut publisher, "public.key", json!({"probe": "drop"})).await;
+    publish(&mut publisher, "secret.other", json!({"n": 1})).await;
+    publisher.sync().await;
+    for s in &mut subs {
+        let got: Vec<Value> = s.sync().await;
+        let subjects: Vec<&str> = got.iter().map(|e| e["subject"].as_str().unwrap()).collect();
+        assert_eq!(subjects, ["public.key", "secret.other"]);
+    }
+    let status = bus.hooks_status().await;
+    let guard = crate::hooks::hook(&status, "guard");
+    assert_eq!(
+        guard["calls"], 2,
+        "once per matching publish, not per subscriber: {guard}"
+    );
+    assert_eq!(guard["drops"], 1);
+    bus.stop().await;
+}
