@@ -575,7 +575,7 @@ impl Receivers {
 
 /// A socket read that polls when the socket is non-blocking: it spins when the
 /// machine has a core to spare (`.1`), and yields to other threads otherwise.
-struct Spin(UnixStream, bool);
+pub(crate) struct Spin(pub(crate) UnixStream, pub(crate) bool);
 
 impl Read for Spin {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -595,6 +595,28 @@ impl Read for Spin {
                 other => return other,
             }
         }
+    }
+}
+
+/// Writes the same way: on a non-blocking socket, waits out a full buffer.
+impl Write for Spin {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let deadline = Instant::now() + BENCH_IO_TIMEOUT;
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        return Err(std::io::ErrorKind::TimedOut.into());
+                    }
+                    std::thread::yield_now();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

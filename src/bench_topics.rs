@@ -7,6 +7,7 @@
 //!   subscriptions (half with wildcards) in the table.
 //! - **request/reply**: one requester, one responder; round trips/s with up to
 //!   512 requests in flight, and the round trip's p50/p99 one at a time.
+//! - **request, no responders**: one at a time, the time until `no_responders`.
 //!
 //! [`match_cost`] also times the subscription table alone, in process.
 
@@ -19,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::bench::{
     connect, percentiles, read_frame, timed_run, write_frame, BenchOptions, Receivers, Row, Sender,
-    BENCH_IO_TIMEOUT,
+    Spin, BENCH_IO_TIMEOUT,
 };
 
 /// Subscribers of the wildcard fan-out scenario.
@@ -57,6 +58,8 @@ pub fn run(target: &Path, options: &BenchOptions, size: usize, mut row: impl FnM
     )
     .unwrap_or_else(|e| failed(&name, e)));
     row(request_reply(target, options, size).unwrap_or_else(|e| failed("request/reply", e)));
+    row(no_responders(target, options, size)
+        .unwrap_or_else(|e| failed("request, no responders", e)));
     let name = "publish 1→1, 100k subscriptions";
     row(
         pubsub(target, options, size, 1, options.messages, name, true)
@@ -190,9 +193,14 @@ fn reply_to(frame: &[u8]) -> Option<&[u8]> {
 fn request_reply(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<Row> {
     let mut responder = speaker(target, &["topics", "rpc"])?;
     subscribe_all(&mut responder, &["bench.rr".to_owned()])?;
+    // Like the latency runs' receivers, both ends poll their socket (yielding to
+    // each other on a small machine), so the round trip is the bus's, not two
+    // wake-ups of the generator's threads.
+    let poll = options.poll;
     let answering = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut reader = BufReader::with_capacity(64 * 1024, responder.try_clone()?);
-        let mut out = BufWriter::with_capacity(64 * 1024, responder);
+        responder.set_nonblocking(poll)?;
+        let mut reader = BufReader::with_capacity(64 * 1024, Spin(responder.try_clone()?, false));
+        let mut out = BufWriter::with_capacity(64 * 1024, Spin(responder, false));
         let mut buf = Vec::new();
         loop {
             if read_frame(&mut reader, &mut buf).is_err() {
@@ -221,8 +229,9 @@ fn request_reply(target: &Path, options: &BenchOptions, size: usize) -> std::io:
         frame.extend_from_slice(text.as_bytes());
         frame
     };
-    let mut reader = BufReader::with_capacity(64 * 1024, requester.try_clone()?);
-    let mut out = BufWriter::with_capacity(64 * 1024, requester.try_clone()?);
+    let mut reader = BufReader::with_capacity(64 * 1024, Spin(requester.try_clone()?, false));
+    requester.set_nonblocking(options.poll)?;
+    let mut out = BufWriter::with_capacity(64 * 1024, Spin(requester.try_clone()?, false));
     let mut buf = Vec::new();
     let expect_response = |buf: &[u8]| {
         if buf.starts_with(br#"{"type":"response""#) {
@@ -270,6 +279,42 @@ fn request_reply(target: &Path, options: &BenchOptions, size: usize) -> std::io:
     Ok(Row::measured(
         target,
         "request/reply".to_owned(),
+        size,
+        (rate, rate),
+        &mut samples,
+    ))
+}
+
+/// Requests nobody serves, one at a time: how soon `no_responders` comes back
+/// (p50/p99 of the round trip; msg/s is the rate of that loop).
+fn no_responders(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<Row> {
+    let requester = speaker(target, &["rpc"])?;
+    requester.set_read_timeout(Some(BENCH_IO_TIMEOUT))?;
+    let mut reader = BufReader::new(requester.try_clone()?);
+    let mut out = BufWriter::new(requester);
+    let pad = "x".repeat(size.saturating_sub(r#"{"pad":""}"#.len()));
+    let mut buf = Vec::new();
+    let mut samples = Vec::with_capacity(options.latency_samples as usize);
+    let started = Instant::now();
+    for rid in 0..options.latency_samples {
+        let text = format!(
+            r#"{{"type":"request","rid":{rid},"subject":"bench.nobody","timeout_ms":60000,"body":{{"pad":"{pad}"}}}}"#
+        );
+        let t = Instant::now();
+        out.write_all(&(text.len() as u32).to_be_bytes())?;
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        read_frame(&mut reader, &mut buf)?;
+        samples.push(t.elapsed().as_nanos() as u64);
+        let answer: Value = serde_json::from_slice(&buf).unwrap_or_default();
+        if answer["code"] != "no_responders" {
+            return Err(std::io::Error::other(answer.to_string()));
+        }
+    }
+    let rate = options.latency_samples as f64 / started.elapsed().as_secs_f64();
+    Ok(Row::measured(
+        target,
+        "request, no responders".to_owned(),
         size,
         (rate, rate),
         &mut samples,
