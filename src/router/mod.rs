@@ -192,6 +192,8 @@ pub struct Router {
     gapping: HashSet<SessionKey, KeyHash>,
     /// Rotates the choice of member inside queue groups.
     turn: u64,
+    /// The recipients of the publish being routed, kept to be reused.
+    recipients_scratch: Vec<(SessionKey, u64, protocol::OnFull)>,
     /// The bus is stopping: sessions end, but not by their own doing (no wills).
     shutting_down: bool,
 }
@@ -213,6 +215,7 @@ impl Router {
             monitors: Vec::new(),
             gapping: HashSet::default(),
             turn: 0,
+            recipients_scratch: Vec::new(),
             shutting_down: false,
         }
     }

@@ -77,19 +77,19 @@ impl Node {
             && self.rest.is_empty()
     }
 
-    fn collect<'a>(&'a self, tokens: &[&str], out: &mut Vec<&'a Sub>) {
+    fn collect<'a>(&'a self, tokens: &[&str], f: &mut impl FnMut(&'a Sub)) {
         if !tokens.is_empty() {
-            out.extend(self.rest.subs.iter());
+            self.rest.subs.iter().for_each(&mut *f);
         }
         let Some((first, rest)) = tokens.split_first() else {
-            out.extend(self.here.subs.iter());
+            self.here.subs.iter().for_each(f);
             return;
         };
         if let Some(next) = self.literal.get(*first) {
-            next.collect(rest, out);
+            next.collect(rest, f);
         }
         if let Some(star) = &self.star {
-            star.collect(rest, out);
+            star.collect(rest, f);
         }
     }
 
@@ -171,6 +171,11 @@ impl Subscriptions {
     /// The subscriptions matching a subject, each once, into `out` (cleared first).
     pub fn matching<'a>(&'a self, subject: &str, out: &mut Vec<&'a Sub>) {
         out.clear();
+        self.for_each_match(subject, |sub| out.push(sub));
+    }
+
+    /// Calls `f` with each subscription matching a subject, once each.
+    pub fn for_each_match<'a>(&'a self, subject: &str, mut f: impl FnMut(&'a Sub)) {
         let mut tokens = [""; crate::subject::MAX_SUBJECT_TOKENS];
         let mut n = 0;
         for t in subject.split('.') {
@@ -180,7 +185,7 @@ impl Subscriptions {
             tokens[n] = t;
             n += 1;
         }
-        self.root.collect(&tokens[..n], out);
+        self.root.collect(&tokens[..n], &mut f);
     }
 }
 

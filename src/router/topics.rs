@@ -195,9 +195,10 @@ impl Router {
     ) -> usize {
         let recipients = self.recipients(subject, false);
         let mut delivered = 0;
-        for (key, sid, on_full) in recipients {
+        for &(key, sid, on_full) in &recipients {
             delivered += usize::from(self.deliver_event(from, key, sid, on_full, tail));
         }
+        self.recipients_scratch = recipients;
         self.counters.events_delivered += delivered as u64;
         delivered
     }
@@ -209,32 +210,59 @@ impl Router {
         subject: &str,
         rpc_only: bool,
     ) -> Vec<(SessionKey, u64, OnFull)> {
+        // Reused from publish to publish: no allocation on the common path.
+        let mut out = std::mem::take(&mut self.recipients_scratch);
+        out.clear();
         if self.registry.subscriptions.is_empty() {
-            return Vec::new();
+            return out;
         }
-        let mut matched = Vec::new();
-        self.registry.subscriptions.matching(subject, &mut matched);
         let sessions = &self.registry.sessions;
-        if self.registry.reaping() {
-            // Closed sessions' subscriptions not yet taken out of the table.
-            matched.retain(|s| sessions.contains_key(&s.key));
-        }
-        if rpc_only {
-            matched.retain(|s| {
-                sessions
-                    .get(&s.key)
+        // Closed sessions' subscriptions not yet taken out of the table are skipped.
+        let reaping = self.registry.reaping();
+        let mut grouped = false;
+        self.registry.subscriptions.for_each_match(subject, |sub| {
+            if grouped || (reaping && !sessions.contains_key(&sub.key)) {
+                return;
+            }
+            if rpc_only
+                && !sessions
+                    .get(&sub.key)
                     .is_some_and(|x| x.features.has(protocol::Feature::Rpc))
-            });
+            {
+                return;
+            }
+            if sub.queue.is_some() {
+                grouped = true;
+            } else {
+                out.push((sub.key, sub.sid, sub.on_full));
+            }
+        });
+        if !grouped {
+            return out;
         }
+        // Queue groups (rarer): a second walk, and one member picked per group.
+        let mut all: Vec<&subscriptions::Sub> = Vec::with_capacity(out.len() + 4);
+        self.registry.subscriptions.for_each_match(subject, |sub| {
+            let alive = !reaping || sessions.contains_key(&sub.key);
+            let responder = !rpc_only
+                || sessions
+                    .get(&sub.key)
+                    .is_some_and(|x| x.features.has(protocol::Feature::Rpc));
+            if alive && responder {
+                all.push(sub);
+            }
+        });
         self.turn = self.turn.wrapping_add(1);
-        let mut picked = Vec::with_capacity(matched.len());
+        let mut picked = Vec::with_capacity(all.len());
         subscriptions::recipients(
-            &matched,
+            &all,
             self.turn,
             |s| sessions.get(&s.key).is_some_and(|x| x.outbox.above_high()),
             &mut picked,
         );
-        picked.iter().map(|s| (s.key, s.sid, s.on_full)).collect()
+        out.clear();
+        out.extend(picked.iter().map(|s| (s.key, s.sid, s.on_full)));
+        out
     }
 
     /// Pushes one event, under the subscription's `on_full` policy.
