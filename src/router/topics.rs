@@ -410,19 +410,21 @@ impl Router {
         if self.interests.is_empty() {
             return;
         }
+        if let Some(s) = self.registry.sessions.get(&key) {
+            let who = who(s, sub);
+            self.tell_watchers(&sub.pattern, who, is_add);
+        }
+    }
+
+    /// Sends `interest_change` (`who`, `is_add`) to every watcher of a pattern
+    /// overlapping `pattern`.
+    fn tell_watchers(&mut self, pattern: &str, mut body: serde_json::Value, is_add: bool) {
         let watchers: Vec<(SessionKey, u64)> = self
             .interests
             .iter()
-            .filter(|w| subject::overlaps(&w.pattern, &sub.pattern))
+            .filter(|w| subject::overlaps(&w.pattern, pattern))
             .map(|w| (w.key, w.iid))
             .collect();
-        if watchers.is_empty() {
-            return;
-        }
-        let mut body = match self.registry.sessions.get(&key) {
-            Some(s) => who(s, sub),
-            None => return,
-        };
         body["type"] = "interest_change".into();
         body["is_add"] = is_add.into();
         for (watcher, iid) in watchers {
@@ -444,25 +446,9 @@ impl Router {
     ) {
         self.interests.retain(|w| w.key != key);
         if !self.interests.is_empty() {
-            // The session is out of the registry: describe it from what it left.
-            let subs: Vec<SubInfo> = session.subs.values().cloned().collect();
-            for sub in subs {
-                let watchers: Vec<(SessionKey, u64)> = self
-                    .interests
-                    .iter()
-                    .filter(|w| subject::overlaps(&w.pattern, &sub.pattern))
-                    .map(|w| (w.key, w.iid))
-                    .collect();
-                let mut body = who(session, &sub);
-                body["type"] = "interest_change".into();
-                body["is_add"] = false.into();
-                for (watcher, iid) in watchers {
-                    body["iid"] = iid.into();
-                    let frame = crate::frame::encode_json(&body);
-                    if self.has_room(watcher, frame.len()) {
-                        self.deliver(watcher, frame);
-                    }
-                }
+            // The session is out of the registry: described from what it left.
+            for sub in session.subs.values() {
+                self.tell_watchers(&sub.pattern, who(session, sub), false);
             }
         }
         if let Some(will) = session.will.take() {

@@ -100,20 +100,34 @@ async fn hermes_client_to_rust_client_and_back() {
     bus.stop().await;
 }
 
-#[tokio::test]
-async fn a_hermes_client_sees_nothing_of_heavy_topic_traffic() {
-    use crate::topics::{speaker, subscribe};
-    let bus = TestBus::start().await;
+/// Starts the hermes script `name` as endpoint `endpoint` and waits for its
+/// "ready" line; returns it with the rest of its output.
+async fn ready(
+    bus: &TestBus,
+    name: &str,
+    endpoint: &str,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
     let mut py = tokio::process::Command::new(python())
-        .arg(script("quiet.py"))
+        .arg(script(name))
         .arg(&bus.socket)
-        .arg("quiet")
+        .arg(endpoint)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(py.stdout.take().unwrap()).lines();
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
+    (py, lines)
+}
+
+#[tokio::test]
+async fn a_hermes_client_sees_nothing_of_heavy_topic_traffic() {
+    use crate::topics::{speaker, subscribe};
+    let bus = TestBus::start().await;
+    let (mut py, mut lines) = ready(&bus, "quiet.py", "quiet").await;
     bus.wait_status("quiet registered", |s| s["endpoints"]["quiet"].is_string())
         .await;
 
@@ -186,16 +200,7 @@ async fn a_hermes_client_sees_nothing_of_heavy_topic_traffic() {
 async fn a_hermes_client_serves_a_request_through_reply_to() {
     use crate::topics::speaker;
     let bus = TestBus::start().await;
-    let mut py = tokio::process::Command::new(python())
-        .arg(script("serve.py"))
-        .arg(&bus.socket)
-        .arg("legacy")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(py.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
+    let (_py, _lines) = ready(&bus, "serve.py", "legacy").await;
     let mut asker = speaker(&bus, &["rpc"]).await;
     // Retried: the hermes client re-registers after each idle second, and a
     // request that finds it away is answered `no_responders`.
