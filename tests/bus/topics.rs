@@ -32,6 +32,19 @@ pub async fn subscribe(c: &mut Raw, pattern: &str, extra: Value) -> u64 {
     answer["sid"].as_u64().unwrap()
 }
 
+/// What the `gap` frames among `frames` say was missed, in all; each must be
+/// about subscription `sid`.
+pub fn missed(frames: &[Value], sid: &Value) -> u64 {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "gap")
+        .map(|f| {
+            assert_eq!(&f["sid"], sid, "{f}");
+            f["missed"].as_u64().unwrap()
+        })
+        .sum()
+}
+
 async fn publish(c: &mut Raw, subject: &str, body: Value) {
     c.send(&json!({"type": "publish", "subject": subject, "body": body}))
         .await;
@@ -409,10 +422,8 @@ async fn a_drop_subscriber_that_stalls_gets_a_gap_and_holds_nobody_back() {
     // Now it reads: what it got, then a gap saying how many it missed.
     let frames = stalled.drain().await;
     let events = frames.iter().filter(|f| f["type"] == "event").count() as u64;
-    let gaps: Vec<&Value> = frames.iter().filter(|f| f["type"] == "gap").collect();
-    assert!(!gaps.is_empty(), "a gap frame");
-    assert!(gaps.iter().all(|g| g["sid"] == sid));
-    let missed: u64 = gaps.iter().map(|g| g["missed"].as_u64().unwrap()).sum();
+    assert!(frames.iter().any(|f| f["type"] == "gap"), "a gap frame");
+    let missed = missed(&frames, &json!(sid));
     assert_eq!(
         events + missed,
         5000,
@@ -506,14 +517,7 @@ async fn drop_subscribers_and_monitors_that_stop_reading_are_not_cut() {
     }
     let got = dropper.drain().await;
     let events = got.iter().filter(|f| f["type"] == "event").count() as u64;
-    let missed: u64 = got
-        .iter()
-        .filter(|f| f["type"] == "gap")
-        .map(|f| {
-            assert_eq!(f["sid"], sid);
-            f["missed"].as_u64().unwrap()
-        })
-        .sum();
+    let missed = missed(&got, &json!(sid));
     assert_eq!(
         events + missed,
         2000,
