@@ -452,33 +452,34 @@ async fn write_loop(
     }
 }
 
-/// Writes frames, coalescing small parts into one buffer per `WRITE_BUF` bytes.
+/// Writes frames, coalescing heads and small tails into one buffer per
+/// `WRITE_BUF` bytes; a large tail is written from where it is.
 async fn write_batch(
     writer: &mut OwnedWriteHalf,
     batch: &[OutFrame],
     bytes: usize,
     level: &Level,
 ) -> std::io::Result<()> {
-    if let [frame] = batch {
-        if frame.tail.is_empty() {
-            return write_counted(writer, &frame.head, level).await;
-        }
+    if let [OutFrame::Whole(frame)] = batch {
+        return write_counted(writer, frame, level).await;
     }
     let mut out = Vec::with_capacity(bytes.min(WRITE_BUF));
     for frame in batch {
-        for part in [&frame.head, &frame.tail] {
-            if part.is_empty() {
-                continue;
-            }
-            if !out.is_empty() && out.len() + part.len() > WRITE_BUF {
+        if !out.is_empty() && out.len() + frame::MAX_EVENT_HEAD > WRITE_BUF {
+            write_counted(writer, &out, level).await?;
+            out.clear();
+        }
+        let tail = frame.put_head(&mut out);
+        if tail.len() >= WRITE_BUF {
+            write_counted(writer, &out, level).await?;
+            out.clear();
+            write_counted(writer, tail, level).await?;
+        } else {
+            if out.len() + tail.len() > WRITE_BUF {
                 write_counted(writer, &out, level).await?;
                 out.clear();
             }
-            if part.len() >= WRITE_BUF {
-                write_counted(writer, part, level).await?;
-            } else {
-                out.extend_from_slice(part);
-            }
+            out.extend_from_slice(tail);
         }
     }
     if !out.is_empty() {

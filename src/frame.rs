@@ -51,32 +51,109 @@ pub fn in_progress(buf: &[u8]) -> Option<usize> {
     Some(HEADER_LEN + u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize)
 }
 
-/// A frame on its way out, in two parts written one after the other: a head
-/// the bus built for one recipient and a tail shared by many (an event's
-/// subject, id and body are built once per publish and never copied per
-/// subscriber). Most frames are all head.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OutFrame {
-    pub head: Bytes,
-    pub tail: Bytes,
+/// A frame on its way out. Most are whole; an event or a request to a
+/// responder is a short head for its one recipient and a tail shared by all of
+/// them (the subject, id and body, built once per publish, never copied per
+/// subscriber). An event's head is formatted by the writer, so delivering one
+/// allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutFrame {
+    /// A frame, header included.
+    Whole(Bytes),
+    /// `{"type":"event"[,"retained":true],"sid":N`, then `tail`.
+    Event {
+        sid: u64,
+        retained: bool,
+        tail: Bytes,
+    },
+    /// A head (header included), then a tail.
+    Parts(Box<(Bytes, Bytes)>),
 }
+
+const EVENT_HEAD: &[u8] = b"{\"type\":\"event\",\"sid\":";
+const RETAINED_EVENT_HEAD: &[u8] = b"{\"type\":\"event\",\"retained\":true,\"sid\":";
+
+/// Longest head of an [`OutFrame::Event`] (header included).
+pub const MAX_EVENT_HEAD: usize = HEADER_LEN + RETAINED_EVENT_HEAD.len() + 20;
 
 impl OutFrame {
     /// Bytes on the wire (header included).
     pub fn len(&self) -> usize {
-        self.head.len() + self.tail.len()
+        match self {
+            OutFrame::Whole(frame) => frame.len(),
+            OutFrame::Event {
+                sid,
+                retained,
+                tail,
+            } => event_head_len(*sid, *retained) + tail.len(),
+            OutFrame::Parts(parts) => parts.0.len() + parts.1.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Appends the frame's head (header included) to `out` and returns its
+    /// tail, to be written after it.
+    pub fn put_head<'a>(&'a self, out: &mut Vec<u8>) -> &'a [u8] {
+        match self {
+            OutFrame::Whole(frame) => frame,
+            OutFrame::Event {
+                sid,
+                retained,
+                tail,
+            } => {
+                let len = self.len() - HEADER_LEN;
+                out.extend_from_slice(&(len as u32).to_be_bytes());
+                out.extend_from_slice(if *retained {
+                    RETAINED_EVENT_HEAD
+                } else {
+                    EVENT_HEAD
+                });
+                out.extend_from_slice(itoa(*sid, &mut [0; 20]));
+                tail
+            }
+            OutFrame::Parts(parts) => {
+                out.extend_from_slice(&parts.0);
+                &parts.1
+            }
+        }
+    }
+
+    /// The whole frame in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        let tail = self.put_head(&mut out);
+        out.extend_from_slice(tail);
+        out
+    }
 }
 
 impl From<Bytes> for OutFrame {
-    fn from(head: Bytes) -> Self {
-        OutFrame {
-            head,
-            tail: Bytes::new(),
+    fn from(frame: Bytes) -> Self {
+        OutFrame::Whole(frame)
+    }
+}
+
+fn event_head_len(sid: u64, retained: bool) -> usize {
+    let prefix = if retained {
+        RETAINED_EVENT_HEAD.len()
+    } else {
+        EVENT_HEAD.len()
+    };
+    HEADER_LEN + prefix + sid.checked_ilog10().unwrap_or(0) as usize + 1
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
         }
     }
 }
@@ -115,6 +192,31 @@ pub fn payload(frame: &Bytes) -> &[u8] {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_event_head_is_as_long_as_it_says_at_every_width() {
+        for sid in [0, 9, 10, 99, 100, 12345, u64::MAX / 10, u64::MAX] {
+            for retained in [false, true] {
+                let frame = OutFrame::Event {
+                    sid,
+                    retained,
+                    tail: Bytes::from_static(b"}"),
+                };
+                let all = frame.to_vec();
+                assert_eq!(all.len(), frame.len());
+                assert_eq!(
+                    decode(&mut BytesMut::from(&all[..]), 1 << 20)
+                        .unwrap()
+                        .unwrap(),
+                    all
+                );
+                let v: serde_json::Value = serde_json::from_slice(&all[HEADER_LEN..]).unwrap();
+                assert_eq!(v["sid"], sid);
+                assert_eq!(v.get("retained").is_some(), retained);
+                assert!(all.len() - 1 <= MAX_EVENT_HEAD);
+            }
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -268,12 +268,9 @@ impl Outbox {
         let discarded = self.parked.len();
         if let Some(last) = last {
             self.level.budget.add_queued(last.len());
-            if let Err(
-                mpsc::error::TrySendError::Full(last) | mpsc::error::TrySendError::Closed(last),
-            ) = self.enqueue(last.into())
-            {
+            if self.enqueue(last.clone().into()).is_err() {
                 self.level.budget.sub(last.len());
-                self.abort(last.head);
+                self.abort(last);
             }
         }
         discarded
@@ -345,7 +342,7 @@ mod tests {
         assert_eq!(tx.parked(), 2, "two fit the queue of two");
         assert!(tx.above_high());
         assert_eq!(budget.used(), 4, "parked frames count too");
-        assert_eq!(&rx.rx.recv().await.unwrap().head[..], b"a");
+        assert_eq!(rx.rx.recv().await.unwrap().to_vec(), b"a");
         rx.release(1);
         // A new frame goes behind the parked ones.
         tx.push(Bytes::from_static(b"e")).unwrap();
@@ -355,7 +352,7 @@ mod tests {
             tx.unpark().unwrap();
             let frame = rx.rx.recv().await.unwrap();
             rx.release(frame.len());
-            got.push(frame.head);
+            got.push(frame.to_vec());
         }
         assert_eq!(got, [&b"b"[..], b"c", b"d", b"e"]);
         assert_eq!(tx.unpark(), Ok(true));

@@ -405,32 +405,55 @@ pub(crate) struct Extra<'a> {
     pub will: Option<&'a RawValue>,
 }
 
-/// A frame's envelope, as the request parsers see it.
-#[derive(Default)]
+/// A frame's envelope, as the request parsers see it: [`Common`] and [`Extra`]
+/// together, read in one pass when the frame's type is known up front.
+#[derive(Deserialize, Default)]
 pub(crate) struct Head<'a> {
+    /// Read so that a second `type` is refused, as [`Common`] refuses it.
+    #[allow(dead_code)]
+    #[serde(rename = "type", default, borrow, deserialize_with = "present")]
+    pub kind: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub to: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub endpoint: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub ts: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub features: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub rid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub subject: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub body: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub queue: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub on_full: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub retain: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub sid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub iid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub timeout_ms: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub gather: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub reply_to: Option<&'a RawValue>,
     pub kinds: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     pub will: Option<&'a RawValue>,
 }
 
 impl<'a> Head<'a> {
     fn new(c: Common<'a>, e: Extra<'a>) -> Self {
         Head {
+            kind: c.kind,
             to: c.to,
             endpoint: c.endpoint,
             id: c.id,
@@ -623,8 +646,56 @@ fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolEr
             format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
         ));
     }
-    let common: Common = read(text)?;
-    if let Some(raw) = common.rid.filter(|r| r.get() != "null") {
+    // Every client this bus knows writes `type` first: a protocol-2 frame is
+    // then read in one pass; anything else is read for the common fields, then
+    // for the protocol-2 ones only if its type has them.
+    let (head, parse) = match sniff_type(text).and_then(find_type) {
+        Some((_, true, parse)) => (read::<Head>(text)?, parse),
+        _ => {
+            let common: Common = read(text)?;
+            check_rid(common.rid, rid_out)?;
+            let (_, extra, parse) =
+                find_type(&type_of(common.kind)?).ok_or_else(|| unknown_type(common.kind))?;
+            let extra = if *extra {
+                read(text)?
+            } else {
+                Extra::default()
+            };
+            (Head::new(common, extra), parse)
+        }
+    };
+    check_rid(head.rid, rid_out)?;
+    match parse(&head, text, &frame)? {
+        Op::Message(mut msg) if msg.frame.is_empty() => {
+            msg.frame = frame;
+            Ok(Op::Message(msg))
+        }
+        op => Ok(op),
+    }
+}
+
+/// The entry of [`TYPES`] named `kind`.
+fn find_type(kind: &str) -> Option<&'static (&'static str, bool, ParseFn)> {
+    TYPES.iter().find(|(name, _, _)| *name == kind)
+}
+
+/// The value of a frame's `type` field, which must be a string.
+fn type_of(kind: Option<&RawValue>) -> Result<Cow<'_, str>, ProtocolError> {
+    opt_str(kind, "type")?.ok_or_else(|| ProtocolError::bad_request("missing field `type`"))
+}
+
+fn unknown_type(kind: Option<&RawValue>) -> ProtocolError {
+    let kind = type_of(kind).unwrap_or_default();
+    let known: Vec<&str> = TYPES.iter().map(|(n, _, _)| *n).collect();
+    ProtocolError::new(
+        ErrorCode::UnknownType,
+        format!("unknown message type `{kind}`; known: {}", known.join(", ")),
+    )
+}
+
+/// Keeps a valid `rid` for the answer; refuses any other.
+fn check_rid(raw: Option<&RawValue>, rid_out: &mut Option<Rid>) -> Result<(), ProtocolError> {
+    if let Some(raw) = raw.filter(|r| r.get() != "null") {
         let ok = raw.get().len() <= MAX_RID_LEN
             && (raw.get().starts_with('"') || raw.get().parse::<f64>().is_ok());
         if !ok {
@@ -634,31 +705,17 @@ fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolEr
         }
         *rid_out = Some(Rid(raw.get().into()));
     }
-    let kind = opt_str(common.kind, "type")?
-        .ok_or_else(|| ProtocolError::bad_request("missing field `type`"))?;
-    match TYPES.iter().find(|(name, _, _)| *name == kind) {
-        Some((_, extra, parse)) => {
-            let extra = if *extra {
-                read(text)?
-            } else {
-                Extra::default()
-            };
-            match parse(&Head::new(common, extra), text, &frame)? {
-                Op::Message(mut msg) if msg.frame.is_empty() => {
-                    msg.frame = frame;
-                    Ok(Op::Message(msg))
-                }
-                op => Ok(op),
-            }
-        }
-        None => {
-            let known: Vec<&str> = TYPES.iter().map(|(n, _, _)| *n).collect();
-            Err(ProtocolError::new(
-                ErrorCode::UnknownType,
-                format!("unknown message type `{kind}`; known: {}", known.join(", ")),
-            ))
-        }
-    }
+    Ok(())
+}
+
+/// The type of a frame whose first field is `"type"`, a plain string (no
+/// escapes), as clients write it; `None` for any other frame.
+fn sniff_type(text: &str) -> Option<&str> {
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix("\"type\"")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let name = &rest[..rest.find('"')?];
+    (!name.contains('\\')).then_some(name)
 }
 
 fn parse_message(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
@@ -840,6 +897,51 @@ mod tests {
 
     fn body(frame: &Bytes) -> Value {
         serde_json::from_slice(frame::payload(frame)).unwrap()
+    }
+
+    #[test]
+    fn a_leading_type_is_sniffed_however_it_is_spaced() {
+        assert_eq!(
+            sniff_type(r#"{"type":"publish","subject":"a"}"#),
+            Some("publish")
+        );
+        assert_eq!(
+            sniff_type(r#" { "type" : "publish", "subject": "a"}"#),
+            Some("publish")
+        );
+        assert_eq!(sniff_type(r#"{"subject":"a","type":"publish"}"#), None);
+        assert_eq!(sniff_type(r#"{"type":"pub\u006cish"}"#), None);
+        assert_eq!(sniff_type(r#"{"type":3}"#), None);
+    }
+
+    #[test]
+    fn a_frame_read_in_one_pass_is_read_as_in_two() {
+        // Sniffed (one pass) and not (type last: two passes) give the same request.
+        for json in [
+            r#"{"type":"publish","subject":"a.b","body":{"x":1},"retain":true}"#,
+            r#"{"subject":"a.b","body":{"x":1},"retain":true,"type":"publish"}"#,
+        ] {
+            match req(json) {
+                Op::Publish(p) => {
+                    assert_eq!(&*p.subject, "a.b");
+                    assert!(p.retain);
+                    assert_eq!(p.body.as_deref(), Some(&br#"{"x":1}"#[..]));
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        // A second `type` is refused either way, never read past.
+        for json in [
+            r#"{"type":"publish","subject":"a","type":"subscribe"}"#,
+            r#"{"subject":"a","type":"publish","type":"subscribe"}"#,
+        ] {
+            let e = invalid(json.as_bytes());
+            assert!(
+                e.detail.contains("duplicate field `type`"),
+                "{json}: {}",
+                e.detail
+            );
+        }
     }
 
     #[test]

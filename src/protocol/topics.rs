@@ -238,41 +238,28 @@ impl EventTail {
         EventTail(out.freeze())
     }
 
-    /// The whole frame: `head` (e.g. `{"type":"event","sid":3`) then the tail,
-    /// which is shared, not copied.
+    /// The whole frame: `head` (e.g. `{"type":"request","sid":3,…`) then the
+    /// tail, which is shared, not copied.
     pub fn frame(&self, head: &[u8]) -> OutFrame {
         let len = head.len() + self.0.len();
         let mut out = BytesMut::with_capacity(HEADER_LEN + head.len());
         out.put_u32(len as u32);
         out.put_slice(head);
-        OutFrame {
-            head: out.freeze(),
-            tail: self.0.clone(),
-        }
+        OutFrame::Parts(Box::new((out.freeze(), self.0.clone())))
     }
 
     /// `{"type":"event","sid":N,…}` (with `"retained":true` for a kept value).
     pub fn event(&self, sid: u64, retained: bool) -> OutFrame {
-        let mut head = [0u8; 80];
-        let n = {
-            use std::io::Write;
-            let mut w = &mut head[..];
-            let pre: &[u8] = if retained {
-                b"{\"type\":\"event\",\"retained\":true,\"sid\":"
-            } else {
-                b"{\"type\":\"event\",\"sid\":"
-            };
-            // Cannot fail: at most 38 + 20 bytes into 80.
-            let _ = w.write_all(pre);
-            let _ = write!(w, "{sid}");
-            80 - w.len()
-        };
-        self.frame(&head[..n])
+        OutFrame::Event {
+            sid,
+            retained,
+            tail: self.0.clone(),
+        }
     }
 
     /// Length of the payload of [`Self::event`]'s frames, at most.
     pub fn max_event_len(&self) -> usize {
-        self.0.len() + 58
+        self.0.len() + frame::MAX_EVENT_HEAD - HEADER_LEN
     }
 }
 
@@ -301,8 +288,7 @@ mod tests {
 
     /// The payload of a two-part frame.
     fn joined(f: &OutFrame) -> Vec<u8> {
-        let mut all = f.head.to_vec();
-        all.extend_from_slice(&f.tail);
+        let mut all = f.to_vec();
         let len = u32::from_be_bytes([all[0], all[1], all[2], all[3]]) as usize;
         assert_eq!(len, all.len() - HEADER_LEN);
         all.split_off(HEADER_LEN)
