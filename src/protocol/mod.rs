@@ -403,6 +403,8 @@ pub(crate) struct Extra<'a> {
     pub kinds: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub will: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub traceparent: Option<&'a RawValue>,
 }
 
 /// A frame's envelope, as the request parsers see it: [`Common`] and [`Extra`]
@@ -448,6 +450,8 @@ pub(crate) struct Head<'a> {
     pub kinds: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub will: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub traceparent: Option<&'a RawValue>,
 }
 
 impl<'a> Head<'a> {
@@ -472,6 +476,7 @@ impl<'a> Head<'a> {
             reply_to: e.reply_to,
             kinds: e.kinds,
             will: e.will,
+            traceparent: e.traceparent,
         }
     }
 }
@@ -524,6 +529,27 @@ pub(crate) fn opt_field<'a, T: Deserialize<'a>>(
         Some(raw) => serde_json::from_str::<T>(raw.get())
             .map(Some)
             .map_err(|_| ProtocolError::bad_request(format!("field `{field}` must be {what}"))),
+    }
+}
+
+/// Longest `traceparent`, in bytes of JSON (a W3C one is 57).
+pub const MAX_TRACEPARENT_LEN: usize = 256;
+
+/// A request's `traceparent` (W3C trace context), carried as sent into the
+/// frames the bus builds from it; `None` when absent or `null`.
+pub(crate) fn traceparent(
+    raw: Option<&RawValue>,
+    text: &str,
+    frame: &Bytes,
+) -> Result<Option<Bytes>, ProtocolError> {
+    match raw.filter(|t| t.get() != "null") {
+        None => Ok(None),
+        Some(raw) if raw.get().starts_with('"') && raw.get().len() <= MAX_TRACEPARENT_LEN => {
+            Ok(Some(slice_of(frame, text, raw)))
+        }
+        Some(_) => Err(ProtocolError::bad_request(format!(
+            "field `traceparent` must be a string (a W3C trace context, e.g. \"00-<trace id>-<span id>-01\") of at most {MAX_TRACEPARENT_LEN} bytes"
+        ))),
     }
 }
 
@@ -729,6 +755,7 @@ fn parse_message(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, Proto
             reply_to: reply_to.into(),
             body: topics::body_of(extra.body, text, frame),
             via_message: true,
+            traceparent: traceparent(extra.traceparent, text, frame)?,
             frame: frame.clone(),
         })));
     }

@@ -48,6 +48,8 @@ pub struct Ask {
     pub ts: Bytes,
     pub timeout: Duration,
     pub gather: Option<Gather>,
+    /// The W3C `traceparent` as JSON text, carried to every responder.
+    pub traceparent: Option<Bytes>,
     /// The frame as the client sent it (what hooks and the monitor see).
     pub frame: Bytes,
 }
@@ -59,6 +61,8 @@ pub struct Reply {
     pub body: Option<Bytes>,
     /// Sent as a `message` (by a client without `rpc`).
     pub via_message: bool,
+    /// The W3C `traceparent` as JSON text, carried into the response.
+    pub traceparent: Option<Bytes>,
     /// The frame as the client sent it (what the monitor sees).
     pub frame: Bytes,
 }
@@ -124,6 +128,7 @@ pub(super) fn parse_request(
         ts,
         timeout,
         gather,
+        traceparent: super::traceparent(head.traceparent, text, frame)?,
         frame: frame.clone(),
     })))
 }
@@ -135,6 +140,7 @@ pub(super) fn parse_reply(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<
         reply_to: reply_to.as_ref().into(),
         body: body_of(head.body, text, frame),
         via_message: false,
+        traceparent: super::traceparent(head.traceparent, text, frame)?,
         frame: frame.clone(),
     })))
 }
@@ -145,10 +151,18 @@ fn finish(mut out: BytesMut) -> Bytes {
     out.freeze()
 }
 
-/// `{"type":"response","rid":R,"from":F,"session":S,"body":B}`
-pub fn response(rid: &Rid, from: Option<&str>, session: &str, body: Option<&[u8]>) -> Bytes {
+/// `{"type":"response","rid":R,"from":F,"session":S[,"traceparent":T],"body":B}`
+pub fn response(
+    rid: &Rid,
+    from: Option<&str>,
+    session: &str,
+    traceparent: Option<&[u8]>,
+    body: Option<&[u8]>,
+) -> Bytes {
     let body = body.unwrap_or(b"null");
-    let mut out = BytesMut::with_capacity(HEADER_LEN + 96 + rid.0.len() + body.len());
+    let traceparent_len = traceparent.map_or(0, <[u8]>::len);
+    let mut out =
+        BytesMut::with_capacity(HEADER_LEN + 112 + rid.0.len() + traceparent_len + body.len());
     out.put_u32(0);
     out.put_slice(b"{\"type\":\"response\",\"rid\":");
     out.put_slice(rid.0.as_bytes());
@@ -159,15 +173,14 @@ pub fn response(rid: &Rid, from: Option<&str>, session: &str, body: Option<&[u8]
     }
     out.put_slice(b",\"session\":");
     put_json_str(&mut out, session);
+    if let Some(traceparent) = traceparent {
+        out.put_slice(b",\"traceparent\":");
+        out.put_slice(traceparent);
+    }
     out.put_slice(b",\"body\":");
     out.put_slice(body);
     out.put_u8(b'}');
     finish(out)
-}
-
-/// Length of a [`response`] payload, at most, for a body of `body` bytes.
-pub fn response_len(rid: &Rid, from: Option<&str>, body: usize) -> usize {
-    96 + rid.0.len() + 2 * from.map_or(4, str::len) + body
 }
 
 /// `{"type":"gathered","rid":R,"count":n}`
@@ -270,6 +283,7 @@ mod tests {
             &rid,
             Some("a\"b"),
             "s",
+            None,
             Some(b"{}"),
         )))
         .unwrap();
@@ -277,6 +291,16 @@ mod tests {
             v,
             json!({"type":"response","rid":"r\"1","from":"a\"b","session":"s","body":{}})
         );
+        let v: Value = serde_json::from_slice(frame::payload(&response(
+            &rid,
+            None,
+            "s",
+            Some(br#""00-ab-cd-01""#),
+            None,
+        )))
+        .unwrap();
+        assert_eq!(v["traceparent"], "00-ab-cd-01");
+        assert_eq!(v["body"], Value::Null);
         let v: Value = serde_json::from_slice(frame::payload(&gathered(&rid, 3))).unwrap();
         assert_eq!(v, json!({"type":"gathered","rid":"r\"1","count":3}));
         let v: Value = serde_json::from_slice(frame::payload(&error(

@@ -49,6 +49,8 @@ pub struct Publish {
     /// The publish's `id` and `ts` as JSON text, the bus's own when absent.
     pub id: Bytes,
     pub ts: Bytes,
+    /// The W3C `traceparent` as JSON text, carried into every event.
+    pub traceparent: Option<Bytes>,
     /// The frame as the client sent it (what hooks and the monitor see).
     pub frame: Bytes,
 }
@@ -167,6 +169,7 @@ pub(super) fn parse_publish(
         body: body_of(head.body, text, frame),
         id,
         ts,
+        traceparent: super::traceparent(head.traceparent, text, frame)?,
         frame: frame.clone(),
     })))
 }
@@ -203,7 +206,8 @@ pub(super) fn parse_will(raw: &RawValue, text: &str, frame: &Bytes) -> Result<Wi
 }
 
 /// The part of an `event` (or `request`) frame after its `sid`, built once per
-/// publish and shared by every recipient: `,"subject":…,"from":…,"id":…,"ts":…,"body":…}`.
+/// publish and shared by every recipient:
+/// `,"subject":…,"from":…,"id":…,"ts":…[,"traceparent":…],"body":…}`.
 #[derive(Debug, Clone)]
 pub struct EventTail(pub Bytes);
 
@@ -214,10 +218,15 @@ impl EventTail {
         from: Option<&str>,
         id: &[u8],
         ts: &[u8],
+        traceparent: Option<&[u8]>,
         body: Option<&[u8]>,
     ) -> Self {
         let mut out = BytesMut::with_capacity(
-            96 + subject.map_or(0, str::len) + id.len() + ts.len() + body.map_or(4, <[u8]>::len),
+            96 + subject.map_or(0, str::len)
+                + id.len()
+                + ts.len()
+                + traceparent.map_or(0, <[u8]>::len)
+                + body.map_or(4, <[u8]>::len),
         );
         if let Some(subject) = subject {
             out.put_slice(b",\"subject\":");
@@ -232,6 +241,10 @@ impl EventTail {
         out.put_slice(id);
         out.put_slice(b",\"ts\":");
         out.put_slice(ts);
+        if let Some(traceparent) = traceparent {
+            out.put_slice(b",\"traceparent\":");
+            out.put_slice(traceparent);
+        }
         out.put_slice(b",\"body\":");
         out.put_slice(body.unwrap_or(b"null"));
         out.put_u8(b'}');
@@ -314,7 +327,14 @@ mod tests {
 
     #[test]
     fn event_frames_are_json_with_the_sid() {
-        let tail = EventTail::new(Some("a.\"b"), Some("ci"), br#""i""#, b"2.5", Some(b"[1]"));
+        let tail = EventTail::new(
+            Some("a.\"b"),
+            Some("ci"),
+            br#""i""#,
+            b"2.5",
+            None,
+            Some(b"[1]"),
+        );
         let v: Value = serde_json::from_slice(&joined(&tail.event(42, false))).unwrap();
         assert_eq!(
             v,

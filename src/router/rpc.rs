@@ -114,6 +114,7 @@ impl Router {
             from.as_deref(),
             &ask.id,
             &ask.ts,
+            ask.traceparent.as_deref(),
             ask.body.as_deref(),
         );
         self.asks.last_token += 1;
@@ -203,6 +204,7 @@ impl Router {
             &rid,
             session.endpoint.as_deref(),
             &session.id,
+            reply.traceparent.as_deref(),
             reply.body.as_deref(),
         );
         if crate::frame::payload(&frame).len() > self.config.max_frame_len {

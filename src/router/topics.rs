@@ -144,6 +144,7 @@ impl Router {
             session.from(),
             &p.id,
             &p.ts,
+            p.traceparent.as_deref(),
             p.body.as_deref(),
         );
         if tail.max_event_len() > self.config.max_frame_len {
@@ -469,6 +470,7 @@ impl Router {
             session.from(),
             id.as_bytes(),
             ts.as_bytes(),
+            None,
             will.body.as_deref(),
         );
         if tail.max_event_len() > self.config.max_frame_len {

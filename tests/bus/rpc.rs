@@ -369,3 +369,53 @@ async fn a_monitor_filters_by_subject_and_kind_and_never_holds_anyone_back() {
     );
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn traceparent_is_carried_from_publish_request_and_reply_to_what_the_bus_builds() {
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let bus = TestBus::start().await;
+    let mut responder = speaker(&bus, &["topics", "rpc"]).await;
+    subscribe(&mut responder, "trace.>", json!({})).await;
+    let mut asker = speaker(&bus, &["topics", "rpc"]).await;
+    asker
+        .send(&json!({"type": "publish", "subject": "trace.pub", "traceparent": tp, "body": 1}))
+        .await;
+    let event = responder.recv().await;
+    assert_eq!(
+        (event["type"].as_str(), event["traceparent"].as_str()),
+        (Some("event"), Some(tp))
+    );
+    asker
+        .send(&json!({"type": "request", "rid": 1, "subject": "trace.rpc", "traceparent": tp, "body": 2}))
+        .await;
+    let req = responder.recv().await;
+    assert_eq!(req["traceparent"], tp, "{req}");
+    let child = "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01";
+    responder
+        .send(
+            &json!({"type": "reply", "reply_to": req["reply_to"], "traceparent": child, "body": 3}),
+        )
+        .await;
+    let resp = asker.recv().await;
+    assert_eq!(
+        (resp["type"].as_str(), resp["traceparent"].as_str()),
+        (Some("response"), Some(child))
+    );
+    // Absent stays absent; anything but a short string is refused by name.
+    asker
+        .send(&json!({"type": "publish", "subject": "trace.plain", "body": 4}))
+        .await;
+    assert!(responder.recv().await.get("traceparent").is_none());
+    for bad in [json!(7), json!("x".repeat(300))] {
+        asker
+            .send(&json!({"type": "publish", "subject": "trace.bad", "traceparent": bad}))
+            .await;
+        let error = asker.recv().await;
+        assert_eq!(error["code"], "bad_request", "{error}");
+        assert!(
+            error["detail"].as_str().unwrap().contains("traceparent"),
+            "{error}"
+        );
+    }
+    bus.stop().await;
+}
