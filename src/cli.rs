@@ -104,6 +104,9 @@ enum Command {
     Hooks(crate::hooks_cli::HooksCommand),
     #[command(flatten)]
     Topics(crate::topics_cli::TopicsCommand),
+    /// The durable key-value store: get, put, del, ls, watch
+    #[command(subcommand)]
+    Kv(crate::kv_cli::KvCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +160,17 @@ struct ServeArgs {
     /// their way and queued); past it, reading pauses. At least twice --max-frame
     #[arg(long, value_name = "BYTES", default_value_t = hookbus::budget::DEFAULT_MEMORY_BUDGET)]
     memory_budget: usize,
+    /// Directory of the durable store (KV) [default: $XDG_STATE_HOME/hookbus, or
+    /// ~/.local/state/hookbus]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
+    state_dir: Option<PathBuf>,
+    /// How hard a store commit syncs: `full` survives power loss, `normal`
+    /// survives a crash of the daemon and commits faster
+    #[arg(long, value_enum, default_value_t = hookbus::store::SyncPolicy::Full)]
+    sync: hookbus::store::SyncPolicy,
+    /// Run without a durable store: persistent requests are refused
+    #[arg(long)]
+    no_store: bool,
 }
 
 impl ServeArgs {
@@ -190,6 +204,13 @@ impl ServeArgs {
         config.shutdown_timeout = Duration::from_secs_f64(self.shutdown_timeout);
         config.frame_timeout = Duration::from_secs_f64(self.frame_timeout);
         config.slow_consumer_timeout = Duration::from_secs_f64(self.slow_consumer_timeout);
+        config.store = (!self.no_store).then(|| hookbus::store::StoreConfig {
+            dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(hookbus::paths::state_dir),
+            sync: self.sync,
+        });
         Ok(config)
     }
 
@@ -204,7 +225,15 @@ impl ServeArgs {
                     .iter()
                     .map(|c| format!("--hook-cache={}", absolute(c).display())),
             )
+            .chain(
+                self.state_dir
+                    .iter()
+                    .map(|d| format!("--state-dir={}", absolute(d).display())),
+            )
             .collect();
+        if self.no_store {
+            args.push("--no-store".to_owned());
+        }
         args.extend([
             format!("--max-frame={}", self.max_frame),
             format!("--heartbeat-timeout={}", self.heartbeat_timeout),
@@ -214,6 +243,7 @@ impl ServeArgs {
             format!("--frame-timeout={}", self.frame_timeout),
             format!("--slow-consumer-timeout={}", self.slow_consumer_timeout),
             format!("--memory-budget={}", self.memory_budget),
+            format!("--sync={}", self.sync.name()),
         ]);
         args
     }
@@ -368,6 +398,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => bench_cmd(&socket, args).await?,
         Command::Topics(command) => return crate::topics_cli::run(&socket, command).await,
+        Command::Kv(command) => return crate::kv_cli::run(&socket, command).await,
     }
     Ok(ExitCode::SUCCESS)
 }

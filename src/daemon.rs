@@ -366,6 +366,21 @@ pub fn print_status(out: &mut impl Write, status: &Value) -> std::io::Result<()>
             memory["waits"]
         )?;
     }
+    let store = &status["store"];
+    match store["state"].as_str() {
+        None => writeln!(out, "  store:       none (--no-store)")?,
+        Some(state) => {
+            writeln!(
+                out,
+                "  store:       {state}, {} ({} KV keys)",
+                store["path"].as_str().unwrap_or("?"),
+                status["kv"]["keys"]
+            )?;
+            if let Some(error) = store["error"].as_str() {
+                writeln!(out, "               {error}")?;
+            }
+        }
+    }
     let endpoints = status["endpoints"].as_object().cloned().unwrap_or_default();
     let mut names: Vec<&String> = endpoints.keys().collect();
     names.sort();

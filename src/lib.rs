@@ -54,4 +54,5 @@ pub mod peer;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod subject;

@@ -5,6 +5,7 @@ mod bench;
 mod bench_topics;
 mod cli;
 mod hooks_cli;
+mod kv_cli;
 mod scaffold;
 mod topics_cli;
 

@@ -17,6 +17,15 @@ pub fn default_socket() -> PathBuf {
     home_dir().join(".hookbus").join("bus.sock")
 }
 
+/// The default state directory (the durable store): `$XDG_STATE_HOME/hookbus`,
+/// or `~/.local/state/hookbus`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Path::new(&dir).join("hookbus");
+    }
+    home_dir().join(".local").join("state").join("hookbus")
+}
+
 fn home_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(home);

@@ -21,6 +21,7 @@ use crate::peer::Peer;
 use crate::protocol::Routed;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::router::{Command, Router, RouterConfig, DEFAULT_HEARTBEAT_TIMEOUT, ROUTER_QUEUE};
+use crate::store::{Store, StoreConfig};
 
 /// Most connections served at once; more are answered `too_many_connections`.
 pub const MAX_CONNECTIONS: usize = 10_000;
@@ -61,6 +62,8 @@ pub struct Config {
     /// Bytes the bus may hold for its clients in all: frames being read, on their
     /// way to the router and queued for delivery ([`crate::budget`]).
     pub memory_budget: usize,
+    /// The durable store (KV); `None` runs the bus without one.
+    pub store: Option<StoreConfig>,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             slow_consumer_timeout: crate::router::DEFAULT_STALL_TIMEOUT,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            store: None,
         }
     }
 }
@@ -94,12 +98,30 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         hooks: config.hooks.clone(),
         budget: budget.clone(),
     });
+    let (router, from_store, store_thread) = match config.store.clone() {
+        None => (router, None, None),
+        Some(store) => match tokio::task::spawn_blocking(move || Store::start(store)).await {
+            Ok(Ok((store, entries, from_store, thread))) => (
+                router.with_store(store, entries),
+                Some(from_store),
+                Some(thread),
+            ),
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot start the store thread: the bus runs without a store");
+                (router, None, None)
+            }
+            Err(e) => {
+                warn!(error = %e, "opening the store panicked: the bus runs without a store");
+                (router, None, None)
+            }
+        },
+    };
     if let Some(hooks) = &config.hooks {
         // Held weakly, so the router still stops when the server does.
         hooks.start(EmitToRouter(router_tx.downgrade()));
     }
     let tracker = TaskTracker::new();
-    tracker.spawn(router.run(router_rx));
+    tracker.spawn(router.run(router_rx, from_store));
 
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut reserve = crate::fd_limit::Reserve::new();
@@ -181,6 +203,17 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
     let drain = DRAIN_TIMEOUT.min(config.shutdown_timeout);
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         warn!("some clients did not take their queued messages within {drain:?}; closing anyway");
+    }
+    if let Some(thread) = store_thread {
+        // The router has stopped and dropped its handle: the store commits what
+        // it was given and closes the database.
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        if tokio::time::timeout(Duration::from_secs(5), joined)
+            .await
+            .is_err()
+        {
+            warn!("the store did not close within 5 s");
+        }
     }
     info!("server stopped");
 }

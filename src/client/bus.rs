@@ -38,13 +38,31 @@ enum Waiter {
     Answer(oneshot::Sender<Value>),
     /// A `subscribed`/`monitoring` answer: the reader opens the stream before it
     /// reads on, so retained events that follow at once are not missed.
-    Stream(oneshot::Sender<Result<(u64, mpsc::Receiver<Value>), Value>>),
+    Stream(oneshot::Sender<Result<(StreamId, mpsc::Receiver<Value>), Value>>),
+}
+
+/// What the frames of a stream carry to name it: a subscription's `sid` or a
+/// KV watch's `wid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StreamId {
+    Sid(u64),
+    Wid(u64),
+}
+
+impl StreamId {
+    fn of(frame: &Value) -> Option<Self> {
+        match (frame.get("sid"), frame.get("wid")) {
+            (Some(sid), _) => sid.as_u64().map(StreamId::Sid),
+            (None, Some(wid)) => wid.as_u64().map(StreamId::Wid),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Routes {
     waiting: HashMap<u64, Waiter>,
-    streams: HashMap<u64, mpsc::Sender<Value>>,
+    streams: HashMap<StreamId, mpsc::Sender<Value>>,
 }
 
 /// A protocol-2 connection (features `topics`, `rpc`, `monitor` as asked).
@@ -160,8 +178,8 @@ impl Bus {
         lock(&self.routes).waiting.insert(rid, Waiter::Stream(tx));
         self.send(&request).await?;
         match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-            Ok(Ok(Ok((sid, events)))) => Ok(Subscription {
-                sid,
+            Ok(Ok(Ok((id, events)))) => Ok(Subscription {
+                id,
                 events,
                 out: self.out.clone(),
             }),
@@ -246,6 +264,60 @@ impl Bus {
         self.subscribe(pattern, queue).await
     }
 
+    /// Stores `value` under `key` (feature `kv`), kept for `ttl` if given, only
+    /// over revision `if_revision` if given (0: only if the key is absent).
+    /// Returns the new revision, once it is on disk.
+    pub async fn kv_put(
+        &self,
+        key: &str,
+        value: Value,
+        ttl: Option<Duration>,
+        if_revision: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        let mut request = json!({"type": "kv_put", "key": key, "value": value});
+        if let Some(ttl) = ttl {
+            request["ttl_s"] = ttl.as_secs_f64().into();
+        }
+        if let Some(rev) = if_revision {
+            request["if_revision"] = rev.into();
+        }
+        let answer = self.call(request).await?;
+        Ok(answer["revision"].as_u64().unwrap_or_default())
+    }
+
+    /// The `kv_value` frame of `key` (`value`, `revision`, `expires_at_ms`);
+    /// a missing key is [`ClientError::Server`] with code `not_found`.
+    pub async fn kv_get(&self, key: &str) -> Result<Value, ClientError> {
+        self.call(json!({"type": "kv_get", "key": key})).await
+    }
+
+    /// Deletes `key` (only at revision `if_revision` if given); returns the
+    /// deletion's revision.
+    pub async fn kv_delete(&self, key: &str, if_revision: Option<u64>) -> Result<u64, ClientError> {
+        let mut request = json!({"type": "kv_delete", "key": key});
+        if let Some(rev) = if_revision {
+            request["if_revision"] = rev.into();
+        }
+        let answer = self.call(request).await?;
+        Ok(answer["revision"].as_u64().unwrap_or_default())
+    }
+
+    /// Keys starting with `prefix`, sorted (at most 10 000; `more` in the
+    /// answer says when there are others).
+    pub async fn kv_keys(&self, prefix: &str) -> Result<Vec<String>, ClientError> {
+        let answer = self
+            .call(json!({"type": "kv_keys", "prefix": prefix}))
+            .await?;
+        Ok(serde_json::from_value(answer["keys"].clone()).unwrap_or_default())
+    }
+
+    /// Watches keys matching `pattern`: `kv_change` frames for the current
+    /// values (`op: put`), one `kv_synced`, then every change in order.
+    pub async fn kv_watch(&self, pattern: &str) -> Result<Subscription, ClientError> {
+        self.open_stream(json!({"type": "kv_watch", "key": pattern}))
+            .await
+    }
+
     /// The next plain message (hermes `message` frames, errors no call waited for).
     pub async fn recv(&self) -> Option<Value> {
         self.inbox.lock().await.recv().await
@@ -267,14 +339,17 @@ pub enum Target<'a> {
 /// Events (or requests, or monitor copies) of one subscription, as a `Stream`.
 /// Dropping it unsubscribes.
 pub struct Subscription {
-    sid: u64,
+    id: StreamId,
     events: mpsc::Receiver<Value>,
     out: mpsc::Sender<Bytes>,
 }
 
 impl Subscription {
+    /// The `sid` (or a KV watch's `wid`).
     pub fn sid(&self) -> u64 {
-        self.sid
+        match self.id {
+            StreamId::Sid(n) | StreamId::Wid(n) => n,
+        }
     }
 
     /// The next frame; `None` when the connection ended.
@@ -292,7 +367,10 @@ impl tokio_stream::Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let frame = frame::encode_json(&json!({"type": "unsubscribe", "sid": self.sid}));
+        let frame = frame::encode_json(&match self.id {
+            StreamId::Sid(sid) => json!({"type": "unsubscribe", "sid": sid}),
+            StreamId::Wid(wid) => json!({"type": "kv_unwatch", "wid": wid}),
+        });
         let _ = self.out.try_send(frame);
     }
 }
@@ -358,11 +436,11 @@ fn route(routes: &Mutex<Routes>, value: Value) -> Routed {
                     let _ = tx.send(value);
                 }
                 Waiter::Stream(tx) => {
-                    let opened = match value["sid"].as_u64() {
-                        Some(sid) if value["type"] != "error" => {
+                    let opened = match StreamId::of(&value) {
+                        Some(id) if value["type"] != "error" => {
                             let (stx, srx) = mpsc::channel(STREAM_CAPACITY);
-                            r.streams.insert(sid, stx);
-                            Ok((sid, srx))
+                            r.streams.insert(id, stx);
+                            Ok((id, srx))
                         }
                         _ => Err(value),
                     };
@@ -372,11 +450,11 @@ fn route(routes: &Mutex<Routes>, value: Value) -> Routed {
             return Routed::Answered;
         }
     }
-    if let Some(sid) = value.get("sid").and_then(Value::as_u64) {
-        if let Some(tx) = r.streams.get(&sid) {
+    if let Some(id) = StreamId::of(&value) {
+        if let Some(tx) = r.streams.get(&id) {
             if tx.is_closed() {
                 // Dropped by the application: its `unsubscribe` is on the way.
-                r.streams.remove(&sid);
+                r.streams.remove(&id);
                 return Routed::Answered;
             }
             return Routed::Stream(tx.clone(), value);

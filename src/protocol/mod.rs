@@ -13,10 +13,12 @@ use serde_json::value::RawValue;
 
 use crate::frame::{self, HEADER_LEN};
 
+pub mod kv;
 pub mod monitor;
 pub mod rpc;
 pub mod topics;
 
+pub use kv::KvOp;
 pub use monitor::{MonitorFilter, MonitorKind};
 pub use rpc::{Ask, Reply, Target};
 pub use topics::{EventTail, Interest, OnFull, Publish, Subscribe, Will};
@@ -50,16 +52,19 @@ pub enum Feature {
     Rpc,
     /// A copy of every routed frame (protocol 2).
     Monitor,
+    /// The durable key-value store.
+    Kv,
 }
 
 impl Feature {
     /// Every feature, in the order `welcome` lists them, with its name.
-    pub const ALL: [(Feature, &'static str); 5] = [
+    pub const ALL: [(Feature, &'static str); 6] = [
         (Feature::Errors, "errors"),
         (Feature::Acks, "acks"),
         (Feature::Topics, "topics"),
         (Feature::Rpc, "rpc"),
         (Feature::Monitor, "monitor"),
+        (Feature::Kv, "kv"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -167,6 +172,8 @@ pub enum Op {
     Reply(Box<Reply>),
     /// `{"type":"monitor",…}` (monitor)
     Monitor(MonitorFilter),
+    /// `kv_put`, `kv_get`, `kv_delete`, `kv_keys`, `kv_watch`, `kv_unwatch` (kv)
+    Kv(Box<KvOp>),
 
     /// A message, publish or request a filter hook dropped: never routed; its
     /// sender is told when it asked for answers.
@@ -189,6 +196,7 @@ impl Op {
             // A hermes client answers with a `message` to `reply_to`.
             Op::Reply(r) if !r.via_message => Some(Feature::Rpc),
             Op::Monitor(_) => Some(Feature::Monitor),
+            Op::Kv(_) => Some(Feature::Kv),
             _ => None,
         }
     }
@@ -294,6 +302,19 @@ pub enum ErrorCode {
     Dropped,
     /// The connection has the most pending requests it may have.
     TooManyRequests,
+    /// The store cannot write (disk full, I/O error) or is too far behind:
+    /// nothing was stored.
+    StorageUnavailable,
+    /// `if_revision` did not hold; the error's `revision` is the current one.
+    RevisionMismatch,
+    /// No such key.
+    NotFound,
+    /// A KV key or pattern breaks the rules.
+    BadKey,
+    /// A KV value over the limit.
+    ValueTooLarge,
+    /// The KV holds the most keys or bytes it may.
+    KvFull,
 }
 
 /// A protocol error, sent to the client as an error frame.
@@ -306,6 +327,8 @@ pub struct ProtocolError {
     pub id: Option<serde_json::Value>,
     /// The `rid` of the request this error answers, if any.
     pub rid: Option<Rid>,
+    /// For `revision_mismatch`: the key's current revision.
+    pub revision: Option<u64>,
 }
 
 impl ProtocolError {
@@ -315,6 +338,7 @@ impl ProtocolError {
             detail: detail.into(),
             id: None,
             rid: None,
+            revision: None,
         }
     }
 
@@ -340,6 +364,8 @@ impl ProtocolError {
             id: Option<&'a serde_json::Value>,
             #[serde(skip_serializing_if = "Option::is_none")]
             rid: Option<&'a RawValue>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            revision: Option<u64>,
         }
         let rid = self
             .rid
@@ -351,6 +377,7 @@ impl ProtocolError {
             detail: &self.detail,
             id: self.id.as_ref(),
             rid,
+            revision: self.revision,
         })
     }
 }
@@ -405,6 +432,18 @@ pub(crate) struct Extra<'a> {
     pub will: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub traceparent: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub key: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub value: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub ttl_s: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub if_revision: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub prefix: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub wid: Option<&'a RawValue>,
 }
 
 /// A frame's envelope, as the request parsers see it: [`Common`] and [`Extra`]
@@ -452,6 +491,18 @@ pub(crate) struct Head<'a> {
     pub will: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub traceparent: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub key: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub value: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub ttl_s: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub if_revision: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub prefix: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub wid: Option<&'a RawValue>,
 }
 
 impl<'a> Head<'a> {
@@ -477,6 +528,12 @@ impl<'a> Head<'a> {
             kinds: e.kinds,
             will: e.will,
             traceparent: e.traceparent,
+            key: e.key,
+            value: e.value,
+            ttl_s: e.ttl_s,
+            if_revision: e.if_revision,
+            prefix: e.prefix,
+            wid: e.wid,
         }
     }
 }
@@ -650,6 +707,12 @@ const TYPES: &[(&str, bool, ParseFn)] = &[
     ("request", true, rpc::parse_request),
     ("reply", true, rpc::parse_reply),
     ("monitor", true, monitor::parse_monitor),
+    ("kv_put", true, kv::parse_put),
+    ("kv_get", true, kv::parse_get),
+    ("kv_delete", true, kv::parse_delete),
+    ("kv_keys", true, kv::parse_keys),
+    ("kv_watch", true, kv::parse_watch),
+    ("kv_unwatch", true, kv::parse_unwatch),
 ];
 
 fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolError> {

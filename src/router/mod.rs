@@ -66,6 +66,7 @@ const ROUTER_CHECK_EVERY: u32 = 64;
 /// Longest interval between heartbeat sweeps.
 pub const HEARTBEAT_CHECK_EVERY: Duration = Duration::from_secs(15);
 
+mod kv;
 mod monitor;
 mod registry;
 mod rpc;
@@ -154,6 +155,8 @@ pub struct Counters {
     pub late_replies: u64,
     /// Frames a monitor that could not keep up missed.
     pub monitor_dropped: u64,
+    /// Persistent requests answered `storage_unavailable`.
+    pub storage_refusals: u64,
 }
 
 /// How the router ends a session.
@@ -196,6 +199,10 @@ pub struct Router {
     recipients_scratch: Vec<(SessionKey, u64, protocol::OnFull)>,
     /// The bus is stopping: sessions end, but not by their own doing (no wills).
     shutting_down: bool,
+    /// The durable store, if the bus has a state directory.
+    store: Option<crate::store::Store>,
+    /// The KV's committed values and its watches.
+    kv: kv::Kv,
 }
 
 impl Router {
@@ -217,12 +224,29 @@ impl Router {
             turn: 0,
             recipients_scratch: Vec::new(),
             shutting_down: false,
+            store: None,
+            kv: kv::Kv::default(),
         }
+    }
+
+    /// A router with a durable store, whose KV holds `entries`.
+    pub fn with_store(
+        mut self,
+        store: crate::store::Store,
+        entries: Vec<crate::store::kv::Entry>,
+    ) -> Self {
+        self.store = Some(store);
+        self.kv.load(entries);
+        self
     }
 
     /// Runs until every [`Command`] sender is gone, then drops all sessions so their
     /// writers flush and exit.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut from_store: Option<mpsc::Receiver<crate::store::FromStore>>,
+    ) {
         let check_every = (self.config.heartbeat_timeout / 3).min(HEARTBEAT_CHECK_EVERY);
         let mut sweep = tokio::time::interval(check_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -248,6 +272,9 @@ impl Router {
                     Some(cmd) => self.handle(cmd),
                     None => break,
                 },
+                Some(msg) = async { from_store.as_mut()?.recv().await }, if from_store.is_some() => {
+                    self.store_done(msg);
+                }
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
                 _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() => {
@@ -414,6 +441,7 @@ impl Router {
             Op::Ask(ask) => self.ask(key, rid, *ask),
             Op::Reply(reply) => self.reply(key, *reply),
             Op::Monitor(filter) => self.start_monitor(key, rid, filter),
+            Op::Kv(op) => self.kv(key, rid, *op),
             Op::Dropped(dropped) => {
                 self.counters.filtered_out += 1;
                 let hook = Some((dropped.hook.as_str(), dropped.reason.as_str()));
@@ -814,6 +842,7 @@ impl Router {
         }
         self.topics_session_ended(key, &mut session);
         self.rpc_session_ended(key, &session);
+        self.kv_session_ended(key);
         debug!(
             key,
             endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),
@@ -900,6 +929,11 @@ impl Router {
                 "interests": self.interests.len(),
                 "pending_requests": self.asks.len(),
                 "monitors": self.monitors.len(),
+            },
+            "store": self.store.as_ref().map(|s| s.health.report()),
+            "kv": {
+                "keys": self.kv.len(),
+                "watches": self.kv.watches(),
             },
             "memory": {
                 "budget": self.config.budget.limit(),

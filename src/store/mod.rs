@@ -1,0 +1,447 @@
+//! Durable state: one SQLite database in WAL mode under the state directory,
+//! owned by one thread, the store actor, so no disk work runs on the async
+//! runtime or in the router.
+//!
+//! The router sends it [`Request`]s over a bounded channel without waiting.
+//! The actor takes every request queued (up to [`MAX_BATCH`]) into one
+//! transaction and commits it with one sync (group commit), then hands the
+//! outcomes and the changes back over its own channel, in order: a client is
+//! answered only after its write committed. A failed commit (disk full, I/O
+//! error) undoes the batch, answers every write in it `storage_unavailable`
+//! and marks the store degraded; it retries every [`RETRY_EVERY`] and is
+//! healthy again at its first successful commit.
+
+pub mod kv;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::Connection;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::protocol::{Op, Rid};
+use crate::router::SessionKey;
+
+/// Requests queued to the store at most; past it the router refuses
+/// persistent requests with `storage_unavailable` rather than wait.
+pub const STORE_QUEUE: usize = 16 * 1024;
+
+/// Most requests committed in one transaction.
+pub const MAX_BATCH: usize = 4096;
+
+/// How often a store that cannot write tries again on its own.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// The database file in the state directory.
+pub const DB_FILE: &str = "hookbus.sqlite3";
+
+/// Locked by the daemon that has the state directory open.
+pub const LOCK_FILE: &str = "hookbus.lock";
+
+/// How hard a commit syncs (SQLite's `synchronous` in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SyncPolicy {
+    /// Every commit is synced to disk before it is answered: survives power loss.
+    #[default]
+    Full,
+    /// The log is synced at checkpoints only: survives a crash of the daemon
+    /// (kill -9), may lose the last commits on power loss.
+    Normal,
+}
+
+impl SyncPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncPolicy::Full => "full",
+            SyncPolicy::Normal => "normal",
+        }
+    }
+}
+
+/// Where and how the store keeps its data.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub sync: SyncPolicy,
+}
+
+/// A session's request to the store.
+#[derive(Debug)]
+pub struct Request {
+    pub session: SessionKey,
+    pub rid: Option<Rid>,
+    pub op: StoreOp,
+}
+
+#[derive(Debug)]
+pub enum StoreOp {
+    Kv(kv::Write),
+    /// A read the router answers itself, queued behind the session's writes
+    /// so that it sees them: handed back, in order, once they committed.
+    After(Box<Op>),
+}
+
+/// What became of one request.
+#[derive(Debug)]
+pub enum Answer {
+    Kv(kv::Outcome),
+    After(Box<Op>),
+    /// Not written: why.
+    Unavailable(String),
+}
+
+#[derive(Debug)]
+pub struct Done {
+    pub session: SessionKey,
+    pub rid: Option<Rid>,
+    pub answer: Answer,
+}
+
+/// What the store tells the router, in commit order.
+#[derive(Debug)]
+pub enum FromStore {
+    /// The KV as found when the store opened late (it could not at start).
+    Loaded { kv: Vec<kv::Entry> },
+    /// A batch ended: the outcomes, then the changes it committed (writes and
+    /// expiries), to apply before answering.
+    Committed {
+        done: Vec<Done>,
+        changes: Vec<kv::Change>,
+    },
+}
+
+/// Whether the store can write; read by `status`.
+#[derive(Debug)]
+pub struct Health {
+    pub path: PathBuf,
+    degraded: AtomicBool,
+    /// Why it is degraded. Locked only to copy a string in or out.
+    error: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    pub fn report(&self) -> serde_json::Value {
+        let error = self.error.lock().map(|e| e.clone()).unwrap_or_default();
+        serde_json::json!({
+            "state": if self.is_degraded() { "degraded" } else { "ok" },
+            "path": self.path,
+            "error": error,
+        })
+    }
+
+    fn set(&self, error: Option<String>) {
+        let was = self.degraded.swap(error.is_some(), Ordering::Relaxed);
+        match (&error, was) {
+            (Some(e), false) => {
+                warn!(error = %e, path = %self.path.display(), "store degraded: persistent requests are refused until it can write again")
+            }
+            (None, true) => info!(path = %self.path.display(), "store writes again"),
+            _ => {}
+        }
+        if let Ok(mut slot) = self.error.lock() {
+            *slot = error;
+        }
+    }
+}
+
+/// The router's handle on the store.
+#[derive(Debug)]
+pub struct Store {
+    tx: std_mpsc::SyncSender<Request>,
+    pub health: Arc<Health>,
+}
+
+/// The store actor's thread; joined at shutdown so the database closes cleanly.
+pub struct StoreThread(std::thread::JoinHandle<()>);
+
+impl StoreThread {
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+impl Store {
+    /// Opens the database (blocking: call it off the async runtime) and starts
+    /// the actor. When it cannot open, the store starts degraded, keeps
+    /// trying, and sends [`FromStore::Loaded`] once it could.
+    pub fn start(
+        config: StoreConfig,
+    ) -> std::io::Result<(
+        Store,
+        Vec<kv::Entry>,
+        mpsc::Receiver<FromStore>,
+        StoreThread,
+    )> {
+        let path = config.dir.join(DB_FILE);
+        let health = Arc::new(Health {
+            path: path.clone(),
+            degraded: AtomicBool::new(false),
+            error: Mutex::new(None),
+        });
+        let (tx, rx) = std_mpsc::sync_channel(STORE_QUEUE);
+        let (out, from_store) = mpsc::channel(64);
+        let mut actor = Actor {
+            config,
+            health: health.clone(),
+            db: None,
+            out,
+        };
+        let loaded = match actor.open() {
+            Ok(entries) => entries,
+            Err(e) => {
+                health.set(Some(e));
+                Vec::new()
+            }
+        };
+        let thread = std::thread::Builder::new()
+            .name("hookbus-store".into())
+            .spawn(move || actor.run(rx))?;
+        Ok((
+            Store { tx, health },
+            loaded,
+            from_store,
+            StoreThread(thread),
+        ))
+    }
+
+    /// Queues a request without waiting; `Err` holds it back with the reason
+    /// when the store is too far behind.
+    pub fn send(&self, request: Request) -> Result<(), Box<(Request, String)>> {
+        self.tx.try_send(request).map_err(|e| {
+            Box::new(match e {
+                std_mpsc::TrySendError::Full(r) => (
+                    r,
+                    format!("the store has {STORE_QUEUE} requests waiting for the disk; try again shortly"),
+                ),
+                std_mpsc::TrySendError::Disconnected(r) => (r, "the store has stopped".to_owned()),
+            })
+        })
+    }
+}
+
+struct Db {
+    conn: Connection,
+    kv: kv::Kv,
+    /// Held locked while the database is open: one daemon per state directory.
+    _lock: Flock<std::fs::File>,
+}
+
+struct Actor {
+    config: StoreConfig,
+    health: Arc<Health>,
+    db: Option<Db>,
+    out: mpsc::Sender<FromStore>,
+}
+
+impl Actor {
+    fn run(mut self, rx: std_mpsc::Receiver<Request>) {
+        loop {
+            if self.db.is_none() && self.health.is_degraded() {
+                if let Ok(kv) = self.open() {
+                    self.health.set(None);
+                    if self.out.blocking_send(FromStore::Loaded { kv }).is_err() {
+                        break;
+                    }
+                }
+            }
+            let now = now_ms();
+            let wait = match self.db.as_ref().and_then(|db| db.kv.next_expiry()) {
+                _ if self.health.is_degraded() => RETRY_EVERY,
+                Some(at) => Duration::from_millis(at.saturating_sub(now)).min(RETRY_EVERY * 60),
+                None => RETRY_EVERY * 60,
+            };
+            let mut batch = Vec::new();
+            match rx.recv_timeout(wait) {
+                Ok(first) => batch.push(first),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if let Some(result) = self.commit(batch) {
+                if self.out.blocking_send(result).is_err() {
+                    break;
+                }
+            }
+        }
+        if let Some(db) = self.db.take() {
+            if let Err((_, e)) = db.conn.close() {
+                warn!(error = %e, "closing the store failed");
+            }
+        }
+    }
+
+    /// Opens the database, migrated, and reads the KV.
+    fn open(&mut self) -> Result<Vec<kv::Entry>, String> {
+        let dir = &self.config.dir;
+        create_private_dir(dir)
+            .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            format!(
+                "another hookbus daemon uses the state directory {}: give this one its own with --state-dir",
+                dir.display()
+            )
+        })?;
+        let path = dir.join(DB_FILE);
+        let fail = |e: rusqlite::Error| format!("cannot open {}: {e}", path.display());
+        let mut conn = Connection::open(&path).map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        conn.pragma_update(None, "synchronous", self.config.sync.name())
+            .map_err(fail)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+        schema::migrate(&mut conn).map_err(fail)??;
+        let (kv, entries) = kv::Kv::load(&conn).map_err(fail)?;
+        info!(path = %path.display(), keys = entries.len(), "store open");
+        self.db = Some(Db {
+            conn,
+            kv,
+            _lock: lock,
+        });
+        Ok(entries)
+    }
+
+    /// Runs `batch` and due expiries in one transaction. `None` when there
+    /// was nothing to do.
+    fn commit(&mut self, batch: Vec<Request>) -> Option<FromStore> {
+        let now = now_ms();
+        let due = self
+            .db
+            .as_ref()
+            .and_then(|db| db.kv.next_expiry())
+            .is_some_and(|at| at <= now);
+        if batch.is_empty() && !due && !self.health.is_degraded() {
+            return None;
+        }
+        let Some(db) = self.db.as_mut() else {
+            let why = self.unavailable();
+            return Some(FromStore::Committed {
+                done: refuse_all(batch, &why),
+                changes: Vec::new(),
+            });
+        };
+        let mut done = Vec::with_capacity(batch.len());
+        let mut changes = Vec::new();
+        let mut batch = batch.into_iter();
+        let health = &self.health;
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = db.conn.transaction()?;
+            for r in batch.by_ref() {
+                let answer = match r.op {
+                    StoreOp::Kv(write) => match db.kv.apply(&tx, write, now) {
+                        Ok((outcome, change)) => {
+                            changes.extend(change);
+                            Answer::Kv(outcome)
+                        }
+                        Err(e) => {
+                            done.push(Done {
+                                session: r.session,
+                                rid: r.rid,
+                                answer: Answer::Unavailable(String::new()),
+                            });
+                            return Err(e);
+                        }
+                    },
+                    StoreOp::After(op) => Answer::After(op),
+                };
+                done.push(Done {
+                    session: r.session,
+                    rid: r.rid,
+                    answer,
+                });
+            }
+            db.kv.expire(&tx, now, &mut changes)?;
+            db.kv.finish(&tx)?;
+            // Proves the disk takes writes again while degraded.
+            if health.is_degraded() {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('probe', ?1)",
+                )?
+                .execute([now as i64])?;
+            }
+            tx.commit()
+        })();
+        match result {
+            Ok(()) => {
+                db.kv.committed();
+                self.health.set(None);
+                if done.is_empty() && changes.is_empty() {
+                    return None;
+                }
+                Some(FromStore::Committed { done, changes })
+            }
+            Err(e) => {
+                db.kv.rolled_back();
+                let why = format!("the store cannot write ({e}); nothing was stored");
+                self.health.set(Some(why.clone()));
+                // Every write of the batch is refused; reads queued behind
+                // them are still answered.
+                for d in &mut done {
+                    if !matches!(d.answer, Answer::After(_)) {
+                        d.answer = Answer::Unavailable(why.clone());
+                    }
+                }
+                done.extend(refuse_all(batch.collect(), &why));
+                Some(FromStore::Committed {
+                    done,
+                    changes: Vec::new(),
+                })
+            }
+        }
+    }
+
+    fn unavailable(&self) -> String {
+        self.health
+            .error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_else(|| "the store is not open".to_owned())
+    }
+}
+
+/// Answers every write of `batch` `storage_unavailable`; reads go through.
+fn refuse_all(batch: Vec<Request>, why: &str) -> Vec<Done> {
+    batch
+        .into_iter()
+        .map(|r| Done {
+            session: r.session,
+            rid: r.rid,
+            answer: match r.op {
+                StoreOp::After(op) => Answer::After(op),
+                StoreOp::Kv(_) => Answer::Unavailable(why.to_owned()),
+            },
+        })
+        .collect()
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Unix time in ms.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,56 @@
+//! The store's schema, versioned with SQLite's `user_version`: migration `n`
+//! takes a database from version `n` to `n + 1`, in one transaction.
+
+use rusqlite::Connection;
+
+/// Every migration, oldest first. Append only: a released one never changes.
+const MIGRATIONS: &[&str] = &[
+    // 1: KV with one revision sequence.
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+     INSERT INTO meta (name, value) VALUES ('kv_revision', 0);
+     CREATE TABLE kv (
+         key TEXT PRIMARY KEY,
+         value BLOB NOT NULL,
+         revision INTEGER NOT NULL,
+         expires_at_ms INTEGER
+     ) WITHOUT ROWID;",
+];
+
+/// The schema version this build writes.
+pub const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings `conn` to [`VERSION`]; refuses a database written by a newer build.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > VERSION {
+        return Ok(Err(format!(
+            "the state database has schema version {current}, newer than this hookbus ({VERSION}): run the newer hookbus, or move the state directory aside"
+        )));
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", n as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op_and_a_newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap().unwrap();
+        migrate(&mut conn).unwrap().unwrap();
+        let v: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, VERSION);
+        conn.pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
+        assert!(migrate(&mut conn).unwrap().unwrap_err().contains("newer"));
+    }
+}
