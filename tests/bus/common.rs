@@ -32,6 +32,13 @@ impl TestBus {
         Self::start_at(dir, socket, configure)
     }
 
+    /// A server with a durable store in `state`, which the caller keeps, so a
+    /// server started again on it finds what this one stored.
+    pub async fn with_store(state: &Path, sync: hookbus::store::SyncPolicy) -> Self {
+        let dir = state.to_owned();
+        Self::start_with(move |c| c.store = Some(hookbus::store::StoreConfig { dir, sync })).await
+    }
+
     pub fn start_at(
         dir: tempfile::TempDir,
         socket: PathBuf,
