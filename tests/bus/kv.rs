@@ -210,7 +210,7 @@ async fn a_key_expires_on_time_and_its_watchers_are_told() {
     .await;
     assert_eq!(a["type"], "kv_watching", "{a}");
     let wid = a["wid"].clone();
-    let mut current = vec![watcher.recv().await, watcher.recv().await];
+    let mut current = [watcher.recv().await, watcher.recv().await];
     current.sort_by_key(|c| c["key"].as_str().unwrap().to_owned());
     assert_eq!(
         (&current[0]["key"], &current[0]["op"]),
