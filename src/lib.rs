@@ -22,7 +22,9 @@
 //!    [`subject`] matches, requests to their responders (with one heap of
 //!    deadlines), and a copy of each to monitors; then it queues them for notify
 //!    hooks. Messages hooks emit come back to it through the engine's emit port as
-//!    new messages.
+//!    new messages. Persistent requests (KV writes) go on to the [`store`] actor,
+//!    which commits them in groups on its own thread and hands back the outcomes
+//!    and changes, which the router applies, tells watchers and answers.
 //! 5. Routed frames are pushed, without waiting, into each recipient's
 //!    [`outbox`]. An outbox past its high-water mark holds back the senders that
 //!    filled it ([`flow`]): their readers pause until it drains. A recipient that
