@@ -58,6 +58,8 @@ pub struct BenchOptions {
     pub stalled: bool,
     /// Run the protocol-2 scenarios ([`crate::bench_topics`]).
     pub topics: bool,
+    /// Run the KV scenarios ([`crate::bench_kv`]).
+    pub kv: bool,
 }
 
 /// One scenario's result.
@@ -173,6 +175,12 @@ pub fn run(
             }
             if options.topics {
                 crate::bench_topics::run(target, options, size, |row| {
+                    progress(&row);
+                    rows.push(row);
+                });
+            }
+            if options.kv {
+                crate::bench_kv::run(target, options, size, |row| {
                     progress(&row);
                     rows.push(row);
                 });

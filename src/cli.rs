@@ -287,6 +287,9 @@ struct BenchArgs {
     /// Skip the protocol-2 scenarios (publish/subscribe, request/reply)
     #[arg(long)]
     no_topics: bool,
+    /// Skip the KV scenarios (durable puts, gets)
+    #[arg(long)]
+    no_kv: bool,
 }
 
 /// Runs the command line; the binary's `main`.
@@ -570,6 +573,7 @@ async fn bench_cmd(socket: &Path, args: BenchArgs) -> anyhow::Result<()> {
         burst: args.burst,
         stalled: !args.no_stalled,
         topics: !args.no_topics,
+        kv: !args.no_kv,
     };
     let topics = options.topics;
     let (rows, memory) = tokio::task::spawn_blocking(move || {

@@ -119,6 +119,7 @@ pub enum FromStore {
 #[derive(Debug)]
 pub struct Health {
     pub path: PathBuf,
+    pub sync: SyncPolicy,
     degraded: AtomicBool,
     /// Why it is degraded. Locked only to copy a string in or out.
     error: Mutex<Option<String>>,
@@ -134,6 +135,7 @@ impl Health {
         serde_json::json!({
             "state": if self.is_degraded() { "degraded" } else { "ok" },
             "path": self.path,
+            "sync": self.sync.name(),
             "error": error,
         })
     }
@@ -184,6 +186,7 @@ impl Store {
         let path = config.dir.join(DB_FILE);
         let health = Arc::new(Health {
             path: path.clone(),
+            sync: config.sync,
             degraded: AtomicBool::new(false),
             error: Mutex::new(None),
         });

@@ -1,0 +1,207 @@
+//! `hookbus bench`'s KV scenarios (targets with a store; others get failed
+//! rows). The row names carry the target's `--sync` policy, read from `status`:
+//! - **kv put**: [`CLIENTS`] clients, each with up to [`WINDOW`] puts in flight,
+//!   on their own keys; puts/s counts acknowledged (committed) puts. p50/p99:
+//!   one put at a time, sent to acknowledged.
+//! - **kv get**: the same clients reading those keys; gets/s, and one get at a
+//!   time for p50/p99.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::bench::{connect, read_frame, write_frame, BenchOptions, Row, BENCH_IO_TIMEOUT};
+
+/// Clients sending at once.
+pub const CLIENTS: usize = 4;
+
+/// Requests each client keeps in flight.
+const WINDOW: usize = 256;
+
+/// Keys each client writes, round robin.
+const KEYS_PER_CLIENT: usize = 1000;
+
+pub fn run(target: &Path, options: &BenchOptions, size: usize, mut row: impl FnMut(Row)) {
+    let sync = sync_policy(target).unwrap_or_else(|_| "?".to_owned());
+    let put_name = format!("kv put (sync {sync})");
+    row(put(target, options, size, &put_name)
+        .unwrap_or_else(|e| Row::failed(target, put_name.clone(), size, e)));
+    row(get(target, options, size)
+        .unwrap_or_else(|e| Row::failed(target, "kv get".to_owned(), size, e)));
+}
+
+fn sync_policy(target: &Path) -> std::io::Result<String> {
+    let mut s = connect(target)?;
+    write_frame(&mut s, &json!({"type": "status"}))?;
+    let mut buf = Vec::new();
+    read_frame(&mut s, &mut buf)?;
+    let status: Value = serde_json::from_slice(&buf).unwrap_or_default();
+    Ok(status["store"]["sync"].as_str().unwrap_or("?").to_owned())
+}
+
+fn kv_client(target: &Path) -> std::io::Result<UnixStream> {
+    let mut stream = connect(target)?;
+    write_frame(
+        &mut stream,
+        &json!({"type": "hello", "protocol": 2, "features": ["kv"]}),
+    )?;
+    let mut buf = Vec::new();
+    read_frame(&mut stream, &mut buf)?;
+    let welcome: Value = serde_json::from_slice(&buf).unwrap_or_default();
+    if !welcome["features"]
+        .as_array()
+        .is_some_and(|f| f.contains(&json!("kv")))
+    {
+        return Err(std::io::Error::other("this bus has no `kv` feature"));
+    }
+    stream.set_read_timeout(Some(BENCH_IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// Sends `total` requests built by `frame(i)` with up to [`WINDOW`] in flight
+/// and checks each answer's `type` is `expect`.
+fn pipelined(
+    stream: UnixStream,
+    total: usize,
+    frame: impl Fn(usize) -> String,
+    expect: &str,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = BufWriter::new(stream);
+    let mut buf = Vec::new();
+    let (mut sent, mut got) = (0, 0);
+    while got < total {
+        while sent < total && sent - got < WINDOW {
+            let text = frame(sent);
+            out.write_all(&(text.len() as u32).to_be_bytes())?;
+            out.write_all(text.as_bytes())?;
+            sent += 1;
+        }
+        out.flush()?;
+        // Read half a window before sending more, so writes go out in batches.
+        let until = (got + WINDOW / 2).min(sent);
+        while got < until {
+            read_frame(&mut reader, &mut buf)?;
+            let answer: Value = serde_json::from_slice(&buf).unwrap_or_default();
+            if answer["type"] != expect {
+                return Err(std::io::Error::other(answer.to_string()));
+            }
+            got += 1;
+        }
+    }
+    Ok(())
+}
+
+/// One request at a time: the round trip of each, in ns.
+fn one_at_a_time(
+    stream: UnixStream,
+    samples: u64,
+    frame: impl Fn(usize) -> String,
+    expect: &str,
+) -> std::io::Result<Vec<u64>> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = BufWriter::new(stream);
+    let mut buf = Vec::new();
+    let mut delays = Vec::with_capacity(samples as usize);
+    for i in 0..samples as usize {
+        let text = frame(i);
+        let t = Instant::now();
+        out.write_all(&(text.len() as u32).to_be_bytes())?;
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        read_frame(&mut reader, &mut buf)?;
+        delays.push(t.elapsed().as_nanos() as u64);
+        let answer: Value = serde_json::from_slice(&buf).unwrap_or_default();
+        if answer["type"] != expect {
+            return Err(std::io::Error::other(answer.to_string()));
+        }
+    }
+    Ok(delays)
+}
+
+fn put_frame(client: usize, i: usize, pad: &str) -> String {
+    format!(
+        r#"{{"type":"kv_put","key":"bench.kv.c{client}.k{}","value":{{"pad":"{pad}"}}}}"#,
+        i % KEYS_PER_CLIENT
+    )
+}
+
+fn get_frame(client: usize, i: usize) -> String {
+    format!(
+        r#"{{"type":"kv_get","key":"bench.kv.c{client}.k{}"}}"#,
+        i % KEYS_PER_CLIENT
+    )
+}
+
+/// Runs `each(client, stream)` on every client at once; returns the seconds it took.
+fn all_clients(
+    target: &Path,
+    each: impl Fn(usize, UnixStream) -> std::io::Result<()> + Sync,
+) -> std::io::Result<f64> {
+    let streams = (0..CLIENTS)
+        .map(|_| kv_client(target))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = streams
+            .into_iter()
+            .enumerate()
+            .map(|(c, s)| {
+                let each = &each;
+                scope.spawn(move || each(c, s))
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a client panicked")))
+        })
+    })?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn put(target: &Path, options: &BenchOptions, size: usize, name: &str) -> std::io::Result<Row> {
+    let pad = "x".repeat(size.saturating_sub(r#"{"pad":""}"#.len()));
+    let per_client = (options.messages as usize / 10 / CLIENTS).max(KEYS_PER_CLIENT);
+    let secs = all_clients(target, |c, s| {
+        pipelined(s, per_client, |i| put_frame(c, i, &pad), "kv_stored")
+    })?;
+    let rate = (per_client * CLIENTS) as f64 / secs;
+    let samples = (options.latency_samples / 5).max(100);
+    let mut delays = one_at_a_time(
+        kv_client(target)?,
+        samples,
+        |i| put_frame(0, i, &pad),
+        "kv_stored",
+    )?;
+    Ok(Row::measured(
+        target,
+        name.to_owned(),
+        size,
+        (rate, rate),
+        &mut delays,
+    ))
+}
+
+fn get(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<Row> {
+    let per_client = options.messages as usize / CLIENTS;
+    let secs = all_clients(target, |c, s| {
+        pipelined(s, per_client, |i| get_frame(c, i), "kv_value")
+    })?;
+    let rate = (per_client * CLIENTS) as f64 / secs;
+    let mut delays = one_at_a_time(
+        kv_client(target)?,
+        options.latency_samples,
+        |i| get_frame(0, i),
+        "kv_value",
+    )?;
+    Ok(Row::measured(
+        target,
+        "kv get".to_owned(),
+        size,
+        (rate, rate),
+        &mut delays,
+    ))
+}
