@@ -107,6 +107,9 @@ enum Command {
     /// The durable key-value store: get, put, del, ls, watch
     #[command(subcommand)]
     Kv(crate::kv_cli::KvCommand),
+    /// Durable jobs with leases: publish, claim, work, list, status, retry, cancel
+    #[command(subcommand)]
+    Jobs(crate::jobs_cli::JobsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +174,12 @@ struct ServeArgs {
     /// Run without a durable store: persistent requests are refused
     #[arg(long)]
     no_store: bool,
+    /// Days finished jobs (done, dead, cancelled) are kept
+    #[arg(long, value_name = "DAYS", default_value_t = 7.0)]
+    job_retention: f64,
+    /// Seconds a job's idempotency key is remembered
+    #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
+    idempotency_ttl: f64,
 }
 
 impl ServeArgs {
@@ -204,12 +213,24 @@ impl ServeArgs {
         config.shutdown_timeout = Duration::from_secs_f64(self.shutdown_timeout);
         config.frame_timeout = Duration::from_secs_f64(self.frame_timeout);
         config.slow_consumer_timeout = Duration::from_secs_f64(self.slow_consumer_timeout);
+        for (flag, n) in [
+            ("--job-retention", self.job_retention),
+            ("--idempotency-ttl", self.idempotency_ttl),
+        ] {
+            if !(n.is_finite() && n > 0.0) {
+                bail!("{flag} must be a positive number");
+            }
+        }
         config.store = (!self.no_store).then(|| hookbus::store::StoreConfig {
             dir: self
                 .state_dir
                 .clone()
                 .unwrap_or_else(hookbus::paths::state_dir),
             sync: self.sync,
+            jobs: hookbus::store::jobs::JobsConfig {
+                retention_ms: (self.job_retention * 86_400_000.0) as u64,
+                idempotency_ms: (self.idempotency_ttl * 1000.0) as u64,
+            },
         });
         Ok(config)
     }
@@ -244,6 +265,8 @@ impl ServeArgs {
             format!("--slow-consumer-timeout={}", self.slow_consumer_timeout),
             format!("--memory-budget={}", self.memory_budget),
             format!("--sync={}", self.sync.name()),
+            format!("--job-retention={}", self.job_retention),
+            format!("--idempotency-ttl={}", self.idempotency_ttl),
         ]);
         args
     }
@@ -402,6 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench_cmd(&socket, args).await?,
         Command::Topics(command) => return crate::topics_cli::run(&socket, command).await,
         Command::Kv(command) => return crate::kv_cli::run(&socket, command).await,
+        Command::Jobs(command) => return crate::jobs_cli::run(&socket, command).await,
     }
     Ok(ExitCode::SUCCESS)
 }

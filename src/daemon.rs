@@ -379,6 +379,12 @@ pub fn print_status(out: &mut impl Write, status: &Value) -> std::io::Result<()>
             if let Some(error) = store["error"].as_str() {
                 writeln!(out, "               {error}")?;
             }
+            let jobs = &store["jobs"];
+            writeln!(
+                out,
+                "  jobs:        {} queued, {} leased, {} claims waiting",
+                jobs["queued"], jobs["leased"], jobs["claims_waiting"]
+            )?;
         }
     }
     let endpoints = status["endpoints"].as_object().cloned().unwrap_or_default();

@@ -6,6 +6,7 @@ mod bench_kv;
 mod bench_topics;
 mod cli;
 mod hooks_cli;
+mod jobs_cli;
 mod kv_cli;
 mod scaffold;
 mod topics_cli;

@@ -178,7 +178,8 @@ pub async fn run(socket: &Path, command: TopicsCommand) -> anyhow::Result<ExitCo
                     &request["body"],
                     Duration::from_secs_f64(command_timeout),
                 )
-                .await;
+                .await
+                .unwrap_or_else(|failed| failed);
                 bus.reply(reply_to, body).await?;
             }
             bail!("the bus closed the connection");
@@ -254,9 +255,13 @@ async fn request(
     }
 }
 
-/// Runs `command` with `body` on stdin: its stdout as the reply body (JSON, or
-/// a string), or `{"error":…,"status":…}` when it fails or runs too long.
-async fn run_command(command: &[String], body: &Value, limit: Duration) -> Value {
+/// Runs `command` with `body` on stdin: its stdout (JSON, or else a string),
+/// or `{"error":…,"status":…}` when it fails or runs too long.
+pub(crate) async fn run_command(
+    command: &[String],
+    body: &Value,
+    limit: Duration,
+) -> Result<Value, Value> {
     let spawned = tokio::process::Command::new(&command[0])
         .args(&command[1..])
         .stdin(Stdio::piped())
@@ -267,7 +272,7 @@ async fn run_command(command: &[String], body: &Value, limit: Duration) -> Value
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            return json!({"error": format!("cannot run {}: {e}", command[0]), "status": null})
+            return Err(json!({"error": format!("cannot run {}: {e}", command[0]), "status": null}))
         }
     };
     if let Some(mut stdin) = child.stdin.take() {
@@ -278,18 +283,18 @@ async fn run_command(command: &[String], body: &Value, limit: Duration) -> Value
         });
     }
     match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Err(_) => {
-            json!({"error": format!("the command ran longer than {} s and was killed", limit.as_secs_f64()), "status": null})
-        }
-        Ok(Err(e)) => json!({"error": format!("the command failed: {e}"), "status": null}),
-        Ok(Ok(out)) if !out.status.success() => json!({
+        Err(_) => Err(
+            json!({"error": format!("the command ran longer than {} s and was killed", limit.as_secs_f64()), "status": null}),
+        ),
+        Ok(Err(e)) => Err(json!({"error": format!("the command failed: {e}"), "status": null})),
+        Ok(Ok(out)) if !out.status.success() => Err(json!({
             "error": String::from_utf8_lossy(&out.stderr).trim_end(),
             "status": out.status.code(),
-        }),
+        })),
         Ok(Ok(out)) => {
             let text = String::from_utf8_lossy(&out.stdout);
-            serde_json::from_str(text.trim())
-                .unwrap_or_else(|_| Value::String(text.trim_end().to_owned()))
+            Ok(serde_json::from_str(text.trim())
+                .unwrap_or_else(|_| Value::String(text.trim_end().to_owned())))
         }
     }
 }

@@ -147,6 +147,15 @@ impl Bus {
         self.call_within(&mut request, ANSWER_TIMEOUT).await
     }
 
+    /// [`Bus::call`] for a request the bus may answer late (a claim that waits).
+    pub async fn call_waiting(
+        &self,
+        mut request: Value,
+        wait: Duration,
+    ) -> Result<Value, ClientError> {
+        self.call_within(&mut request, wait + ANSWER_TIMEOUT).await
+    }
+
     async fn call_within(
         &self,
         request: &mut Value,

@@ -17,6 +17,8 @@ pub struct Fields<'a> {
     pub(super) from: Option<&'a str>,
     pub(super) id: Option<&'a str>,
     pub(super) subject: Option<&'a str>,
+    /// A `job_publish`'s goal, matched as its subject.
+    pub(super) goal: Option<&'a str>,
 }
 
 /// A raw JSON value as a string, if it is one.
@@ -61,6 +63,7 @@ impl<'a> Fields<'a> {
                 "from" => &mut fields.from,
                 "id" => &mut fields.id,
                 "subject" => &mut fields.subject,
+                "goal" => &mut fields.goal,
                 _ => return,
             };
             *slot = Some(value);
@@ -78,7 +81,7 @@ impl<'a> Fields<'a> {
             to: raw_str(self.to),
             from: raw_str(self.from),
             id: raw_str(self.id),
-            subject: raw_str(self.subject),
+            subject: raw_str(self.subject).or_else(|| raw_str(self.goal)),
         }
     }
 }

@@ -287,7 +287,8 @@ impl HookRuntime {
                     Op::Ask(a) => serde_json::from_slice(&a.id).unwrap_or_default(),
                     _ => Value::Null,
                 };
-                let was_request = matches!(request.op, Op::Ask(_));
+                // A request or a job is answered `dropped`, as it expects an answer.
+                let was_request = matches!(request.op, Op::Ask(_) | Op::Job(_));
                 out.push(Request {
                     rid: request.rid,
                     op: Op::Dropped(Box::new(Dropped {
@@ -310,7 +311,9 @@ impl HookRuntime {
                     new.hops = hops;
                     Op::Message(new)
                 }
-                (Op::Publish(_), op @ Op::Publish(_)) | (Op::Ask(_), op @ Op::Ask(_)) => op,
+                (Op::Publish(_), op @ Op::Publish(_))
+                | (Op::Ask(_), op @ Op::Ask(_))
+                | (Op::Job(_), op @ Op::Job(_)) => op,
                 // The sender is told why (`frame_too_large`, say).
                 (_, op @ Op::Invalid(_)) => op,
                 (_, _) => Op::Invalid(Box::new(protocol::ProtocolError::bad_request(

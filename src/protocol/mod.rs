@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::frame::{self, HEADER_LEN};
 
+pub mod jobs;
 pub mod kv;
 pub mod monitor;
 pub mod rpc;
@@ -54,17 +55,20 @@ pub enum Feature {
     Monitor,
     /// The durable key-value store.
     Kv,
+    /// Durable jobs with leases.
+    Jobs,
 }
 
 impl Feature {
     /// Every feature, in the order `welcome` lists them, with its name.
-    pub const ALL: [(Feature, &'static str); 6] = [
+    pub const ALL: [(Feature, &'static str); 7] = [
         (Feature::Errors, "errors"),
         (Feature::Acks, "acks"),
         (Feature::Topics, "topics"),
         (Feature::Rpc, "rpc"),
         (Feature::Monitor, "monitor"),
         (Feature::Kv, "kv"),
+        (Feature::Jobs, "jobs"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -174,6 +178,8 @@ pub enum Op {
     Monitor(MonitorFilter),
     /// `kv_put`, `kv_get`, `kv_delete`, `kv_keys`, `kv_watch`, `kv_unwatch` (kv)
     Kv(Box<KvOp>),
+    /// `job_publish`, `job_claim`, … (jobs)
+    Job(Box<jobs::Job>),
 
     /// A message, publish or request a filter hook dropped: never routed; its
     /// sender is told when it asked for answers.
@@ -197,6 +203,7 @@ impl Op {
             Op::Reply(r) if !r.via_message => Some(Feature::Rpc),
             Op::Monitor(_) => Some(Feature::Monitor),
             Op::Kv(_) => Some(Feature::Kv),
+            Op::Job(_) => Some(Feature::Jobs),
             _ => None,
         }
     }
@@ -207,6 +214,7 @@ impl Op {
             Op::Message(m) => Some((&m.frame, m.hops)),
             Op::Publish(p) => Some((&p.frame, 0)),
             Op::Ask(a) => Some((&a.frame, 0)),
+            Op::Job(j) if j.op.goal().is_some() => Some((&j.frame, 0)),
             _ => None,
         }
     }
@@ -315,6 +323,10 @@ pub enum ErrorCode {
     ValueTooLarge,
     /// The KV holds the most keys or bytes it may.
     KvFull,
+    /// A job's lease is not the caller's any more (expired, requeued, finished).
+    LeaseLost,
+    /// An idempotency key was used with another payload.
+    IdempotencyConflict,
 }
 
 /// A protocol error, sent to the client as an error frame.
@@ -713,6 +725,15 @@ const TYPES: &[(&str, bool, ParseFn)] = &[
     ("kv_keys", true, kv::parse_keys),
     ("kv_watch", true, kv::parse_watch),
     ("kv_unwatch", true, kv::parse_unwatch),
+    ("job_publish", false, jobs::parse_publish),
+    ("job_claim", false, jobs::parse_claim),
+    ("job_extend", false, jobs::parse_extend),
+    ("job_fulfill", false, jobs::parse_fulfill),
+    ("job_fail", false, jobs::parse_fail),
+    ("job_status", false, jobs::parse_status),
+    ("job_list", false, jobs::parse_list),
+    ("job_retry", false, jobs::parse_retry),
+    ("job_cancel", false, jobs::parse_cancel),
 ];
 
 fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolError> {

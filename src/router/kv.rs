@@ -1,7 +1,8 @@
 //! Feature `kv` in the router: reads are answered from the KV's committed
 //! values, held here; writes go to the store actor and are answered when it
 //! hands back their outcome, after the changes it committed are applied here
-//! and told to watchers, in revision order.
+//! and told to watchers, in revision order. [`Router::store_done`] takes every
+//! batch the store hands back (KV and jobs answers, events to publish).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -222,15 +223,24 @@ impl Router {
                 debug!(keys = kv.len(), "KV loaded late, the store having opened");
                 self.kv.load(kv);
             }
-            FromStore::Committed { done, changes } => {
+            FromStore::Committed {
+                done,
+                changes,
+                events,
+            } => {
                 for change in changes {
                     self.kv_apply(change);
                 }
+                for (subject, body) in events {
+                    self.publish_internal(&subject, &body);
+                }
                 for d in done {
-                    if let Some(n) = self.kv.in_flight.get_mut(&d.session) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.kv.in_flight.remove(&d.session);
+                    if d.answer.is_kv() {
+                        if let Some(n) = self.kv.in_flight.get_mut(&d.session) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.kv.in_flight.remove(&d.session);
+                            }
                         }
                     }
                     if !self.registry.sessions.contains_key(&d.session) {
@@ -244,6 +254,7 @@ impl Router {
                             }
                             continue;
                         }
+                        Answer::Frame(frame) => frame,
                         Answer::Unavailable(why) => {
                             self.counters.storage_refusals += 1;
                             ProtocolError::new(ErrorCode::StorageUnavailable, why).to_frame()

@@ -66,6 +66,7 @@ const ROUTER_CHECK_EVERY: u32 = 64;
 /// Longest interval between heartbeat sweeps.
 pub const HEARTBEAT_CHECK_EVERY: Duration = Duration::from_secs(15);
 
+mod jobs;
 mod kv;
 mod monitor;
 mod registry;
@@ -203,6 +204,8 @@ pub struct Router {
     store: Option<crate::store::Store>,
     /// The KV's committed values and its watches.
     kv: kv::Kv,
+    /// Sessions that sent job requests (told to the store when they end).
+    job_sessions: HashSet<SessionKey, KeyHash>,
 }
 
 impl Router {
@@ -226,6 +229,7 @@ impl Router {
             shutting_down: false,
             store: None,
             kv: kv::Kv::default(),
+            job_sessions: HashSet::default(),
         }
     }
 
@@ -442,16 +446,15 @@ impl Router {
             Op::Reply(reply) => self.reply(key, *reply),
             Op::Monitor(filter) => self.start_monitor(key, rid, filter),
             Op::Kv(op) => self.kv(key, rid, *op),
+            Op::Job(job) => self.job(key, rid, *job),
             Op::Dropped(dropped) => {
                 self.counters.filtered_out += 1;
                 let hook = Some((dropped.hook.as_str(), dropped.reason.as_str()));
                 self.monitor_frame(key, MonitorKind::Dropped, None, &dropped.frame, hook);
                 if dropped.was_request {
-                    if let Some(rid) = rid {
-                        let detail =
-                            format!("dropped by hook {}: {}", dropped.hook, dropped.reason);
-                        self.deliver(key, protocol::rpc::error(ErrorCode::Dropped, detail, rid));
-                    }
+                    let detail = format!("dropped by hook {}: {}", dropped.hook, dropped.reason);
+                    let error = ProtocolError::new(ErrorCode::Dropped, detail).to_frame();
+                    self.answer(key, rid, error);
                 } else if self
                     .registry
                     .sessions
@@ -843,6 +846,7 @@ impl Router {
         self.topics_session_ended(key, &mut session);
         self.rpc_session_ended(key, &session);
         self.kv_session_ended(key);
+        self.jobs_session_ended(key);
         debug!(
             key,
             endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),

@@ -459,6 +459,26 @@ impl Router {
         }
     }
 
+    /// Publishes an event the bus itself emits (no sender), e.g. `$jobs.<goal>.dead`.
+    pub(super) fn publish_internal(&mut self, subject: &str, body: &[u8]) {
+        self.counters.publishes += 1;
+        let id = format!("\"{}\"", protocol::new_id());
+        let ts = format!("{:?}", protocol::unix_now());
+        let tail = EventTail::new(
+            Some(subject),
+            None,
+            id.as_bytes(),
+            ts.as_bytes(),
+            None,
+            Some(body),
+        );
+        if tail.max_event_len() > self.config.max_frame_len {
+            self.counters.undeliverable += 1;
+            return;
+        }
+        self.deliver_events(super::EMITTER, subject, &tail);
+    }
+
     fn publish_will(&mut self, session: &super::registry::Session, will: Will) {
         debug!(subject = %will.subject, "publishing a will");
         self.counters.publishes += 1;

@@ -11,11 +11,12 @@
 //! and marks the store degraded; it retries every [`RETRY_EVERY`] and is
 //! healthy again at its first successful commit.
 
+pub mod jobs;
 pub mod kv;
 mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +69,17 @@ impl SyncPolicy {
 pub struct StoreConfig {
     pub dir: PathBuf,
     pub sync: SyncPolicy,
+    pub jobs: jobs::JobsConfig,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>, sync: SyncPolicy) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            sync,
+            jobs: jobs::JobsConfig::default(),
+        }
+    }
 }
 
 /// A session's request to the store.
@@ -84,6 +96,9 @@ pub enum StoreOp {
     /// A read the router answers itself, queued behind the session's writes
     /// so that it sees them: handed back, in order, once they committed.
     After(Box<Op>),
+    Job(crate::protocol::jobs::JobOp),
+    /// The session ended: its leases are given up, its claims stop waiting.
+    SessionClosed,
 }
 
 /// What became of one request.
@@ -91,8 +106,20 @@ pub enum StoreOp {
 pub enum Answer {
     Kv(kv::Outcome),
     After(Box<Op>),
-    /// Not written: why.
+    /// A KV write not written: why.
     Unavailable(String),
+    /// The answer frame, built by the store (jobs).
+    Frame(bytes::Bytes),
+}
+
+impl Answer {
+    /// Whether it answers a KV request (which the router counts in flight).
+    pub fn is_kv(&self) -> bool {
+        matches!(
+            self,
+            Answer::Kv(_) | Answer::After(_) | Answer::Unavailable(_)
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -112,6 +139,8 @@ pub enum FromStore {
     Committed {
         done: Vec<Done>,
         changes: Vec<kv::Change>,
+        /// Events to publish (`$jobs.<goal>.dead`): subject and body.
+        events: Vec<(String, bytes::Bytes)>,
     },
 }
 
@@ -123,6 +152,8 @@ pub struct Health {
     degraded: AtomicBool,
     /// Why it is degraded. Locked only to copy a string in or out.
     error: Mutex<Option<String>>,
+    /// Jobs queued and leased, and claims waiting, after the last commit.
+    jobs: [AtomicUsize; 3],
 }
 
 impl Health {
@@ -137,6 +168,11 @@ impl Health {
             "path": self.path,
             "sync": self.sync.name(),
             "error": error,
+            "jobs": {
+                "queued": self.jobs[0].load(Ordering::Relaxed),
+                "leased": self.jobs[1].load(Ordering::Relaxed),
+                "claims_waiting": self.jobs[2].load(Ordering::Relaxed),
+            },
         })
     }
 
@@ -189,6 +225,7 @@ impl Store {
             sync: config.sync,
             degraded: AtomicBool::new(false),
             error: Mutex::new(None),
+            jobs: Default::default(),
         });
         let (tx, rx) = std_mpsc::sync_channel(STORE_QUEUE);
         let (out, from_store) = mpsc::channel(64);
@@ -234,6 +271,7 @@ impl Store {
 struct Db {
     conn: Connection,
     kv: kv::Kv,
+    jobs: jobs::Jobs,
     /// Held locked while the database is open: one daemon per state directory.
     _lock: Flock<std::fs::File>,
 }
@@ -257,7 +295,7 @@ impl Actor {
                 }
             }
             let now = now_ms();
-            let wait = match self.db.as_ref().and_then(|db| db.kv.next_expiry()) {
+            let wait = match self.db.as_ref().and_then(Db::next_timer) {
                 _ if self.health.is_degraded() => RETRY_EVERY,
                 Some(at) => Duration::from_millis(at.saturating_sub(now)).min(RETRY_EVERY * 60),
                 None => RETRY_EVERY * 60,
@@ -311,23 +349,25 @@ impl Actor {
         conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
         schema::migrate(&mut conn).map_err(fail)??;
         let (kv, entries) = kv::Kv::load(&conn).map_err(fail)?;
+        let jobs = jobs::Jobs::load(&conn, self.config.jobs, now_ms()).map_err(fail)?;
         info!(path = %path.display(), keys = entries.len(), "store open");
         self.db = Some(Db {
             conn,
             kv,
+            jobs,
             _lock: lock,
         });
         Ok(entries)
     }
 
-    /// Runs `batch` and due expiries in one transaction. `None` when there
-    /// was nothing to do.
+    /// Runs `batch`, due timers and waiting claims in one transaction.
+    /// `None` when there was nothing to do.
     fn commit(&mut self, batch: Vec<Request>) -> Option<FromStore> {
         let now = now_ms();
         let due = self
             .db
             .as_ref()
-            .and_then(|db| db.kv.next_expiry())
+            .and_then(Db::next_timer)
             .is_some_and(|at| at <= now);
         if batch.is_empty() && !due && !self.health.is_degraded() {
             return None;
@@ -337,10 +377,12 @@ impl Actor {
             return Some(FromStore::Committed {
                 done: refuse_all(batch, &why),
                 changes: Vec::new(),
+                events: Vec::new(),
             });
         };
         let mut done = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
+        let mut out = jobs::Out::default();
         let mut batch = batch.into_iter();
         let health = &self.health;
         let result = (|| -> rusqlite::Result<()> {
@@ -362,6 +404,15 @@ impl Actor {
                         }
                     },
                     StoreOp::After(op) => Answer::After(op),
+                    StoreOp::Job(op) => {
+                        // Answered through `out`, possibly later (a claim that waits).
+                        db.jobs.apply(&tx, r.session, r.rid, op, now, &mut out)?;
+                        continue;
+                    }
+                    StoreOp::SessionClosed => {
+                        db.jobs.session_closed(&tx, r.session, now, &mut out)?;
+                        continue;
+                    }
                 };
                 done.push(Done {
                     session: r.session,
@@ -370,6 +421,7 @@ impl Actor {
                 });
             }
             db.kv.expire(&tx, now, &mut changes)?;
+            db.jobs.tick(&tx, now, &mut out)?;
             db.kv.finish(&tx)?;
             // Proves the disk takes writes again while degraded.
             if health.is_degraded() {
@@ -384,13 +436,29 @@ impl Actor {
             Ok(()) => {
                 db.kv.committed();
                 self.health.set(None);
-                if done.is_empty() && changes.is_empty() {
+                let (queued, leased, waiting) = db.jobs.counts();
+                for (slot, n) in self.health.jobs.iter().zip([queued, leased, waiting]) {
+                    slot.store(n, Ordering::Relaxed);
+                }
+                done.extend(out.answers.into_iter().map(|(session, rid, frame)| Done {
+                    session,
+                    rid,
+                    answer: Answer::Frame(frame),
+                }));
+                if done.is_empty() && changes.is_empty() && out.events.is_empty() {
                     return None;
                 }
-                Some(FromStore::Committed { done, changes })
+                Some(FromStore::Committed {
+                    done,
+                    changes,
+                    events: out.events,
+                })
             }
             Err(e) => {
                 db.kv.rolled_back();
+                if let Err(e) = db.jobs.reload(&db.conn, now) {
+                    warn!(error = %e, "cannot read the jobs back after a failed commit");
+                }
                 let why = format!("the store cannot write ({e}); nothing was stored");
                 self.health.set(Some(why.clone()));
                 // Every write of the batch is refused; reads queued behind
@@ -400,10 +468,16 @@ impl Actor {
                         d.answer = Answer::Unavailable(why.clone());
                     }
                 }
+                done.extend(out.answers.into_iter().map(|(session, rid, _)| Done {
+                    session,
+                    rid,
+                    answer: Answer::Frame(storage_unavailable(&why)),
+                }));
                 done.extend(refuse_all(batch.collect(), &why));
                 Some(FromStore::Committed {
                     done,
                     changes: Vec::new(),
+                    events: Vec::new(),
                 })
             }
         }
@@ -423,15 +497,34 @@ impl Actor {
 fn refuse_all(batch: Vec<Request>, why: &str) -> Vec<Done> {
     batch
         .into_iter()
-        .map(|r| Done {
-            session: r.session,
-            rid: r.rid,
-            answer: match r.op {
+        .filter_map(|r| {
+            let answer = match r.op {
                 StoreOp::After(op) => Answer::After(op),
                 StoreOp::Kv(_) => Answer::Unavailable(why.to_owned()),
-            },
+                StoreOp::Job(_) => Answer::Frame(storage_unavailable(why)),
+                StoreOp::SessionClosed => return None,
+            };
+            Some(Done {
+                session: r.session,
+                rid: r.rid,
+                answer,
+            })
         })
         .collect()
+}
+
+fn storage_unavailable(why: &str) -> bytes::Bytes {
+    crate::protocol::ProtocolError::new(crate::protocol::ErrorCode::StorageUnavailable, why)
+        .to_frame()
+}
+
+impl Db {
+    fn next_timer(&self) -> Option<u64> {
+        match (self.kv.next_expiry(), self.jobs.next_timer()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

@@ -14,6 +14,28 @@ const MIGRATIONS: &[&str] = &[
          revision INTEGER NOT NULL,
          expires_at_ms INTEGER
      ) WITHOUT ROWID;",
+    // 2: jobs. `state` is queued, leased, done, dead or cancelled.
+    "CREATE TABLE jobs (
+         id TEXT PRIMARY KEY,
+         goal TEXT NOT NULL,
+         payload BLOB NOT NULL,
+         state TEXT NOT NULL,
+         priority INTEGER NOT NULL,
+         attempt INTEGER NOT NULL,
+         max_attempts INTEGER NOT NULL,
+         backoff_ms INTEGER NOT NULL,
+         ready_at_ms INTEGER NOT NULL,
+         lease TEXT,
+         lease_until_ms INTEGER,
+         idem_key TEXT,
+         idem_expires_ms INTEGER,
+         result BLOB,
+         error TEXT,
+         created_ms INTEGER NOT NULL,
+         finished_ms INTEGER
+     );
+     CREATE INDEX jobs_by_state ON jobs (state, goal);
+     CREATE INDEX jobs_by_idem ON jobs (idem_key) WHERE idem_key IS NOT NULL;",
 ];
 
 /// The schema version this build writes.

@@ -36,7 +36,7 @@ impl TestBus {
     /// server started again on it finds what this one stored.
     pub async fn with_store(state: &Path, sync: hookbus::store::SyncPolicy) -> Self {
         let dir = state.to_owned();
-        Self::start_with(move |c| c.store = Some(hookbus::store::StoreConfig { dir, sync })).await
+        Self::start_with(move |c| c.store = Some(hookbus::store::StoreConfig::new(dir, sync))).await
     }
 
     pub fn start_at(

@@ -11,6 +11,7 @@ mod guests;
 mod hermes;
 mod hooks;
 mod isolation;
+mod jobs;
 mod kv;
 mod limits;
 mod memory;
