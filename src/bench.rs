@@ -58,7 +58,7 @@ pub struct BenchOptions {
     pub stalled: bool,
     /// Run the protocol-2 scenarios ([`crate::bench_topics`]).
     pub topics: bool,
-    /// Run the KV scenarios ([`crate::bench_kv`]).
+    /// Run the KV scenarios ([`crate::bench_store`]).
     pub kv: bool,
 }
 
@@ -180,7 +180,7 @@ pub fn run(
                 });
             }
             if options.kv {
-                crate::bench_kv::run(target, options, size, |row| {
+                crate::bench_store::run(target, options, size, |row| {
                     progress(&row);
                     rows.push(row);
                 });

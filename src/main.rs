@@ -2,7 +2,7 @@
 //! else is the library's.
 
 mod bench;
-mod bench_kv;
+mod bench_store;
 mod bench_topics;
 mod cli;
 mod hooks_cli;

@@ -1,10 +1,15 @@
-//! `hookbus bench`'s KV scenarios (targets with a store; others get failed
-//! rows). The row names carry the target's `--sync` policy, read from `status`:
+//! `hookbus bench`'s durable-store scenarios (targets with a store; others
+//! get failed rows). Write rows carry the target's `--sync` policy, read from
+//! `status`:
 //! - **kv put**: [`CLIENTS`] clients, each with up to [`WINDOW`] puts in flight,
 //!   on their own keys; puts/s counts acknowledged (committed) puts. p50/p99:
 //!   one put at a time, sent to acknowledged.
 //! - **kv get**: the same clients reading those keys; gets/s, and one get at a
 //!   time for p50/p99.
+//! - **job cycle**: one producer publishes jobs ([`WINDOW`] in flight) while
+//!   [`CLIENTS`] workers claim [`CLAIM_BATCH`] at a time and fulfil them;
+//!   cycles/s counts fulfilled jobs. p50/p99: one publish, claim and fulfil
+//!   after another, the whole cycle.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
@@ -24,6 +29,9 @@ const WINDOW: usize = 256;
 /// Keys each client writes, round robin.
 const KEYS_PER_CLIENT: usize = 1000;
 
+/// Claims a worker sends before it reads their answers.
+const CLAIM_BATCH: usize = 64;
+
 pub fn run(target: &Path, options: &BenchOptions, size: usize, mut row: impl FnMut(Row)) {
     let sync = sync_policy(target).unwrap_or_else(|_| "?".to_owned());
     let put_name = format!("kv put (sync {sync})");
@@ -31,6 +39,9 @@ pub fn run(target: &Path, options: &BenchOptions, size: usize, mut row: impl FnM
         .unwrap_or_else(|e| Row::failed(target, put_name.clone(), size, e)));
     row(get(target, options, size)
         .unwrap_or_else(|e| Row::failed(target, "kv get".to_owned(), size, e)));
+    let cycle_name = format!("job cycle (sync {sync})");
+    row(job_cycles(target, options, size, &cycle_name)
+        .unwrap_or_else(|e| Row::failed(target, cycle_name.clone(), size, e)));
 }
 
 fn sync_policy(target: &Path) -> std::io::Result<String> {
@@ -43,19 +54,25 @@ fn sync_policy(target: &Path) -> std::io::Result<String> {
 }
 
 fn kv_client(target: &Path) -> std::io::Result<UnixStream> {
+    store_client(target, "kv")
+}
+
+fn store_client(target: &Path, feature: &str) -> std::io::Result<UnixStream> {
     let mut stream = connect(target)?;
     write_frame(
         &mut stream,
-        &json!({"type": "hello", "protocol": 2, "features": ["kv"]}),
+        &json!({"type": "hello", "protocol": 2, "features": [feature]}),
     )?;
     let mut buf = Vec::new();
     read_frame(&mut stream, &mut buf)?;
     let welcome: Value = serde_json::from_slice(&buf).unwrap_or_default();
     if !welcome["features"]
         .as_array()
-        .is_some_and(|f| f.contains(&json!("kv")))
+        .is_some_and(|f| f.contains(&json!(feature)))
     {
-        return Err(std::io::Error::other("this bus has no `kv` feature"));
+        return Err(std::io::Error::other(format!(
+            "this bus has no `{feature}` feature"
+        )));
     }
     stream.set_read_timeout(Some(BENCH_IO_TIMEOUT))?;
     Ok(stream)
@@ -200,6 +217,130 @@ fn get(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<Ro
     Ok(Row::measured(
         target,
         "kv get".to_owned(),
+        size,
+        (rate, rate),
+        &mut delays,
+    ))
+}
+
+fn send_text(out: &mut impl Write, text: &str) -> std::io::Result<()> {
+    out.write_all(&(text.len() as u32).to_be_bytes())?;
+    out.write_all(text.as_bytes())
+}
+
+fn read_answer(reader: &mut impl std::io::Read, buf: &mut Vec<u8>) -> std::io::Result<Value> {
+    read_frame(reader, buf)?;
+    let answer: Value = serde_json::from_slice(buf).unwrap_or_default();
+    if answer["type"] == "error" {
+        return Err(std::io::Error::other(answer.to_string()));
+    }
+    Ok(answer)
+}
+
+/// Claims up to [`CLAIM_BATCH`] jobs and fulfils each, until `done` reaches
+/// `total` (shared by the workers).
+fn worker(
+    stream: UnixStream,
+    total: usize,
+    done: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = BufWriter::new(stream);
+    let mut buf = Vec::new();
+    while done.load(Ordering::Relaxed) < total {
+        for _ in 0..CLAIM_BATCH {
+            send_text(
+                &mut out,
+                r#"{"type":"job_claim","goal":"bench.job","lease_ms":60000,"wait_ms":200}"#,
+            )?;
+        }
+        out.flush()?;
+        let mut leased = Vec::with_capacity(CLAIM_BATCH);
+        for _ in 0..CLAIM_BATCH {
+            let job = read_answer(&mut reader, &mut buf)?;
+            if job["type"] == "job" {
+                leased.push(format!(
+                    r#"{{"type":"job_fulfill","job":{},"lease":{}}}"#,
+                    job["job"], job["lease"]
+                ));
+            }
+        }
+        for fulfil in &leased {
+            send_text(&mut out, fulfil)?;
+        }
+        out.flush()?;
+        for _ in &leased {
+            read_answer(&mut reader, &mut buf)?;
+        }
+        done.fetch_add(leased.len(), Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn job_cycles(
+    target: &Path,
+    options: &BenchOptions,
+    size: usize,
+    name: &str,
+) -> std::io::Result<Row> {
+    let pad = "x".repeat(size.saturating_sub(r#"{"pad":""}"#.len()));
+    let publish =
+        format!(r#"{{"type":"job_publish","goal":"bench.job","payload":{{"pad":"{pad}"}}}}"#);
+    let total = (options.messages as usize / 20).max(CLAIM_BATCH * CLIENTS);
+    let producer = store_client(target, "jobs")?;
+    let workers = (0..CLIENTS)
+        .map(|_| store_client(target, "jobs"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| -> std::io::Result<()> {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                let done = &done;
+                scope.spawn(move || worker(w, total, done))
+            })
+            .collect();
+        pipelined(producer, total, |_| publish.clone(), "job_published")?;
+        for h in handles {
+            h.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a worker panicked")))?;
+        }
+        Ok(())
+    })?;
+    let cycles = done.load(std::sync::atomic::Ordering::Relaxed);
+    let rate = cycles as f64 / started.elapsed().as_secs_f64();
+    // One cycle at a time: publish, claim, fulfil.
+    let stream = store_client(target, "jobs")?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = BufWriter::new(stream);
+    let mut buf = Vec::new();
+    let samples = (options.latency_samples / 10).max(50);
+    let mut delays = Vec::with_capacity(samples as usize);
+    for _ in 0..samples {
+        let t = Instant::now();
+        send_text(&mut out, &publish)?;
+        out.flush()?;
+        read_answer(&mut reader, &mut buf)?;
+        send_text(
+            &mut out,
+            r#"{"type":"job_claim","goal":"bench.job","lease_ms":60000}"#,
+        )?;
+        out.flush()?;
+        let job = read_answer(&mut reader, &mut buf)?;
+        let fulfil = format!(
+            r#"{{"type":"job_fulfill","job":{},"lease":{}}}"#,
+            job["job"], job["lease"]
+        );
+        send_text(&mut out, &fulfil)?;
+        out.flush()?;
+        read_answer(&mut reader, &mut buf)?;
+        delays.push(t.elapsed().as_nanos() as u64);
+    }
+    Ok(Row::measured(
+        target,
+        name.to_owned(),
         size,
         (rate, rate),
         &mut delays,
