@@ -201,6 +201,7 @@ pub(super) fn parse_publish(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<O
     let payload = match w.payload {
         Some(p) => {
             json_len(p, "payload")?;
+            super::portable(p, "payload")?;
             slice_of(frame, text, p)
         }
         None => Bytes::from_static(b"null"),
@@ -299,6 +300,7 @@ pub(super) fn parse_fulfill(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<O
     let result = match w.result {
         Some(r) => {
             json_len(r, "result")?;
+            super::portable(r, "result")?;
             Some(slice_of(frame, text, r))
         }
         None => None,

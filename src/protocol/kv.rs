@@ -42,6 +42,8 @@ pub enum KvOp {
     },
     Watch {
         pattern: Box<str>,
+        /// Send the current values first (the default).
+        snapshot: bool,
     },
     Unwatch {
         wid: u64,
@@ -83,6 +85,7 @@ pub(super) fn parse_put(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op
             ),
         ));
     }
+    super::portable(value, "value")?;
     let ttl_ms = match opt_field::<f64>(head.ttl_s, "ttl_s", "a number of seconds")? {
         None => None,
         Some(t) if t > 0.0 && t <= MAX_TTL_S => Some((t * 1000.0).ceil() as u64),
@@ -129,6 +132,7 @@ pub(super) fn parse_watch(head: &Head<'_>, _: &str, _: &Bytes) -> Result<Op, Pro
     })?;
     kv(KvOp::Watch {
         pattern: pattern.as_ref().into(),
+        snapshot: opt_field(head.snapshot, "snapshot", "true or false")?.unwrap_or(true),
     })
 }
 

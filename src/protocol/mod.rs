@@ -327,6 +327,8 @@ pub enum ErrorCode {
     LeaseLost,
     /// An idempotency key was used with another payload.
     IdempotencyConflict,
+    /// A `kv_watch` matches more current values than it may be sent at once.
+    SnapshotTooLarge,
 }
 
 /// A protocol error, sent to the client as an error frame.
@@ -456,6 +458,8 @@ pub(crate) struct Extra<'a> {
     pub prefix: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub wid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub snapshot: Option<&'a RawValue>,
 }
 
 /// A frame's envelope, as the request parsers see it: [`Common`] and [`Extra`]
@@ -515,6 +519,8 @@ pub(crate) struct Head<'a> {
     pub prefix: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub wid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub snapshot: Option<&'a RawValue>,
 }
 
 impl<'a> Head<'a> {
@@ -546,6 +552,7 @@ impl<'a> Head<'a> {
             if_revision: e.if_revision,
             prefix: e.prefix,
             wid: e.wid,
+            snapshot: e.snapshot,
         }
     }
 }
@@ -599,6 +606,19 @@ pub(crate) fn opt_field<'a, T: Deserialize<'a>>(
             .map(Some)
             .map_err(|_| ProtocolError::bad_request(format!("field `{field}` must be {what}"))),
     }
+}
+
+/// Refuses JSON some clients cannot read back: numbers out of the range of a
+/// double (`1e999`) and lone UTF-16 surrogates (`"\ud800"`). Stored values and
+/// payloads are checked, as they are handed out again later.
+pub(crate) fn portable(raw: &RawValue, field: &str) -> Result<(), ProtocolError> {
+    serde_json::from_str::<serde_json::Value>(raw.get())
+        .map(drop)
+        .map_err(|e| {
+            ProtocolError::bad_request(format!(
+                "field `{field}` must be JSON every client can read back ({e}): numbers within the range of a double, no lone surrogates"
+            ))
+        })
 }
 
 /// Longest `traceparent`, in bytes of JSON (a W3C one is 57).

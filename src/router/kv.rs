@@ -17,9 +17,23 @@ use crate::store::{self, kv, Answer, FromStore, StoreOp};
 /// Watches the bus holds at most (each is checked against every change).
 pub const MAX_WATCHES: usize = 4096;
 
+/// Watches one connection may hold.
+pub const MAX_WATCHES_PER_SESSION: usize = 256;
+
+/// Most current values a `kv_watch` is sent before its live changes, in keys
+/// and in bytes, and most keys the router looks at to find them: a watch past
+/// these is refused (`snapshot_too_large`), so no one watch holds the router
+/// or fills memory.
+pub const MAX_SNAPSHOT_KEYS: usize = 10_000;
+pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_SNAPSHOT_SCAN: usize = 100_000;
+
 /// The KV's committed values and who watches them.
 #[derive(Debug, Default)]
 pub(super) struct Kv {
+    /// Whether the store could be read: until then reads are refused, not
+    /// answered from an empty map.
+    loaded: bool,
     entries: BTreeMap<Arc<str>, kv::Entry>,
     watches: Vec<Watch>,
     last_wid: u64,
@@ -37,6 +51,7 @@ struct Watch {
 
 impl Kv {
     pub(super) fn load(&mut self, entries: Vec<kv::Entry>) {
+        self.loaded = true;
         self.entries = entries.into_iter().map(|e| (e.key.clone(), e)).collect();
     }
 
@@ -46,6 +61,44 @@ impl Kv {
 
     pub(super) fn watches(&self) -> usize {
         self.watches.len()
+    }
+
+    /// The current values matching `pattern`, within the snapshot bounds.
+    fn snapshot(&self, pattern: &str, now_ms: u64) -> Result<Vec<kv::Entry>, String> {
+        // Keys matching start with the pattern's tokens before its first wildcard.
+        let literal: Vec<&str> = pattern
+            .split('.')
+            .take_while(|t| *t != "*" && *t != ">")
+            .collect();
+        let prefix = literal.join(".");
+        let (mut found, mut bytes) = (Vec::new(), 0usize);
+        let too_large = || {
+            format!("the watch matches more than {MAX_SNAPSHOT_KEYS} keys or {} MiB of current values (or the router would look through more than {MAX_SNAPSHOT_SCAN} keys): watch a narrower pattern, or send \"snapshot\":false for the changes only", MAX_SNAPSHOT_BYTES >> 20)
+        };
+        let range = self
+            .entries
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(_, e)| e)
+            .take_while(|e| e.key.starts_with(prefix.as_str()));
+        for (scanned, e) in range.enumerate() {
+            if scanned == MAX_SNAPSHOT_SCAN {
+                return Err(too_large());
+            }
+            if e.expires_at_ms.is_some_and(|at| at <= now_ms)
+                || !crate::subject::matches(pattern, &e.key)
+            {
+                continue;
+            }
+            bytes += e.key.len() + e.value.len();
+            if found.len() == MAX_SNAPSHOT_KEYS || bytes > MAX_SNAPSHOT_BYTES {
+                return Err(too_large());
+            }
+            found.push(e.clone());
+        }
+        Ok(found)
     }
 
     fn live(&self, key: &str, now_ms: u64) -> Option<&kv::Entry> {
@@ -122,6 +175,19 @@ impl Router {
     }
 
     fn kv_read(&mut self, key: SessionKey, rid: Option<&Rid>, op: KvOp) {
+        if !self.kv.loaded && !matches!(op, KvOp::Unwatch { .. }) {
+            let why = self
+                .store
+                .as_ref()
+                .and_then(|s| s.health.report()["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "the store is not open".to_owned());
+            let e = ProtocolError::new(
+                ErrorCode::StorageUnavailable,
+                format!("the KV cannot be read: {why}"),
+            );
+            self.answer(key, rid, e.to_frame());
+            return;
+        }
         let now = store::now_ms();
         let frame = match op {
             KvOp::Get { key: k } => match self.kv.live(&k, now) {
@@ -150,38 +216,42 @@ impl Router {
                 }
                 wire::key_list(&keys, more)
             }
-            KvOp::Watch { pattern } => {
-                if self.kv.watches.len() >= MAX_WATCHES {
+            KvOp::Watch { pattern, snapshot } => {
+                let mine = self.kv.watches.iter().filter(|w| w.session == key).count();
+                if self.kv.watches.len() >= MAX_WATCHES || mine >= MAX_WATCHES_PER_SESSION {
                     let e = ProtocolError::new(
                         ErrorCode::TooManySubscriptions,
-                        format!("the bus holds at most {MAX_WATCHES} KV watches"),
+                        format!("a connection holds at most {MAX_WATCHES_PER_SESSION} KV watches, the bus {MAX_WATCHES}"),
                     );
                     self.answer(key, rid, e.to_frame());
                     return;
                 }
+                let current = if snapshot {
+                    match self.kv.snapshot(&pattern, now) {
+                        Ok(current) => current,
+                        Err(detail) => {
+                            let e = ProtocolError::new(ErrorCode::SnapshotTooLarge, detail);
+                            self.answer(key, rid, e.to_frame());
+                            return;
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
                 self.kv.last_wid += 1;
                 let wid = self.kv.last_wid;
                 if !self.answer(key, rid, wire::watch_frame("kv_watching", wid)) {
                     return;
                 }
-                let current: Vec<_> = self
-                    .kv
-                    .entries
-                    .values()
-                    .filter(|e| e.expires_at_ms.is_none_or(|at| at > now))
-                    .filter(|e| crate::subject::matches(&pattern, &e.key))
-                    .map(|e| {
-                        wire::change(
-                            wid,
-                            ChangeKind::Put,
-                            &e.key,
-                            Some(&e.value),
-                            e.revision,
-                            e.expires_at_ms,
-                        )
-                    })
-                    .collect();
-                for frame in current {
+                for e in current {
+                    let frame = wire::change(
+                        wid,
+                        ChangeKind::Put,
+                        &e.key,
+                        Some(&e.value),
+                        e.revision,
+                        e.expires_at_ms,
+                    );
                     if !self.deliver(key, frame) {
                         return;
                     }
@@ -310,6 +380,27 @@ impl Router {
             }
         };
         for (session, wid) in watchers {
+            // A watcher whose outbox is full loses the watch, and is told: it
+            // watches again for a fresh view, rather than the bus holding the
+            // changes for it.
+            let behind = self
+                .registry
+                .sessions
+                .get(&session)
+                .is_some_and(|s| s.outbox.parked() > 0);
+            if behind {
+                self.kv
+                    .watches
+                    .retain(|w| !(w.session == session && w.wid == wid));
+                self.counters.watches_ended += 1;
+                let frame = crate::frame::encode_json(&serde_json::json!({
+                    "type": "kv_unwatched",
+                    "wid": wid,
+                    "reason": "the watcher fell behind: changes were not sent; watch again for the current values",
+                }));
+                self.deliver(session, frame);
+                continue;
+            }
             let frame = wire::change(
                 wid,
                 kind,

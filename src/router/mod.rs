@@ -158,6 +158,8 @@ pub struct Counters {
     pub monitor_dropped: u64,
     /// Persistent requests answered `storage_unavailable`.
     pub storage_refusals: u64,
+    /// KV watches ended because their watcher fell behind.
+    pub watches_ended: u64,
 }
 
 /// How the router ends a session.
@@ -233,14 +235,17 @@ impl Router {
         }
     }
 
-    /// A router with a durable store, whose KV holds `entries`.
+    /// A router with a durable store, whose KV holds `entries` (`None`: the
+    /// store could not be read yet).
     pub fn with_store(
         mut self,
         store: crate::store::Store,
-        entries: Vec<crate::store::kv::Entry>,
+        entries: Option<Vec<crate::store::kv::Entry>>,
     ) -> Self {
         self.store = Some(store);
-        self.kv.load(entries);
+        if let Some(entries) = entries {
+            self.kv.load(entries);
+        }
         self
     }
 

@@ -209,13 +209,14 @@ impl StoreThread {
 
 impl Store {
     /// Opens the database (blocking: call it off the async runtime) and starts
-    /// the actor. When it cannot open, the store starts degraded, keeps
-    /// trying, and sends [`FromStore::Loaded`] once it could.
+    /// the actor, returning the KV's entries. When it cannot open, the store
+    /// starts degraded (`None`), keeps trying, and sends [`FromStore::Loaded`]
+    /// once it could.
     pub fn start(
         config: StoreConfig,
     ) -> std::io::Result<(
         Store,
-        Vec<kv::Entry>,
+        Option<Vec<kv::Entry>>,
         mpsc::Receiver<FromStore>,
         StoreThread,
     )> {
@@ -236,10 +237,10 @@ impl Store {
             out,
         };
         let loaded = match actor.open() {
-            Ok(entries) => entries,
+            Ok(entries) => Some(entries),
             Err(e) => {
                 health.set(Some(e));
-                Vec::new()
+                None
             }
         };
         let thread = std::thread::Builder::new()

@@ -146,6 +146,17 @@ async fn eight_clients_compare_and_set_to_8000_and_a_watcher_sees_every_revision
     let watcher = Bus::connect(&bus.socket, None, &["kv"]).await.unwrap();
     let mut changes = watcher.kv_watch("count.>").await.unwrap();
     assert_eq!(changes.recv().await.unwrap()["type"], "kv_synced");
+    // The watcher keeps up (one that does not loses its watch).
+    let seen = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < 8000 {
+            match tokio::time::timeout(Duration::from_secs(30), changes.recv()).await {
+                Ok(Some(c)) => seen.push(c),
+                _ => break,
+            }
+        }
+        seen
+    });
     let mut clients = Vec::new();
     for _ in 0..8 {
         let socket = bus.socket.clone();
@@ -170,11 +181,9 @@ async fn eight_clients_compare_and_set_to_8000_and_a_watcher_sees_every_revision
     );
     // Every revision, in order, each value one more than the last.
     let mut last = (0, 0);
-    for _ in 0..8000 {
-        let c = tokio::time::timeout(WAIT, changes.recv())
-            .await
-            .unwrap()
-            .unwrap();
+    let seen = seen.await.unwrap();
+    assert_eq!(seen.len(), 8000);
+    for c in seen {
         assert_eq!(c["op"], "put", "{c}");
         let (value, revision) = (
             c["value"].as_u64().unwrap(),
@@ -434,5 +443,122 @@ async fn a_full_disk_refuses_writes_by_name_spares_messaging_and_recovers() {
         .await;
     assert!(c.kv_put("during", big, None, None).await.is_ok());
     drop(c);
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_open_refuses_reads_instead_of_finding_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::write(&state, "a file where the state directory should be").unwrap();
+    let bus = TestBus::with_store(&state, SyncPolicy::Full).await;
+    let mut c = speaker(&bus, &["kv", "jobs"]).await;
+    for request in [
+        json!({"type": "kv_get", "key": "a"}),
+        json!({"type": "kv_keys", "prefix": ""}),
+        json!({"type": "kv_watch", "key": ">"}),
+        json!({"type": "kv_put", "key": "a", "value": 1}),
+        json!({"type": "job_publish", "goal": "a"}),
+    ] {
+        let a = ask(&mut c, request.clone()).await;
+        assert_eq!(a["code"], "storage_unavailable", "{request}: {a}");
+    }
+    let store = &bus.status().await["store"];
+    assert_eq!(store["state"], "degraded", "{store}");
+    assert!(
+        store["error"].as_str().unwrap().contains("state directory"),
+        "{store}"
+    );
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn watches_are_bounded_in_number_snapshot_and_what_a_stalled_watcher_holds() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_owned();
+    let bus = TestBus::start_with(move |c| {
+        c.store = Some(hookbus::store::StoreConfig::new(dir, SyncPolicy::Normal));
+        c.outbox_capacity = 64;
+    })
+    .await;
+    let writer = Bus::connect(&bus.socket, None, &["kv"]).await.unwrap();
+    for i in 0..10_001 {
+        writer
+            .kv_put(&format!("big.k{i}"), json!(i), None, None)
+            .await
+            .unwrap();
+    }
+    let mut c = speaker(&bus, &["kv"]).await;
+    let a = ask(&mut c, json!({"type": "kv_watch", "key": "big.>"})).await;
+    assert_eq!(a["code"], "snapshot_too_large", "{a}");
+    let a = ask(
+        &mut c,
+        json!({"type": "kv_watch", "key": "big.>", "snapshot": false}),
+    )
+    .await;
+    assert_eq!(a["type"], "kv_watching", "{a}");
+    assert_eq!(c.recv().await["type"], "kv_synced");
+    for _ in 1..256 {
+        c.send(&json!({"type": "kv_watch", "key": "other", "snapshot": false}))
+            .await;
+    }
+    let frames = c.sync().await;
+    assert_eq!(
+        frames.iter().filter(|f| f["type"] == "kv_watching").count(),
+        255
+    );
+    let a = ask(&mut c, json!({"type": "kv_watch", "key": "other"})).await;
+    assert_eq!(a["code"], "too_many_subscriptions", "{a}");
+    // A watcher that stops reading loses its watch once its outbox is full,
+    // and the writer is never held back by it.
+    let mut stalled = speaker(&bus, &["kv"]).await;
+    let a = ask(
+        &mut stalled,
+        json!({"type": "kv_watch", "key": "big.>", "snapshot": false}),
+    )
+    .await;
+    assert_eq!(a["type"], "kv_watching");
+    let t = Instant::now();
+    let pad = "x".repeat(1000);
+    for i in 0..1000 {
+        writer
+            .kv_put(&format!("big.k{i}"), json!(pad), None, None)
+            .await
+            .unwrap();
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "the writer was held back"
+    );
+    let got = stalled.sync().await;
+    let ended = got
+        .iter()
+        .find(|f| f["type"] == "kv_unwatched")
+        .expect("the watch was not ended");
+    assert!(
+        ended["reason"].as_str().unwrap().contains("fell behind"),
+        "{ended}"
+    );
+    // What the outbox (64 frames) and the socket's buffer held, not all 1000.
+    assert!(
+        got.len() < 600,
+        "{} frames held for a stalled watcher",
+        got.len()
+    );
+    assert!(bus.status().await["counters"]["watches_ended"].as_u64() >= Some(1));
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn values_some_clients_cannot_read_back_are_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let bus = TestBus::with_store(state.path(), SyncPolicy::Full).await;
+    let mut c = speaker(&bus, &["kv"]).await;
+    for value in ["1e999", r#""\ud800""#] {
+        c.send_payload(format!(r#"{{"type":"kv_put","key":"odd","value":{value}}}"#).as_bytes())
+            .await;
+        let a = c.recv().await;
+        assert_eq!(a["code"], "bad_request", "{value}: {a}");
+    }
     bus.stop().await;
 }
