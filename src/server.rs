@@ -101,10 +101,10 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
     let (router, from_store, store_thread) = match config.store.clone() {
         None => (router, None, None),
         Some(store) => match tokio::task::spawn_blocking(move || Store::start(store)).await {
-            Ok(Ok((store, entries, from_store, thread))) => (
-                router.with_store(store, entries),
-                Some(from_store),
-                Some(thread),
+            Ok(Ok(started)) => (
+                router.with_store(started.store, started.kv),
+                Some(started.from_store),
+                Some(started.thread),
             ),
             Ok(Err(e)) => {
                 warn!(error = %e, "cannot start the store thread: the bus runs without a store");

@@ -198,6 +198,15 @@ pub struct Store {
     pub health: Arc<Health>,
 }
 
+/// A started store: the router's handle, the KV's entries (`None` when the
+/// database could not be read yet), the channel of what it commits, its thread.
+pub struct Started {
+    pub store: Store,
+    pub kv: Option<Vec<kv::Entry>>,
+    pub from_store: mpsc::Receiver<FromStore>,
+    pub thread: StoreThread,
+}
+
 /// The store actor's thread; joined at shutdown so the database closes cleanly.
 pub struct StoreThread(std::thread::JoinHandle<()>);
 
@@ -212,14 +221,7 @@ impl Store {
     /// the actor, returning the KV's entries. When it cannot open, the store
     /// starts degraded (`None`), keeps trying, and sends [`FromStore::Loaded`]
     /// once it could.
-    pub fn start(
-        config: StoreConfig,
-    ) -> std::io::Result<(
-        Store,
-        Option<Vec<kv::Entry>>,
-        mpsc::Receiver<FromStore>,
-        StoreThread,
-    )> {
+    pub fn start(config: StoreConfig) -> std::io::Result<Started> {
         let path = config.dir.join(DB_FILE);
         let health = Arc::new(Health {
             path: path.clone(),
@@ -246,12 +248,12 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("hookbus-store".into())
             .spawn(move || actor.run(rx))?;
-        Ok((
-            Store { tx, health },
-            loaded,
+        Ok(Started {
+            store: Store { tx, health },
+            kv: loaded,
             from_store,
-            StoreThread(thread),
-        ))
+            thread: StoreThread(thread),
+        })
     }
 
     /// Queues a request without waiting; `Err` holds it back with the reason
