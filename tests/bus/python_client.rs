@@ -19,7 +19,9 @@ async fn the_python_client_suite_passes_against_a_live_bus() {
         installed.contains("site-packages"),
         "the suite must test the installed package (pip install ./clients/python), not {installed}"
     );
-    let bus = TestBus::start().await;
+    // With a store, for the KV and jobs tests.
+    let state = tempfile::tempdir().unwrap();
+    let bus = TestBus::with_store(state.path(), hookbus::store::SyncPolicy::Normal).await;
     // Run from the tests folder, so `import hookbus` finds the installed package,
     // not the sources beside it.
     let out = tokio::process::Command::new(crate::hermes::python())
