@@ -110,6 +110,9 @@ enum Command {
     /// Durable jobs with leases: publish, claim, work, list, status, retry, cancel
     #[command(subcommand)]
     Jobs(crate::jobs_cli::JobsCommand),
+    /// Streams of kept publishes: ls, info, replay
+    #[command(subcommand)]
+    Stream(crate::streams_cli::StreamCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +183,10 @@ struct ServeArgs {
     /// Seconds a job's idempotency key is remembered
     #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
     idempotency_ttl: f64,
+    /// Streams to keep (YAML: `streams: [{name, subjects, max_messages, max_bytes,
+    /// max_age_s}]`) [default: $XDG_CONFIG_HOME/hookbus/streams.yaml, if it exists]
+    #[arg(long, value_name = "FILE", env = "HOOKBUS_STREAMS")]
+    streams: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -221,7 +228,19 @@ impl ServeArgs {
                 bail!("{flag} must be a positive number");
             }
         }
+        let streams_file = self.streams.clone().or_else(|| {
+            let home = std::env::var_os("XDG_CONFIG_HOME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+            Some(home.join("hookbus").join("streams.yaml")).filter(|p| p.exists())
+        });
+        let streams = match &streams_file {
+            Some(file) => hookbus::store::streams::load_config(file).map_err(anyhow::Error::msg)?,
+            None => Vec::new(),
+        };
         config.store = (!self.no_store).then(|| hookbus::store::StoreConfig {
+            streams,
             dir: self
                 .state_dir
                 .clone()
@@ -250,6 +269,11 @@ impl ServeArgs {
                 self.state_dir
                     .iter()
                     .map(|d| format!("--state-dir={}", absolute(d).display())),
+            )
+            .chain(
+                self.streams
+                    .iter()
+                    .map(|s| format!("--streams={}", absolute(s).display())),
             )
             .collect();
         if self.no_store {
@@ -426,6 +450,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topics(command) => return crate::topics_cli::run(&socket, command).await,
         Command::Kv(command) => return crate::kv_cli::run(&socket, command).await,
         Command::Jobs(command) => return crate::jobs_cli::run(&socket, command).await,
+        Command::Stream(command) => return crate::streams_cli::run(&socket, command).await,
     }
     Ok(ExitCode::SUCCESS)
 }

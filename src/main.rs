@@ -9,6 +9,7 @@ mod hooks_cli;
 mod jobs_cli;
 mod kv_cli;
 mod scaffold;
+mod streams_cli;
 mod topics_cli;
 
 fn main() -> std::process::ExitCode {

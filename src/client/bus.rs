@@ -47,15 +47,18 @@ enum Waiter {
 enum StreamId {
     Sid(u64),
     Wid(u64),
+    Replay(u64),
 }
 
 impl StreamId {
     fn of(frame: &Value) -> Option<Self> {
-        match (frame.get("sid"), frame.get("wid")) {
-            (Some(sid), _) => sid.as_u64().map(StreamId::Sid),
-            (None, Some(wid)) => wid.as_u64().map(StreamId::Wid),
-            _ => None,
+        if let Some(sid) = frame.get("sid") {
+            return sid.as_u64().map(StreamId::Sid);
         }
+        if let Some(wid) = frame.get("wid") {
+            return wid.as_u64().map(StreamId::Wid);
+        }
+        frame.get("replay")?.as_u64().map(StreamId::Replay)
     }
 }
 
@@ -327,6 +330,23 @@ impl Bus {
             .await
     }
 
+    /// Replays stream `stream` (feature `streams`) from `from` (`"first"`,
+    /// `"last"`, `"new"`, `{"seq":n}`, `{"time_ms":t}` or `{"id":…}`), only
+    /// subjects matching `subject` if given: `stream_event` frames, then
+    /// `replay_end`.
+    pub async fn replay(
+        &self,
+        stream: &str,
+        from: Value,
+        subject: Option<&str>,
+    ) -> Result<Subscription, ClientError> {
+        let mut request = json!({"type": "replay", "stream": stream, "from": from});
+        if let Some(subject) = subject {
+            request["subject"] = subject.into();
+        }
+        self.open_stream(request).await
+    }
+
     /// The next plain message (hermes `message` frames, errors no call waited for).
     pub async fn recv(&self) -> Option<Value> {
         self.inbox.lock().await.recv().await
@@ -357,7 +377,7 @@ impl Subscription {
     /// The `sid` (or a KV watch's `wid`).
     pub fn sid(&self) -> u64 {
         match self.id {
-            StreamId::Sid(n) | StreamId::Wid(n) => n,
+            StreamId::Sid(n) | StreamId::Wid(n) | StreamId::Replay(n) => n,
         }
     }
 
@@ -379,6 +399,8 @@ impl Drop for Subscription {
         let frame = frame::encode_json(&match self.id {
             StreamId::Sid(sid) => json!({"type": "unsubscribe", "sid": sid}),
             StreamId::Wid(wid) => json!({"type": "kv_unwatch", "wid": wid}),
+            // A replay ends by itself (`replay_end`), or with the connection.
+            StreamId::Replay(_) => return,
         });
         let _ = self.out.try_send(frame);
     }

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod kv;
 pub mod monitor;
 pub mod rpc;
+pub mod streams;
 pub mod topics;
 
 pub use kv::KvOp;
@@ -57,11 +58,13 @@ pub enum Feature {
     Kv,
     /// Durable jobs with leases.
     Jobs,
+    /// Publishes kept in declared streams, and replay.
+    Streams,
 }
 
 impl Feature {
     /// Every feature, in the order `welcome` lists them, with its name.
-    pub const ALL: [(Feature, &'static str); 7] = [
+    pub const ALL: [(Feature, &'static str); 8] = [
         (Feature::Errors, "errors"),
         (Feature::Acks, "acks"),
         (Feature::Topics, "topics"),
@@ -69,6 +72,7 @@ impl Feature {
         (Feature::Monitor, "monitor"),
         (Feature::Kv, "kv"),
         (Feature::Jobs, "jobs"),
+        (Feature::Streams, "streams"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -180,6 +184,8 @@ pub enum Op {
     Kv(Box<KvOp>),
     /// `job_publish`, `job_claim`, … (jobs)
     Job(Box<jobs::Job>),
+    /// `replay`, `stream_info`, `stream_list` (streams)
+    Stream(Box<streams::StreamOp>),
 
     /// A message, publish or request a filter hook dropped: never routed; its
     /// sender is told when it asked for answers.
@@ -204,6 +210,7 @@ impl Op {
             Op::Monitor(_) => Some(Feature::Monitor),
             Op::Kv(_) => Some(Feature::Kv),
             Op::Job(_) => Some(Feature::Jobs),
+            Op::Stream(_) => Some(Feature::Streams),
             _ => None,
         }
     }
@@ -329,6 +336,8 @@ pub enum ErrorCode {
     IdempotencyConflict,
     /// A `kv_watch` matches more current values than it may be sent at once.
     SnapshotTooLarge,
+    /// A replay starts before the first message a stream still keeps.
+    SeqGone,
 }
 
 /// A protocol error, sent to the client as an error frame.
@@ -754,6 +763,9 @@ const TYPES: &[(&str, bool, ParseFn)] = &[
     ("job_list", false, jobs::parse_list),
     ("job_retry", false, jobs::parse_retry),
     ("job_cancel", false, jobs::parse_cancel),
+    ("replay", false, streams::parse_replay),
+    ("stream_info", false, streams::parse_info),
+    ("stream_list", false, streams::parse_list),
 ];
 
 fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolError> {

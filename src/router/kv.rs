@@ -325,6 +325,10 @@ impl Router {
                             continue;
                         }
                         Answer::Frame(frame) => frame,
+                        Answer::Replay(chunk) => {
+                            self.replay_chunk(d.session, rid, chunk);
+                            continue;
+                        }
                         Answer::Unavailable(why) => {
                             self.counters.storage_refusals += 1;
                             ProtocolError::new(ErrorCode::StorageUnavailable, why).to_frame()

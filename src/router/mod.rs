@@ -71,6 +71,7 @@ mod kv;
 mod monitor;
 mod registry;
 mod rpc;
+mod streams;
 mod subscriptions;
 mod topics;
 
@@ -160,6 +161,8 @@ pub struct Counters {
     pub storage_refusals: u64,
     /// KV watches ended because their watcher fell behind.
     pub watches_ended: u64,
+    /// Publishes delivered but not kept in their stream (the store was behind).
+    pub stream_drops: u64,
 }
 
 /// How the router ends a session.
@@ -208,6 +211,9 @@ pub struct Router {
     kv: kv::Kv,
     /// Sessions that sent job requests (told to the store when they end).
     job_sessions: HashSet<SessionKey, KeyHash>,
+    /// Replays waiting for their client to have room for the next chunk.
+    replays: Vec<crate::store::streams::Cursor>,
+    last_replay: u64,
 }
 
 impl Router {
@@ -232,6 +238,8 @@ impl Router {
             store: None,
             kv: kv::Kv::default(),
             job_sessions: HashSet::default(),
+            replays: Vec::new(),
+            last_replay: 0,
         }
     }
 
@@ -286,8 +294,9 @@ impl Router {
                 }
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
-                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() => {
+                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() || !self.replays.is_empty() => {
                     self.unpark();
+                    self.resume_replays();
                     self.resume_deferred();
                     self.send_gaps();
                     self.registry.reap();
@@ -452,6 +461,7 @@ impl Router {
             Op::Monitor(filter) => self.start_monitor(key, rid, filter),
             Op::Kv(op) => self.kv(key, rid, *op),
             Op::Job(job) => self.job(key, rid, *job),
+            Op::Stream(op) => self.stream_request(key, rid, *op),
             Op::Dropped(dropped) => {
                 self.counters.filtered_out += 1;
                 let hook = Some((dropped.hook.as_str(), dropped.reason.as_str()));

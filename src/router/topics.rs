@@ -177,6 +177,7 @@ impl Router {
             }
         }
         let delivered = self.deliver_events(from, &p.subject, &tail);
+        self.stream_append(from, &p);
         self.monitor_frame(from, MonitorKind::Publish, Some(&p.subject), &p.frame, None);
         if let Some(hooks) = &self.config.hooks {
             hooks.notify(&p.frame, 0);

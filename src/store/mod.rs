@@ -14,6 +14,7 @@
 pub mod jobs;
 pub mod kv;
 mod schema;
+pub mod streams;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -70,6 +71,7 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     pub sync: SyncPolicy,
     pub jobs: jobs::JobsConfig,
+    pub streams: Vec<streams::StreamConfig>,
 }
 
 impl StoreConfig {
@@ -78,6 +80,7 @@ impl StoreConfig {
             dir: dir.into(),
             sync,
             jobs: jobs::JobsConfig::default(),
+            streams: Vec::new(),
         }
     }
 }
@@ -99,6 +102,15 @@ pub enum StoreOp {
     Job(crate::protocol::jobs::JobOp),
     /// The session ended: its leases are given up, its claims stop waiting.
     SessionClosed,
+    /// A publish to keep in a stream (not answered).
+    Append(streams::Append),
+    /// `replay` (numbered `replay` by the router), `stream_info`, `stream_list`.
+    Stream {
+        op: crate::protocol::streams::StreamOp,
+        replay: u64,
+    },
+    /// The next chunk of a replay, once its client has room.
+    ReplayNext(streams::Cursor),
 }
 
 /// What became of one request.
@@ -110,6 +122,8 @@ pub enum Answer {
     Unavailable(String),
     /// The answer frame, built by the store (jobs).
     Frame(bytes::Bytes),
+    /// Frames of a replay; the first answers the request.
+    Replay(streams::Chunk),
 }
 
 impl Answer {
@@ -154,6 +168,8 @@ pub struct Health {
     error: Mutex<Option<String>>,
     /// Jobs queued and leased, and claims waiting, after the last commit.
     jobs: [AtomicUsize; 3],
+    /// Publishes a stream did not keep because the store could not write.
+    pub appends_lost: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
@@ -173,6 +189,7 @@ impl Health {
                 "leased": self.jobs[1].load(Ordering::Relaxed),
                 "claims_waiting": self.jobs[2].load(Ordering::Relaxed),
             },
+            "stream_appends_lost": self.appends_lost.load(Ordering::Relaxed),
         })
     }
 
@@ -196,6 +213,8 @@ impl Health {
 pub struct Store {
     tx: std_mpsc::SyncSender<Request>,
     pub health: Arc<Health>,
+    /// The declared streams, for the router to pick what to append.
+    pub streams: Arc<Vec<streams::StreamConfig>>,
 }
 
 /// A started store: the router's handle, the KV's entries (`None` when the
@@ -229,8 +248,10 @@ impl Store {
             degraded: AtomicBool::new(false),
             error: Mutex::new(None),
             jobs: Default::default(),
+            appends_lost: Default::default(),
         });
         let (tx, rx) = std_mpsc::sync_channel(STORE_QUEUE);
+        let declared = Arc::new(config.streams.clone());
         let (out, from_store) = mpsc::channel(64);
         let mut actor = Actor {
             config,
@@ -249,7 +270,11 @@ impl Store {
             .name("hookbus-store".into())
             .spawn(move || actor.run(rx))?;
         Ok(Started {
-            store: Store { tx, health },
+            store: Store {
+                tx,
+                health,
+                streams: declared,
+            },
             kv: loaded,
             from_store,
             thread: StoreThread(thread),
@@ -275,6 +300,7 @@ struct Db {
     conn: Connection,
     kv: kv::Kv,
     jobs: jobs::Jobs,
+    streams: streams::Streams,
     /// Held locked while the database is open: one daemon per state directory.
     _lock: Flock<std::fs::File>,
 }
@@ -353,11 +379,13 @@ impl Actor {
         schema::migrate(&mut conn).map_err(fail)??;
         let (kv, entries) = kv::Kv::load(&conn).map_err(fail)?;
         let jobs = jobs::Jobs::load(&conn, self.config.jobs, now_ms()).map_err(fail)?;
+        let streams = streams::Streams::load(&conn, &self.config.streams).map_err(fail)?;
         info!(path = %path.display(), keys = entries.len(), "store open");
         self.db = Some(Db {
             conn,
             kv,
             jobs,
+            streams,
             _lock: lock,
         });
         Ok(entries)
@@ -378,7 +406,7 @@ impl Actor {
         let Some(db) = self.db.as_mut() else {
             let why = self.unavailable();
             return Some(FromStore::Committed {
-                done: refuse_all(batch, &why),
+                done: refuse_all(batch, &why, &self.health),
                 changes: Vec::new(),
                 events: Vec::new(),
             });
@@ -416,6 +444,42 @@ impl Actor {
                         db.jobs.session_closed(&tx, r.session, now, &mut out)?;
                         continue;
                     }
+                    StoreOp::Append(a) => {
+                        db.streams.append(&tx, a, now)?;
+                        continue;
+                    }
+                    StoreOp::ReplayNext(cursor) => Answer::Replay(db.streams.chunk(&tx, cursor)?),
+                    StoreOp::Stream { op, replay } => {
+                        use crate::protocol::streams::{self as wire, StreamOp};
+                        match op {
+                            StreamOp::List => Answer::Frame(db.streams.list()),
+                            StreamOp::Info { stream } => {
+                                Answer::Frame(match db.streams.info(&stream) {
+                                    Some(info) => wire::info(&info),
+                                    None => crate::protocol::ProtocolError::new(
+                                        crate::protocol::ErrorCode::NotFound,
+                                        format!("no stream `{stream}`"),
+                                    )
+                                    .to_frame(),
+                                })
+                            }
+                            StreamOp::Replay {
+                                stream,
+                                subject,
+                                from,
+                            } => match db
+                                .streams
+                                .start(&tx, r.session, replay, &stream, subject, from)?
+                            {
+                                Err(refused) => Answer::Frame(refused),
+                                Ok((answer, cursor)) => {
+                                    let mut chunk = db.streams.chunk(&tx, cursor)?;
+                                    chunk.frames.insert(0, answer);
+                                    Answer::Replay(chunk)
+                                }
+                            },
+                        }
+                    }
                 };
                 done.push(Done {
                     session: r.session,
@@ -426,6 +490,7 @@ impl Actor {
             db.kv.expire(&tx, now, &mut changes)?;
             db.jobs.tick(&tx, now, &mut out)?;
             db.kv.finish(&tx)?;
+            db.streams.finish(&tx, now)?;
             // Proves the disk takes writes again while degraded.
             if health.is_degraded() {
                 tx.prepare_cached(
@@ -462,6 +527,9 @@ impl Actor {
                 if let Err(e) = db.jobs.reload(&db.conn, now) {
                     warn!(error = %e, "cannot read the jobs back after a failed commit");
                 }
+                if let Err(e) = db.streams.reload(&db.conn) {
+                    warn!(error = %e, "cannot read the streams back after a failed commit");
+                }
                 let why = format!("the store cannot write ({e}); nothing was stored");
                 self.health.set(Some(why.clone()));
                 // Every write of the batch is refused; reads queued behind
@@ -476,7 +544,7 @@ impl Actor {
                     rid,
                     answer: Answer::Frame(storage_unavailable(&why)),
                 }));
-                done.extend(refuse_all(batch.collect(), &why));
+                done.extend(refuse_all(batch.collect(), &why, &self.health));
                 Some(FromStore::Committed {
                     done,
                     changes: Vec::new(),
@@ -497,15 +565,21 @@ impl Actor {
 }
 
 /// Answers every write of `batch` `storage_unavailable`; reads go through.
-fn refuse_all(batch: Vec<Request>, why: &str) -> Vec<Done> {
+fn refuse_all(batch: Vec<Request>, why: &str, health: &Health) -> Vec<Done> {
     batch
         .into_iter()
         .filter_map(|r| {
             let answer = match r.op {
                 StoreOp::After(op) => Answer::After(op),
                 StoreOp::Kv(_) => Answer::Unavailable(why.to_owned()),
-                StoreOp::Job(_) => Answer::Frame(storage_unavailable(why)),
+                StoreOp::Job(_) | StoreOp::Stream { .. } | StoreOp::ReplayNext(_) => {
+                    Answer::Frame(storage_unavailable(why))
+                }
                 StoreOp::SessionClosed => return None,
+                StoreOp::Append(_) => {
+                    health.appends_lost.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
             };
             Some(Done {
                 session: r.session,
@@ -523,10 +597,14 @@ fn storage_unavailable(why: &str) -> bytes::Bytes {
 
 impl Db {
     fn next_timer(&self) -> Option<u64> {
-        match (self.kv.next_expiry(), self.jobs.next_timer()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.kv.next_expiry(),
+            self.jobs.next_timer(),
+            self.streams.next_timer(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 

@@ -36,6 +36,20 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX jobs_by_state ON jobs (state, goal);
      CREATE INDEX jobs_by_idem ON jobs (idem_key) WHERE idem_key IS NOT NULL;",
+    // 3: streams. `last_seq` outlives trimmed messages, so sequences never repeat.
+    "CREATE TABLE streams (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE stream_messages (
+         stream TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         id TEXT NOT NULL,
+         ts_ms INTEGER NOT NULL,
+         subject TEXT NOT NULL,
+         sender TEXT,
+         uid INTEGER,
+         body BLOB NOT NULL,
+         size INTEGER NOT NULL,
+         PRIMARY KEY (stream, seq)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

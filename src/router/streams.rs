@@ -1,0 +1,113 @@
+//! Feature `streams` in the router: publishes on a declared stream's subjects
+//! go to the store to be kept; `replay` requests go to the store, which reads
+//! one chunk at a time, and the router asks for the next chunk only once the
+//! client has room for it, so a long replay never fills memory.
+
+use super::{Router, SessionKey};
+use crate::protocol::streams::{self as wire, StreamOp};
+use crate::protocol::{Publish, Rid};
+use crate::store::{self, streams::Chunk, StoreOp};
+
+impl Router {
+    pub(super) fn stream_request(&mut self, key: SessionKey, rid: Option<&Rid>, op: StreamOp) {
+        let Some(store) = &self.store else {
+            self.answer(key, rid, wire::no_store());
+            return;
+        };
+        self.last_replay += 1;
+        let request = store::Request {
+            session: key,
+            rid: rid.cloned(),
+            op: StoreOp::Stream {
+                op,
+                replay: self.last_replay,
+            },
+        };
+        if let Err(refused) = store.send(request) {
+            let (_, why) = *refused;
+            self.counters.storage_refusals += 1;
+            let e = crate::protocol::ProtocolError::new(
+                crate::protocol::ErrorCode::StorageUnavailable,
+                why,
+            );
+            self.answer(key, rid, e.to_frame());
+        }
+    }
+
+    /// Keeps `p` in every stream whose subjects it matches.
+    pub(super) fn stream_append(&mut self, from: SessionKey, p: &Publish) {
+        let Some(store) = &self.store else { return };
+        if store.streams.is_empty() {
+            return;
+        }
+        let session = self.registry.sessions.get(&from);
+        for config in store.streams.iter().filter(|s| s.takes(&p.subject)) {
+            let append = store::streams::Append {
+                stream: config.name.as_str().into(),
+                subject: p.subject.clone(),
+                sender: session.and_then(|s| s.endpoint.as_deref()).map(Into::into),
+                uid: session.map(|s| s.peer.uid),
+                body: p
+                    .body
+                    .clone()
+                    .unwrap_or_else(|| bytes::Bytes::from_static(b"null")),
+            };
+            let request = store::Request {
+                session: from,
+                rid: None,
+                op: StoreOp::Append(append),
+            };
+            if store.send(request).is_err() {
+                self.counters.stream_drops += 1;
+                tracing::warn!(stream = %config.name, "the store is too far behind: a publish was delivered but not kept in its stream");
+            }
+        }
+    }
+
+    /// Delivers a replay chunk; its next chunk is asked for when the client
+    /// has room.
+    pub(super) fn replay_chunk(&mut self, session: SessionKey, rid: Option<&Rid>, chunk: Chunk) {
+        let mut frames = chunk.frames.into_iter();
+        if let Some(first) = frames.next() {
+            if !self.answer(session, rid, first) {
+                return;
+            }
+        }
+        for frame in frames {
+            if !self.deliver(session, frame) {
+                return;
+            }
+        }
+        if let Some(cursor) = chunk.next {
+            self.replays.push(cursor);
+            self.resume_replays();
+        }
+    }
+
+    /// Asks the store for the next chunk of each replay whose client has room.
+    pub(super) fn resume_replays(&mut self) {
+        let waiting = std::mem::take(&mut self.replays);
+        for cursor in waiting {
+            let Some(session) = self.registry.sessions.get(&cursor.session) else {
+                continue; // the client left: the replay ends
+            };
+            if session.outbox.above_high() {
+                self.replays.push(cursor);
+                continue;
+            }
+            let Some(store) = &self.store else { continue };
+            let (key, replay) = (cursor.session, cursor.replay);
+            if let Err(refused) = store.send(store::Request {
+                session: key,
+                rid: None,
+                op: StoreOp::ReplayNext(cursor),
+            }) {
+                let (request, _) = *refused;
+                if let StoreOp::ReplayNext(cursor) = request.op {
+                    self.replays.push(cursor); // the store is behind: later
+                }
+                tracing::debug!(replay, "replay chunk deferred: the store is behind");
+            }
+        }
+    }
+}

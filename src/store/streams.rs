@@ -1,0 +1,429 @@
+//! Streams as the store keeps them: declared in a YAML file, each stores the
+//! publishes on its subjects with a sequence number, trims by count, bytes and
+//! age, and is read back a chunk at a time by `replay`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Deserialize;
+
+use crate::protocol::streams::{self as wire, From};
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::router::SessionKey;
+
+/// Messages one replay chunk reads; the router asks for the next chunk once
+/// the client has room for it.
+pub const CHUNK: usize = 256;
+
+/// One stream, as declared.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub max_messages: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub max_age_s: Option<f64>,
+}
+
+impl StreamConfig {
+    pub fn takes(&self, subject: &str) -> bool {
+        self.subjects
+            .iter()
+            .any(|p| crate::subject::matches(p, subject))
+    }
+}
+
+/// Reads and checks a streams file: `streams: [{name, subjects, max_messages?,
+/// max_bytes?, max_age_s?}]`.
+pub fn load_config(path: &Path) -> Result<Vec<StreamConfig>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        streams: Vec<StreamConfig>,
+    }
+    let at = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {at}: {e}"))?;
+    let file: File = serde_yaml_ng::from_str(&text).map_err(|e| format!("{at}: {e}"))?;
+    let mut names = std::collections::HashSet::new();
+    for s in &file.streams {
+        let name_ok = !s.name.is_empty()
+            && s.name.len() <= 64
+            && s.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err(format!(
+                "{at}: stream name `{}` must be 1 to 64 letters, digits, `-` or `_`",
+                s.name
+            ));
+        }
+        if !names.insert(s.name.clone()) {
+            return Err(format!("{at}: stream `{}` is declared twice", s.name));
+        }
+        if s.subjects.is_empty() {
+            return Err(format!("{at}: stream `{}` has no subjects", s.name));
+        }
+        for p in &s.subjects {
+            crate::subject::check_pattern(p)
+                .map_err(|e| format!("{at}: stream `{}`: {e}", s.name))?;
+        }
+        if s.max_age_s.is_some_and(|a| !(a.is_finite() && a > 0.0)) {
+            return Err(format!(
+                "{at}: stream `{}`: max_age_s must be over 0",
+                s.name
+            ));
+        }
+    }
+    Ok(file.streams)
+}
+
+/// A publish to store.
+#[derive(Debug)]
+pub struct Append {
+    pub stream: Arc<str>,
+    pub subject: Box<str>,
+    pub sender: Option<Box<str>>,
+    pub uid: Option<u32>,
+    /// JSON text (`null` when the publish had no body).
+    pub body: Bytes,
+}
+
+/// Where a replay is: what the router hands back to get the next chunk.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    pub session: SessionKey,
+    pub replay: u64,
+    pub stream: Arc<str>,
+    pub filter: Option<Box<str>>,
+    pub next_seq: u64,
+    /// The stream's last message when the replay began: it ends there.
+    pub end_seq: u64,
+}
+
+/// One chunk of a replay: frames to deliver, and the cursor of the next chunk
+/// (`None`: the frames end with `replay_end`).
+#[derive(Debug)]
+pub struct Chunk {
+    pub frames: Vec<Bytes>,
+    pub next: Option<Cursor>,
+}
+
+#[derive(Debug)]
+struct State {
+    config: StreamConfig,
+    /// First stored seq (`last_seq + 1` when empty).
+    first_seq: u64,
+    last_seq: u64,
+    count: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Streams {
+    by_name: HashMap<Arc<str>, State>,
+    /// Streams appended to in the open transaction.
+    touched: Vec<Arc<str>>,
+    /// When streams trimmed by age are looked at next.
+    age_check_ms: u64,
+}
+
+impl Streams {
+    pub fn load(conn: &rusqlite::Connection, configs: &[StreamConfig]) -> rusqlite::Result<Self> {
+        let mut streams = Streams::default();
+        for config in configs {
+            let last_seq: u64 = conn
+                .query_row(
+                    "SELECT last_seq FROM streams WHERE name = ?1",
+                    [&config.name],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .unwrap_or(0) as u64;
+            let (first, count, bytes): (Option<i64>, i64, i64) = conn.query_row(
+                "SELECT MIN(seq), COUNT(*), COALESCE(SUM(size), 0) FROM stream_messages WHERE stream = ?1",
+                [&config.name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            streams.by_name.insert(
+                config.name.as_str().into(),
+                State {
+                    config: config.clone(),
+                    first_seq: first.map_or(last_seq + 1, |f| f as u64),
+                    last_seq,
+                    count: count as u64,
+                    bytes: bytes as u64,
+                },
+            );
+        }
+        Ok(streams)
+    }
+
+    /// When a stream trimmed by age that holds messages is to be looked at
+    /// (about every second).
+    pub fn next_timer(&self) -> Option<u64> {
+        self.by_name
+            .values()
+            .any(|s| s.config.max_age_s.is_some() && s.count > 0)
+            .then_some(self.age_check_ms)
+    }
+
+    pub fn append(&mut self, tx: &Transaction, a: Append, now: u64) -> rusqlite::Result<()> {
+        let Some(state) = self.by_name.get_mut(&a.stream) else {
+            return Ok(());
+        };
+        let seq = state.last_seq + 1;
+        let size = (a.subject.len() + a.body.len()) as u64;
+        let id = uuid::Uuid::now_v7().hyphenated().to_string();
+        tx.prepare_cached(
+            "INSERT INTO stream_messages (stream, seq, id, ts_ms, subject, sender, uid, body, size)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            &*a.stream,
+            seq as i64,
+            id,
+            now as i64,
+            &*a.subject,
+            a.sender.as_deref(),
+            a.uid,
+            &a.body[..],
+            size as i64
+        ])?;
+        if state.count == 0 {
+            state.first_seq = seq;
+        }
+        state.last_seq = seq;
+        state.count += 1;
+        state.bytes += size;
+        if !self.touched.contains(&a.stream) {
+            self.touched.push(a.stream);
+        }
+        Ok(())
+    }
+
+    /// Writes the touched streams' sequences and trims every stream to its
+    /// limits. A failed transaction is undone by reading the state back.
+    pub fn finish(&mut self, tx: &Transaction, now: u64) -> rusqlite::Result<()> {
+        self.age_check_ms = now + 1000;
+        for name in std::mem::take(&mut self.touched) {
+            if let Some(s) = self.by_name.get(&name) {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO streams (name, last_seq) VALUES (?1, ?2)",
+                )?
+                .execute(params![&*name, s.last_seq as i64])?;
+            }
+        }
+        for (name, s) in self.by_name.iter_mut() {
+            if s.count == 0 {
+                continue;
+            }
+            let mut cut = 0u64; // trim every seq below this
+            if let Some(max) = s.config.max_messages {
+                if s.count > max {
+                    cut = s.first_seq + (s.count - max);
+                }
+            }
+            if let Some(max_age) = s.config.max_age_s {
+                let before = now.saturating_sub((max_age * 1000.0) as u64) as i64;
+                let after: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT MIN(seq) FROM stream_messages WHERE stream = ?1 AND ts_ms >= ?2",
+                    )?
+                    .query_row(params![&**name, before], |r| r.get(0))?;
+                cut = cut.max(after.map_or(s.last_seq + 1, |a| a as u64));
+            }
+            if let Some(max) = s.config.max_bytes {
+                if s.bytes > max {
+                    let mut over = s.bytes - max;
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT seq, size FROM stream_messages WHERE stream = ?1 AND seq >= ?2 ORDER BY seq",
+                    )?;
+                    let mut rows = stmt.query(params![&**name, cut.max(s.first_seq) as i64])?;
+                    let mut upto = cut;
+                    while let Some(r) = rows.next()? {
+                        let (seq, size): (i64, i64) = (r.get(0)?, r.get(1)?);
+                        upto = seq as u64 + 1;
+                        if size as u64 >= over {
+                            break;
+                        }
+                        over -= size as u64;
+                    }
+                    cut = cut.max(upto);
+                }
+            }
+            if cut > s.first_seq {
+                let (n, bytes): (i64, i64) = tx
+                    .prepare_cached(
+                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM stream_messages WHERE stream = ?1 AND seq < ?2",
+                    )?
+                    .query_row(params![&**name, cut as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                tx.prepare_cached("DELETE FROM stream_messages WHERE stream = ?1 AND seq < ?2")?
+                    .execute(params![&**name, cut as i64])?;
+                s.count -= n as u64;
+                s.bytes -= bytes as u64;
+                s.first_seq = cut.min(s.last_seq + 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed commit: the state the tables hold.
+    pub fn reload(&mut self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        let configs: Vec<StreamConfig> = self.by_name.values().map(|s| s.config.clone()).collect();
+        *self = Streams::load(conn, &configs)?;
+        Ok(())
+    }
+
+    pub fn info(&self, name: &str) -> Option<wire::Info<'_>> {
+        self.by_name.get(name).map(|s| wire::Info {
+            name: &s.config.name,
+            subjects: &s.config.subjects,
+            messages: s.count,
+            bytes: s.bytes,
+            first_seq: s.first_seq,
+            last_seq: s.last_seq,
+            max_messages: s.config.max_messages,
+            max_bytes: s.config.max_bytes,
+            max_age_s: s.config.max_age_s,
+        })
+    }
+
+    pub fn list(&self) -> Bytes {
+        let mut infos: Vec<wire::Info<'_>> =
+            self.by_name.keys().filter_map(|n| self.info(n)).collect();
+        infos.sort_by(|a, b| a.name.cmp(b.name));
+        wire::list(&infos)
+    }
+
+    /// Where a replay starts, or why it cannot.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        &self,
+        tx: &Transaction,
+        session: SessionKey,
+        replay: u64,
+        stream: &str,
+        filter: Option<Box<str>>,
+        from: From,
+    ) -> rusqlite::Result<Result<(Bytes, Cursor), Bytes>> {
+        let Some(s) = self.by_name.get(stream) else {
+            return Ok(Err(ProtocolError::new(
+                ErrorCode::NotFound,
+                format!("no stream `{stream}`; `hookbus stream ls` lists them"),
+            )
+            .to_frame()));
+        };
+        let gone = |seq: u64| {
+            ProtocolError::new(
+                ErrorCode::SeqGone,
+                format!(
+                    "seq {seq} of stream `{stream}` was trimmed; the first kept is {}",
+                    s.first_seq
+                ),
+            )
+            .to_frame()
+        };
+        let start = match from {
+            From::First => s.first_seq,
+            From::Last => s.last_seq.max(s.first_seq),
+            From::New => s.last_seq + 1,
+            From::Seq(seq) if seq < s.first_seq => return Ok(Err(gone(seq))),
+            From::Seq(seq) => seq,
+            From::Time(ms) => tx
+                .prepare_cached(
+                    "SELECT MIN(seq) FROM stream_messages WHERE stream = ?1 AND ts_ms >= ?2",
+                )?
+                .query_row(params![stream, ms as i64], |r| r.get::<_, Option<i64>>(0))?
+                .map_or(s.last_seq + 1, |q| q as u64),
+            From::Id(id) => match tx
+                .prepare_cached("SELECT seq FROM stream_messages WHERE stream = ?1 AND id = ?2")?
+                .query_row(params![stream, &*id], |r| r.get::<_, i64>(0))
+                .optional()?
+            {
+                Some(seq) => seq as u64,
+                None => {
+                    return Ok(Err(ProtocolError::new(
+                        ErrorCode::SeqGone,
+                        format!("no message {id} in stream `{stream}`: never stored, or trimmed"),
+                    )
+                    .to_frame()))
+                }
+            },
+        };
+        let answer = wire::replaying(replay, stream, s.first_seq, s.last_seq);
+        Ok(Ok((
+            answer,
+            Cursor {
+                session,
+                replay,
+                stream: stream.into(),
+                filter,
+                next_seq: start,
+                end_seq: s.last_seq,
+            },
+        )))
+    }
+
+    /// Reads the chunk at `cursor`.
+    pub fn chunk(&self, tx: &Transaction, mut cursor: Cursor) -> rusqlite::Result<Chunk> {
+        let mut frames = Vec::new();
+        if let Some(s) = self.by_name.get(&cursor.stream) {
+            // Trimmed while the replay ran: it goes on from what is kept.
+            cursor.next_seq = cursor.next_seq.max(s.first_seq);
+        }
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, id, ts_ms, subject, sender, uid, body FROM stream_messages
+             WHERE stream = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
+        )?;
+        let mut rows = stmt.query(params![
+            &*cursor.stream,
+            cursor.next_seq as i64,
+            cursor.end_seq as i64,
+            CHUNK as i64
+        ])?;
+        let mut read = 0;
+        while let Some(r) = rows.next()? {
+            read += 1;
+            let seq = r.get::<_, i64>(0)? as u64;
+            cursor.next_seq = seq + 1;
+            let subject: String = r.get(3)?;
+            if cursor
+                .filter
+                .as_deref()
+                .is_some_and(|f| !crate::subject::matches(f, &subject))
+            {
+                continue;
+            }
+            let id: String = r.get(1)?;
+            let sender: Option<String> = r.get(4)?;
+            let body: Vec<u8> = r.get(6)?;
+            frames.push(wire::event(&wire::Event {
+                replay: cursor.replay,
+                stream: &cursor.stream,
+                seq,
+                id: &id,
+                ts_ms: r.get::<_, i64>(2)? as u64,
+                subject: &subject,
+                from: sender.as_deref(),
+                uid: r.get(5)?,
+                body: wire::raw(&body),
+            }));
+        }
+        if read < CHUNK || cursor.next_seq > cursor.end_seq {
+            frames.push(wire::replay_end(
+                cursor.replay,
+                &cursor.stream,
+                cursor.end_seq,
+            ));
+            return Ok(Chunk { frames, next: None });
+        }
+        Ok(Chunk {
+            frames,
+            next: Some(cursor),
+        })
+    }
+}
