@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -11,14 +12,17 @@ from .errors import BadRequest, NotNegotiated
 
 #: The protocol version this client speaks.
 PROTOCOL = 2
-#: Features a `Client` asks for unless told otherwise.
-DEFAULT_FEATURES: Tuple[str, ...] = ("topics", "rpc")
+#: Features a `Client` asks for unless told otherwise (a bus ignores those it does not
+#: know, and `kv` and `jobs` send nothing a session did not ask for).
+DEFAULT_FEATURES: Tuple[str, ...] = ("topics", "rpc", "kv", "jobs")
 #: Seconds between heartbeat pings (the bus closes connections silent for 90 s).
 HEARTBEAT_INTERVAL = 30.0
 #: Extra seconds a client waits past a request's own timeout before giving up locally.
 GRACE = 1.0
 #: Longest `timeout_ms` the bus takes.
 MAX_TIMEOUT_MS = 300_000
+#: Longest `wait_ms` of a `job_claim`.
+MAX_WAIT_MS = 300_000
 ON_FULL = ("pause", "drop", "disconnect")
 
 # The feature each request type needs.
@@ -27,6 +31,11 @@ FEATURE_OF = {
     "interest": "topics", "uninterest": "topics",
     "request": "rpc", "reply": "rpc",
     "monitor": "monitor",
+    "kv_put": "kv", "kv_get": "kv", "kv_delete": "kv", "kv_keys": "kv",
+    "kv_watch": "kv", "kv_unwatch": "kv",
+    "job_publish": "jobs", "job_claim": "jobs", "job_extend": "jobs", "job_fulfill": "jobs",
+    "job_fail": "jobs", "job_status": "jobs", "job_list": "jobs", "job_retry": "jobs",
+    "job_cancel": "jobs",
 }
 
 # The answer type of each request a protocol 1 bus knows. A protocol 1 bus does not
@@ -46,6 +55,7 @@ FATAL_CODES = frozenset({
 ANSWER = "answer"          # key: rid; the answer to one of our requests
 SID = "sid"                # key: sid; event, gap, monitored, request to a subscription
 IID = "iid"                # key: iid; interest_change
+WID = "wid"                # key: wid; kv_change, kv_synced, kv_unwatched the bus chose
 DIRECT_REQUEST = "direct"  # a request addressed to our endpoint with `to`
 MESSAGE = "message"        # a point-to-point or broadcast message
 PONG = "pong"              # a heartbeat answer (sent without rid)
@@ -80,8 +90,12 @@ def classify(frame: Mapping[str, Any]) -> Tuple[str, Any]:
         return MESSAGE, None
     if kind == "interest_change":
         return IID, frame.get("iid")
+    if kind in ("kv_change", "kv_synced"):
+        return WID, frame.get("wid")
     if "rid" in frame:
         return ANSWER, frame["rid"]
+    if kind == "kv_unwatched":  # without rid: not an answer to `kv_unwatch`, a lost watch
+        return WID, frame.get("wid")
     if kind == "pong":
         return PONG, None
     if kind == "error":
@@ -103,6 +117,21 @@ def timeout_ms(timeout: float) -> int:
     ms = int(round(timeout * 1000))
     if not 0 < ms <= MAX_TIMEOUT_MS:
         raise ValueError(f"timeout must be more than 0 and at most {MAX_TIMEOUT_MS // 1000} s")
+    return ms
+
+
+def duration_ms(seconds: float, name: str, positive: bool = False,
+                maximum_ms: Optional[int] = None) -> int:
+    """A duration in seconds as the bus's milliseconds; `ValueError` if it is negative,
+    not a number, 0 when `positive`, or over `maximum_ms`."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be a number of seconds, 0 or more")
+    ms = int(round(seconds * 1000))
+    if positive and ms < 1:
+        raise ValueError(f"{name} must be at least 1 ms")
+    if maximum_ms is not None and ms > maximum_ms:
+        raise ValueError(f"{name} must be at most {maximum_ms / 1000:g} s")
     return ms
 
 
@@ -182,3 +211,110 @@ def interest_items(answer: Mapping[str, Any]) -> List[Dict[str, Any]]:
     iid = answer.get("iid")
     return [{"type": "interest_change", "iid": iid, "is_add": True, **sub}
             for sub in answer.get("subscriptions") or [] if isinstance(sub, Mapping)]
+
+
+# ── KV ──────────────────────────────────────────────────────────────────────
+
+class KeyList(List[str]):
+    """The keys of a `kv_keys` answer; `more` says the bus left some out (it lists at
+    most 10 000)."""
+
+    more: bool = False
+
+
+def _revision(if_revision: Optional[int]) -> int:
+    if isinstance(if_revision, bool) or not isinstance(if_revision, int) or if_revision < 0:
+        raise ValueError("if_revision must be an integer, 0 or more (0: the key must not exist)")
+    return if_revision
+
+
+def kv_put_frame(key: str, value: Any, ttl: Optional[float],
+                 if_revision: Optional[int]) -> Dict[str, Any]:
+    """A `kv_put` frame (without rid); `ttl` in seconds."""
+    frame: Dict[str, Any] = {"type": "kv_put", "key": key, "value": value}
+    if ttl is not None:
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0 \
+                or math.isinf(ttl):
+            raise ValueError("ttl must be a number of seconds over 0")
+        frame["ttl_s"] = ttl
+    if if_revision is not None:
+        frame["if_revision"] = _revision(if_revision)
+    return frame
+
+
+def kv_delete_frame(key: str, if_revision: Optional[int]) -> Dict[str, Any]:
+    """A `kv_delete` frame (without rid)."""
+    frame: Dict[str, Any] = {"type": "kv_delete", "key": key}
+    if if_revision is not None:
+        frame["if_revision"] = _revision(if_revision)
+    return frame
+
+
+def key_list(answer: Mapping[str, Any]) -> KeyList:
+    """The keys of a `kv_key_list` answer."""
+    keys = KeyList(str(k) for k in answer.get("keys") or [])
+    keys.more = bool(answer.get("more"))
+    return keys
+
+
+# ── jobs ────────────────────────────────────────────────────────────────────
+
+def job_publish_frame(goal: str, payload: Any, idempotency_key: Optional[str], priority: int,
+                      delay: Optional[float], max_attempts: Optional[int],
+                      backoff: Optional[float]) -> Dict[str, Any]:
+    """A `job_publish` frame (without rid); `delay` and `backoff` in seconds."""
+    frame: Dict[str, Any] = {"type": "job_publish", "goal": goal, "payload": payload}
+    if idempotency_key is not None:
+        frame["idempotency_key"] = idempotency_key
+    if priority:
+        frame["priority"] = int(priority)
+    if delay is not None:
+        frame["delay_ms"] = duration_ms(delay, "delay")
+    if max_attempts is not None:
+        frame["max_attempts"] = int(max_attempts)
+    if backoff is not None:
+        frame["backoff_ms"] = duration_ms(backoff, "backoff")
+    return frame
+
+
+def job_claim_frame(pattern: str, lease: float, wait: float) -> Dict[str, Any]:
+    """A `job_claim` frame (without rid); `lease` and `wait` in seconds."""
+    return {"type": "job_claim", "goal": pattern,
+            "lease_ms": duration_ms(lease, "lease", positive=True),
+            "wait_ms": duration_ms(wait, "wait", maximum_ms=MAX_WAIT_MS)}
+
+
+def job_id(job: Any) -> str:
+    """The id of a job: `job` itself if a string, else the `job` field of a frame
+    (a claimed `job`, a `job_info`, ...)."""
+    if isinstance(job, str):
+        return job
+    jid = job.get("job") if isinstance(job, Mapping) else None
+    if not isinstance(jid, str):
+        raise TypeError("give a job id or a frame with `job` (a claimed job, a job_info)")
+    return jid
+
+
+def job_lease_frame(kind: str, job: Any, lease: Optional[str]) -> Dict[str, Any]:
+    """A `job_extend`, `job_fulfill` or `job_fail` frame (without rid) for a job and its
+    lease token; `lease` None takes the token from `job`, the frame `job_claim` returned."""
+    if lease is None:
+        lease = job.get("lease") if isinstance(job, Mapping) else None
+        if not isinstance(lease, str):
+            raise TypeError("give the lease token, or the claimed job frame (which has it)")
+    elif not isinstance(lease, str):
+        raise TypeError(f"a lease is the token string of a claim, not {type(lease).__name__}")
+    return {"type": kind, "job": job_id(job), "lease": lease}
+
+
+def job_list_frame(state: Optional[str], goal: Optional[str],
+                   limit: Optional[int]) -> Dict[str, Any]:
+    """A `job_list` frame (without rid)."""
+    frame: Dict[str, Any] = {"type": "job_list"}
+    if state is not None:
+        frame["state"] = state
+    if goal is not None:
+        frame["goal"] = goal
+    if limit is not None:
+        frame["limit"] = int(limit)
+    return frame

@@ -1,5 +1,5 @@
 """The frame router both clients share: answers to waiting calls by `rid`, and
-events, requests, messages and changes to their streams.
+events, requests, messages, interest changes and KV changes to their streams.
 
 It only sorts and queues; it never writes to the bus and never blocks, so the
 reader (thread or task) that calls `_dispatch` keeps reading whatever happens.
@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _common as C
-from .errors import Closed, HookbusError, error_from_frame
+from .errors import Closed, HookbusError, WatchLost, error_from_frame
 
 log = logging.getLogger("hookbus")
 
@@ -28,7 +28,8 @@ def copy_error(error: HookbusError) -> HookbusError:
 
 
 class StreamBase:
-    """Frames of one subscription, interest, monitor or the message queue, in order.
+    """Frames of one subscription, interest, monitor, KV watch or the message queue, in
+    order.
 
     Subclasses give `_queue` (a `queue.Queue` or an `asyncio.Queue`) and the reading side.
     """
@@ -89,6 +90,7 @@ class Router:
         self._pending: Dict[Any, Call] = {}
         self._sinks: Dict[Any, StreamBase] = {}
         self._interests: Dict[Any, StreamBase] = {}
+        self._watches: Dict[Any, StreamBase] = {}
         self._direct: Optional[StreamBase] = None
         self._monitor: Optional[StreamBase] = None
         self._legacy = True  # until `welcome` says protocol 2: answers may lack `rid`
@@ -146,6 +148,9 @@ class Router:
             install(answer)
         return on_answer
 
+    def _watch_installer(self, watch: Any) -> Callable[[Frame], None]:
+        return self._installer("kv_watching", watch, "wid", self._watches)
+
     def _monitor_installer(self, mon: Any) -> Callable[[Frame], None]:
         def on_answer(answer: Frame) -> None:
             if answer.get("type") != "monitoring":
@@ -173,6 +178,11 @@ class Router:
         with self._lock:
             if iid is not None and self._interests.get(iid) is watch:
                 del self._interests[iid]
+
+    def _forget_watch(self, wid: Any, watch: StreamBase) -> None:
+        with self._lock:
+            if wid is not None and self._watches.get(wid) is watch:
+                del self._watches[wid]
 
     def _legacy_rid(self, frame: Frame) -> Any:
         """The rid of the oldest call a rid-less answer of a protocol 1 bus can answer."""
@@ -217,6 +227,19 @@ class Router:
                 watch = self._interests.get(key)
             if watch is not None:
                 watch._push(frame)
+        elif kind == C.WID:
+            with self._lock:
+                kv_watch = self._watches.get(key)
+                if kv_watch is not None and frame.get("type") == "kv_unwatched":
+                    del self._watches[key]
+            if kv_watch is None:
+                log.debug("frame for unknown wid %r dropped", key)
+            elif frame.get("type") == "kv_unwatched":  # the bus ended the watch
+                reason = frame.get("reason")
+                kv_watch._end(WatchLost("" if reason is None else str(reason), frame=frame),
+                              orderly=False)
+            else:
+                kv_watch._push(frame)
         elif kind == C.DIRECT_REQUEST:
             with self._lock:
                 direct = self._direct
@@ -243,11 +266,14 @@ class Router:
                 self._fatal = reason
             pending = list(self._pending.values())
             self._pending.clear()
-            sinks: List[StreamBase] = list(self._sinks.values()) + list(self._interests.values())
+            sinks: List[StreamBase] = (list(self._sinks.values())
+                                       + list(self._interests.values())
+                                       + list(self._watches.values()))
             if self._direct is not None:
                 sinks.append(self._direct)
             self._sinks.clear()
             self._interests.clear()
+            self._watches.clear()
         orderly = self._closing and self._fatal is None
         for call in pending:
             call.answers.put_nowait(END)

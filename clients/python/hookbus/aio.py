@@ -24,7 +24,8 @@ from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Lis
 from . import _common as C
 from ._core import END, Call, Router, StreamBase
 from ._frame import MAX_FRAME, decode, encode, payload_length
-from .errors import BadFrame, Closed, HookbusError, Timeout, error_from_frame
+from .errors import (BadFrame, Closed, HookbusError, NoSuchSubscription, NotFound, Timeout,
+                     error_from_frame)
 
 log = logging.getLogger("hookbus")
 
@@ -206,6 +207,38 @@ class AsyncMonitor(_AStream):
         """Stops reading (locally: the protocol has no request that ends a monitor)."""
         self._client._forget(self.sid, self)
         self._end(Closed("the monitor is closed"), orderly=True)
+
+
+class AsyncKvWatch(_AStream):
+    """A KV watch: `async for` its frames, or `await next(timeout)`: the current values
+    as `kv_change` puts, then `kv_synced`, then each change (see `KvWatch`). Reading
+    raises `WatchLost` if the bus dropped the watch for reading too slowly."""
+
+    def __init__(self, client: "AsyncClient", pattern: str) -> None:
+        super().__init__()
+        self._client = client
+        self.pattern = pattern
+        #: The bus's number for this watch (set when `kv_watching` arrives).
+        self.wid: Optional[int] = None
+
+    async def close(self, timeout: Optional[float] = None) -> None:
+        """Stops watching (`kv_unwatch`); frames already received can still be read."""
+        if self.ended:
+            return
+        try:
+            if self.wid is not None and not self._client.closed:
+                await self._client._call({"type": "kv_unwatch", "wid": self.wid}, timeout)
+        except (Closed, NoSuchSubscription):
+            pass  # the connection, or the watch, ended already
+        finally:
+            self._client._forget_watch(self.wid, self)
+            self._end(Closed("the watch is closed"), orderly=True)
+
+    async def __aenter__(self) -> "AsyncKvWatch":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 async def connect(socket_path: Optional[str] = None, name: Optional[str] = None,
@@ -428,6 +461,113 @@ class AsyncClient(Router):
         mon = AsyncMonitor(self)
         await self._call(C.monitor_frame(subject, kinds), on_answer=self._monitor_installer(mon))
         return mon
+
+    # ── KV ──────────────────────────────────────────────────────────────
+
+    async def kv_put(self, key: str, value: Any, ttl: Optional[float] = None,
+                     if_revision: Optional[int] = None) -> int:
+        """Stores a JSON value under a key; returns its new revision (see `Client.kv_put`;
+        `RevisionMismatch` carries the current `revision`)."""
+        C.require(self.features, "kv_put")
+        return int((await self._call(C.kv_put_frame(key, value, ttl, if_revision)))["revision"])
+
+    async def kv_get(self, key: str) -> Optional[Frame]:
+        """The `kv_value` frame of a key, or None if the key does not exist."""
+        C.require(self.features, "kv_get")
+        try:
+            return await self._call({"type": "kv_get", "key": key})
+        except NotFound:
+            return None
+
+    async def kv_delete(self, key: str, if_revision: Optional[int] = None) -> int:
+        """Deletes a key; returns the deletion's revision (`NotFound`, `RevisionMismatch`)."""
+        C.require(self.features, "kv_delete")
+        return int((await self._call(C.kv_delete_frame(key, if_revision)))["revision"])
+
+    async def kv_keys(self, prefix: str = "") -> C.KeyList:
+        """The keys starting with `prefix`, sorted (`more`: the bus left some out)."""
+        C.require(self.features, "kv_keys")
+        return C.key_list(await self._call({"type": "kv_keys", "prefix": prefix}))
+
+    async def kv_watch(self, pattern: str, snapshot: bool = True) -> AsyncKvWatch:
+        """Watches the keys matching `pattern`: the current values (unless `snapshot` is
+        False), `kv_synced`, then every change."""
+        C.require(self.features, "kv_watch")
+        watch = AsyncKvWatch(self, pattern)
+        await self._call({"type": "kv_watch", "key": pattern, "snapshot": bool(snapshot)},
+                         on_answer=self._watch_installer(watch))
+        return watch
+
+    # ── jobs ────────────────────────────────────────────────────────────
+
+    async def job_publish(self, goal: str, payload: Any = None,
+                          idempotency_key: Optional[str] = None, priority: int = 0,
+                          delay: Optional[float] = None, max_attempts: Optional[int] = None,
+                          backoff: Optional[float] = None) -> Tuple[str, bool]:
+        """Queues a job for `goal`; returns `(job_id, duplicate)` (see `Client.job_publish`)."""
+        C.require(self.features, "job_publish")
+        answer = await self._call(C.job_publish_frame(goal, payload, idempotency_key, priority,
+                                                      delay, max_attempts, backoff))
+        return str(answer["job"]), bool(answer.get("duplicate"))
+
+    async def job_claim(self, pattern: str, lease: float = 60.0,
+                        wait: float = 0.0) -> Optional[Frame]:
+        """Claims the first ready job matching `pattern` for `lease` seconds, waiting up to
+        `wait` seconds; returns the `job` frame, or None if none was ready in time."""
+        C.require(self.features, "job_claim")
+        frame = C.job_claim_frame(pattern, lease, wait)
+        answer = await self._call(frame, frame["wait_ms"] / 1000 + self.timeout)
+        return answer if answer.get("type") == "job" else None
+
+    async def job_extend(self, job: Union[Mapping[str, Any], str], lease: Optional[str] = None,
+                         duration: float = 60.0) -> int:
+        """Extends a job's lease to `duration` seconds from now; returns `lease_until_ms`
+        (`LeaseLost` if the lease is not the job's any more)."""
+        C.require(self.features, "job_extend")
+        frame = C.job_lease_frame("job_extend", job, lease)
+        frame["lease_ms"] = C.duration_ms(duration, "duration", positive=True)
+        return int((await self._call(frame))["lease_until_ms"])
+
+    async def job_fulfill(self, job: Union[Mapping[str, Any], str], lease: Optional[str] = None,
+                          result: Any = None) -> None:
+        """Marks a claimed job done, with an optional `result` (`LeaseLost`)."""
+        C.require(self.features, "job_fulfill")
+        frame = C.job_lease_frame("job_fulfill", job, lease)
+        if result is not None:
+            frame["result"] = result
+        await self._call(frame)
+
+    async def job_fail(self, job: Union[Mapping[str, Any], str], lease: Optional[str] = None,
+                       error: Optional[str] = None, retry: bool = True) -> Frame:
+        """Gives a claimed job up as failed; returns `job_failed` (`state` `queued` or
+        `dead`); see `Client.job_fail`."""
+        C.require(self.features, "job_fail")
+        frame = C.job_lease_frame("job_fail", job, lease)
+        if error is not None:
+            frame["error"] = str(error)
+        frame["retry"] = bool(retry)
+        return await self._call(frame)
+
+    async def job_status(self, job: Union[Mapping[str, Any], str]) -> Frame:
+        """The `job_info` frame of a job; `NotFound` for an unknown one."""
+        C.require(self.features, "job_status")
+        return await self._call({"type": "job_status", "job": C.job_id(job)})
+
+    async def job_list(self, state: Optional[str] = None, goal: Optional[str] = None,
+                       limit: Optional[int] = None) -> List[Frame]:
+        """Jobs as `job_info` frames, oldest first, filtered by state and goal pattern."""
+        C.require(self.features, "job_list")
+        return list((await self._call(C.job_list_frame(state, goal, limit))).get("jobs") or [])
+
+    async def job_retry(self, job: Union[Mapping[str, Any], str]) -> None:
+        """Queues a dead or cancelled job again, its attempts reset."""
+        C.require(self.features, "job_retry")
+        await self._call({"type": "job_retry", "job": C.job_id(job)})
+
+    async def job_cancel(self, job: Union[Mapping[str, Any], str]) -> None:
+        """Cancels a queued, leased or dead job."""
+        C.require(self.features, "job_cancel")
+        await self._call({"type": "job_cancel", "job": C.job_id(job)})
 
     # ── plumbing ────────────────────────────────────────────────────────
 

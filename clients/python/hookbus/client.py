@@ -23,7 +23,8 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Opti
 from . import _common as C
 from ._core import END, Call, Router, StreamBase
 from ._frame import MAX_FRAME, FrameDecoder, encode
-from .errors import BadFrame, Closed, HookbusError, Timeout, error_from_frame
+from .errors import (BadFrame, Closed, HookbusError, NoSuchSubscription, NotFound, Timeout,
+                     error_from_frame)
 
 log = logging.getLogger("hookbus")
 
@@ -200,6 +201,44 @@ class Monitor(_Stream):
         self._end(Closed("the monitor is closed"), orderly=True)
 
     def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class KvWatch(_Stream):
+    """A KV watch: iterate it, or call `next(timeout)`, for its frames.
+
+    First one `kv_change` with `"op": "put"` per current value (unless asked
+    without snapshot), then one `kv_synced`, then each change in revision order:
+    `kv_change` frames with `op` `put` (with `value`), `delete` or `expire`, and
+    `key` and `revision`. If the bus drops the watch because this client read too
+    slowly, reading raises `WatchLost` after the frames already received: watch
+    again for a fresh view.
+    """
+
+    def __init__(self, client: "Client", pattern: str) -> None:
+        super().__init__()
+        self._client = client
+        self.pattern = pattern
+        #: The bus's number for this watch (set when `kv_watching` arrives).
+        self.wid: Optional[int] = None
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stops watching (`kv_unwatch`); frames already received can still be read."""
+        if self.ended:
+            return
+        try:
+            if self.wid is not None and not self._client.closed:
+                self._client._call({"type": "kv_unwatch", "wid": self.wid}, timeout=timeout)
+        except (Closed, NoSuchSubscription):
+            pass  # the connection, or the watch, ended already
+        finally:
+            self._client._forget_watch(self.wid, self)
+            self._end(Closed("the watch is closed"), orderly=True)
+
+    def __enter__(self) -> "KvWatch":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -448,6 +487,151 @@ class Client(Router):
         mon = Monitor(self)
         self._call(C.monitor_frame(subject, kinds), on_answer=self._monitor_installer(mon))
         return mon
+
+    # ── KV ──────────────────────────────────────────────────────────────
+
+    def kv_put(self, key: str, value: Any, ttl: Optional[float] = None,
+               if_revision: Optional[int] = None) -> int:
+        """Stores a JSON value under a key; returns its new revision, once committed.
+
+        `ttl`: the key expires that many seconds later. `if_revision`: store only if
+        the key is at that revision (0: only if it does not exist), else raise
+        `RevisionMismatch`, whose `revision` is the current one.
+        """
+        C.require(self.features, "kv_put")
+        return int(self._call(C.kv_put_frame(key, value, ttl, if_revision))["revision"])
+
+    def kv_get(self, key: str) -> Optional[Frame]:
+        """The `kv_value` frame of a key (`value`, `revision`, and `expires_at_ms` for a
+        key with a TTL), or None if the key does not exist."""
+        C.require(self.features, "kv_get")
+        try:
+            return self._call({"type": "kv_get", "key": key})
+        except NotFound:
+            return None
+
+    def kv_delete(self, key: str, if_revision: Optional[int] = None) -> int:
+        """Deletes a key; returns the deletion's revision.
+
+        Raises `NotFound` if there is no such key, and `RevisionMismatch` if
+        `if_revision` is given and the key is not at it.
+        """
+        C.require(self.features, "kv_delete")
+        return int(self._call(C.kv_delete_frame(key, if_revision))["revision"])
+
+    def kv_keys(self, prefix: str = "") -> C.KeyList:
+        """The keys starting with `prefix`, sorted: a list whose `more` says the bus
+        left some out (it lists at most 10 000)."""
+        C.require(self.features, "kv_keys")
+        return C.key_list(self._call({"type": "kv_keys", "prefix": prefix}))
+
+    def kv_watch(self, pattern: str, snapshot: bool = True) -> KvWatch:
+        """Watches the keys matching `pattern` (a key, or `*` / `>` wildcards).
+
+        The `KvWatch` yields the current values first (`snapshot` False leaves them
+        out), then `kv_synced`, then every change; see `KvWatch`.
+        """
+        C.require(self.features, "kv_watch")
+        watch = KvWatch(self, pattern)
+        self._call({"type": "kv_watch", "key": pattern, "snapshot": bool(snapshot)},
+                   on_answer=self._watch_installer(watch))
+        return watch
+
+    # ── jobs ────────────────────────────────────────────────────────────
+
+    def job_publish(self, goal: str, payload: Any = None, idempotency_key: Optional[str] = None,
+                    priority: int = 0, delay: Optional[float] = None,
+                    max_attempts: Optional[int] = None,
+                    backoff: Optional[float] = None) -> Tuple[str, bool]:
+        """Queues a job for `goal` (a subject); returns `(job_id, duplicate)`.
+
+        `delay`: seconds before it may be claimed. `max_attempts` (bus default 3)
+        claims before it is dead; `backoff` (bus default 5 s) the base delay before a
+        failed attempt is queued again, doubling with each attempt. An
+        `idempotency_key` seen in the last hour returns that job with `duplicate`
+        True for the same payload, and raises `IdempotencyConflict` for another.
+        """
+        C.require(self.features, "job_publish")
+        answer = self._call(C.job_publish_frame(goal, payload, idempotency_key, priority,
+                                                delay, max_attempts, backoff))
+        return str(answer["job"]), bool(answer.get("duplicate"))
+
+    def job_claim(self, pattern: str, lease: float = 60.0, wait: float = 0.0) -> Optional[Frame]:
+        """Claims the first ready job whose goal matches `pattern`, leased for `lease`
+        seconds; waits up to `wait` seconds (at most 300) for one.
+
+        Returns the `job` frame (`job`, `goal`, `payload`, `attempt`, `lease`,
+        `lease_until_ms`), to hand to `job_fulfill`, `job_fail` or `job_extend`, or
+        None if no job was ready in time. The answer is waited for `wait` plus the
+        client's `timeout` seconds before `Timeout` is raised.
+        """
+        C.require(self.features, "job_claim")
+        frame = C.job_claim_frame(pattern, lease, wait)
+        answer = self._call(frame, timeout=frame["wait_ms"] / 1000 + self.timeout)
+        return answer if answer.get("type") == "job" else None
+
+    def job_extend(self, job: Union[Mapping[str, Any], str], lease: Optional[str] = None,
+                   duration: float = 60.0) -> int:
+        """Extends a job's lease to `duration` seconds from now; returns the new end of the
+        lease (`lease_until_ms`, Unix ms).
+
+        `job` is the claimed job frame (which carries its lease) or a job id with its
+        `lease` token. Raises `LeaseLost` if the lease is not the job's any more.
+        """
+        C.require(self.features, "job_extend")
+        frame = C.job_lease_frame("job_extend", job, lease)
+        frame["lease_ms"] = C.duration_ms(duration, "duration", positive=True)
+        return int(self._call(frame)["lease_until_ms"])
+
+    def job_fulfill(self, job: Union[Mapping[str, Any], str], lease: Optional[str] = None,
+                    result: Any = None) -> None:
+        """Marks a claimed job done, with an optional JSON `result`; `LeaseLost` if the
+        lease is not the job's any more (the worker must stop: another may have it)."""
+        C.require(self.features, "job_fulfill")
+        frame = C.job_lease_frame("job_fulfill", job, lease)
+        if result is not None:
+            frame["result"] = result
+        self._call(frame)
+
+    def job_fail(self, job: Union[Mapping[str, Any], str], lease: Optional[str] = None,
+                 error: Optional[str] = None, retry: bool = True) -> Frame:
+        """Gives a claimed job up as failed; returns the `job_failed` frame, whose `state`
+        is `queued` (with `ready_at_ms`) or `dead`.
+
+        With `retry` (the default) the job is queued again after its backoff, unless
+        that was its last attempt; without, it is dead at once. `LeaseLost` as for
+        `job_fulfill`.
+        """
+        C.require(self.features, "job_fail")
+        frame = C.job_lease_frame("job_fail", job, lease)
+        if error is not None:
+            frame["error"] = str(error)
+        frame["retry"] = bool(retry)
+        return self._call(frame)
+
+    def job_status(self, job: Union[Mapping[str, Any], str]) -> Frame:
+        """The `job_info` frame of a job (`state`, `attempt`, `payload`, `result`,
+        `error`, ...); raises `NotFound` for an unknown (or long finished) job."""
+        C.require(self.features, "job_status")
+        return self._call({"type": "job_status", "job": C.job_id(job)})
+
+    def job_list(self, state: Optional[str] = None, goal: Optional[str] = None,
+                 limit: Optional[int] = None) -> List[Frame]:
+        """Jobs as `job_info` frames, oldest first: in `state` (`queued`, `leased`,
+        `done`, `dead` or `cancelled`), with a goal matching the pattern `goal`, at most
+        `limit` (bus default 100, at most 1000)."""
+        C.require(self.features, "job_list")
+        return list(self._call(C.job_list_frame(state, goal, limit)).get("jobs") or [])
+
+    def job_retry(self, job: Union[Mapping[str, Any], str]) -> None:
+        """Queues a dead or cancelled job again, its attempts reset."""
+        C.require(self.features, "job_retry")
+        self._call({"type": "job_retry", "job": C.job_id(job)})
+
+    def job_cancel(self, job: Union[Mapping[str, Any], str]) -> None:
+        """Cancels a queued, leased or dead job (its lease, if any, is lost)."""
+        C.require(self.features, "job_cancel")
+        self._call({"type": "job_cancel", "job": C.job_id(job)})
 
     # ── plumbing ────────────────────────────────────────────────────────
 

@@ -161,6 +161,75 @@ class TooManyRequests(HookbusError):
     code = "too_many_requests"
 
 
+class StorageUnavailable(HookbusError):
+    """The store cannot write (disk full, I/O error), is too far behind, or the bus has
+    none: nothing was stored."""
+
+    code = "storage_unavailable"
+
+
+class RevisionMismatch(HookbusError):
+    """A KV write's `if_revision` did not hold.
+
+    `revision` is the key's current revision (0: the key does not exist), from the
+    error frame.
+    """
+
+    code = "revision_mismatch"
+
+    def __init__(self, detail: str = "", *, code: Optional[str] = None,
+                 frame: Optional[Mapping[str, Any]] = None,
+                 revision: Optional[int] = None) -> None:
+        super().__init__(detail, code=code, frame=frame)
+        if revision is None and frame is not None and frame.get("revision") is not None:
+            revision = int(frame["revision"])
+        #: The key's current revision (0: absent); None if the bus did not say.
+        self.revision: Optional[int] = revision
+
+
+class NotFound(HookbusError):
+    """No such KV key, or no such job."""
+
+    code = "not_found"
+
+
+class BadKey(HookbusError):
+    """A KV key or pattern breaks the rules of subjects."""
+
+    code = "bad_key"
+
+
+class ValueTooLarge(HookbusError):
+    """A KV value, job payload, result or error is over 1 MiB of JSON."""
+
+    code = "value_too_large"
+
+
+class KvFull(HookbusError):
+    """The KV holds the most keys or bytes it may."""
+
+    code = "kv_full"
+
+
+class LeaseLost(HookbusError):
+    """The job's lease is not this one any more (it expired, the job was requeued,
+    finished or cancelled): stop working on the job."""
+
+    code = "lease_lost"
+
+
+class IdempotencyConflict(HookbusError):
+    """A `job_publish` reused an idempotency key with another payload."""
+
+    code = "idempotency_conflict"
+
+
+class SnapshotTooLarge(HookbusError):
+    """A `kv_watch` matches too many current values to send at once."""
+
+    code = "snapshot_too_large"
+
+
 class Closed(HookbusError):
     """The connection, or the subscription or stream read from, has ended.
 
@@ -168,6 +237,16 @@ class Closed(HookbusError):
     """
 
     code = "closed"
+
+
+class WatchLost(Closed):
+    """The bus ended a KV watch because its reader fell behind (`kv_unwatched` with a
+    `reason`); `frame` is that frame. Watch again for the current values.
+
+    A client-side code: the bus never sends it as an error.
+    """
+
+    code = "watch_lost"
 
 
 _BY_CODE: Dict[str, Type[HookbusError]] = {
@@ -196,7 +275,17 @@ _BY_CODE: Dict[str, Type[HookbusError]] = {
         ResponderGone,
         Dropped,
         TooManyRequests,
+        StorageUnavailable,
+        RevisionMismatch,
+        NotFound,
+        BadKey,
+        ValueTooLarge,
+        KvFull,
+        LeaseLost,
+        IdempotencyConflict,
+        SnapshotTooLarge,
         Closed,
+        WatchLost,
     )
 }
 

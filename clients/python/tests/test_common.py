@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any, Dict, List
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hookbus  # noqa: E402
 from hookbus import _common as C  # noqa: E402
 from hookbus._core import END, Call, Router  # noqa: E402
-from hookbus.client import Subscription, _Stream  # noqa: E402
+from hookbus.client import KvWatch, Subscription, _Stream  # noqa: E402
 
 
 class ErrorsTest(unittest.TestCase):
@@ -26,6 +25,11 @@ class ErrorsTest(unittest.TestCase):
             "not_negotiated": hookbus.NotNegotiated, "bad_subject": hookbus.BadSubject,
             "endpoint_not_found": hookbus.EndpointNotFound, "shutting_down": hookbus.ShuttingDown,
             "too_many_requests": hookbus.TooManyRequests, "retained_full": hookbus.RetainedFull,
+            "storage_unavailable": hookbus.StorageUnavailable, "not_found": hookbus.NotFound,
+            "bad_key": hookbus.BadKey, "value_too_large": hookbus.ValueTooLarge,
+            "kv_full": hookbus.KvFull, "lease_lost": hookbus.LeaseLost,
+            "idempotency_conflict": hookbus.IdempotencyConflict,
+            "snapshot_too_large": hookbus.SnapshotTooLarge,
         }
         for code, cls in cases.items():
             with self.subTest(code=code):
@@ -39,6 +43,15 @@ class ErrorsTest(unittest.TestCase):
         error = hookbus.error_from_frame({"type": "error", "code": "new_thing"})
         self.assertIs(type(error), hookbus.HookbusError)
         self.assertEqual((error.code, error.detail), ("new_thing", ""))
+
+    def test_revision_mismatch_carries_the_current_revision(self) -> None:
+        frame = {"type": "error", "code": "revision_mismatch", "detail": "at 7", "revision": 7}
+        error = hookbus.error_from_frame(frame)
+        self.assertIsInstance(error, hookbus.RevisionMismatch)
+        self.assertEqual(error.revision, 7)
+        self.assertEqual(type(error)(error.detail, code=error.code, frame=error.frame).revision, 7)
+        self.assertIsNone(hookbus.RevisionMismatch("local").revision)
+        self.assertEqual(hookbus.RevisionMismatch("local", revision=0).revision, 0)
 
     def test_timeout_is_a_timeout_error(self) -> None:
         self.assertTrue(issubclass(hookbus.Timeout, TimeoutError))
@@ -107,6 +120,65 @@ class RequestFramesTest(unittest.TestCase):
         with self.assertRaises(hookbus.NotNegotiated) as caught:
             C.require(["topics"], "request")
         self.assertIn("rpc", caught.exception.detail)
+        for kind, feature in (("kv_watch", "kv"), ("job_claim", "jobs")):
+            C.require([feature], kind)
+            with self.assertRaises(hookbus.NotNegotiated):
+                C.require(["topics", "rpc"], kind)
+        self.assertIn("kv", C.DEFAULT_FEATURES)
+        self.assertIn("jobs", C.DEFAULT_FEATURES)
+
+    def test_kv_frames(self) -> None:
+        self.assertEqual(C.kv_put_frame("a.b", {"x": 1}, None, None),
+                         {"type": "kv_put", "key": "a.b", "value": {"x": 1}})
+        self.assertEqual(C.kv_put_frame("a", None, 1.5, 0),
+                         {"type": "kv_put", "key": "a", "value": None, "ttl_s": 1.5,
+                          "if_revision": 0})
+        for ttl in (0, -1, float("nan"), float("inf"), True):
+            with self.assertRaises(ValueError):
+                C.kv_put_frame("a", 1, ttl, None)
+        for revision in (-1, 1.5, True):
+            with self.assertRaises(ValueError):
+                C.kv_delete_frame("a", revision)  # type: ignore[arg-type]
+        self.assertEqual(C.kv_delete_frame("a", 3),
+                         {"type": "kv_delete", "key": "a", "if_revision": 3})
+        keys = C.key_list({"type": "kv_key_list", "keys": ["a", "b"], "more": True})
+        self.assertEqual((keys, keys.more), (["a", "b"], True))
+
+    def test_job_frames(self) -> None:
+        self.assertEqual(C.job_publish_frame("img.resize", None, None, 0, None, None, None),
+                         {"type": "job_publish", "goal": "img.resize", "payload": None})
+        self.assertEqual(C.job_publish_frame("g", 1, "k", 2, 0.5, 4, 0.01),
+                         {"type": "job_publish", "goal": "g", "payload": 1,
+                          "idempotency_key": "k", "priority": 2, "delay_ms": 500,
+                          "max_attempts": 4, "backoff_ms": 10})
+        self.assertEqual(C.job_claim_frame("img.>", 0.3, 0),
+                         {"type": "job_claim", "goal": "img.>", "lease_ms": 300, "wait_ms": 0})
+        for lease, wait in ((0, 1), (0.0001, 1), (1, -1), (1, 300.001), (float("nan"), 1)):
+            with self.assertRaises(ValueError):
+                C.job_claim_frame("a", lease, wait)
+        claimed = {"type": "job", "job": "J", "lease": "L"}
+        self.assertEqual(C.job_lease_frame("job_fulfill", claimed, None),
+                         {"type": "job_fulfill", "job": "J", "lease": "L"})
+        self.assertEqual(C.job_lease_frame("job_fail", "J", "M"),
+                         {"type": "job_fail", "job": "J", "lease": "M"})
+        with self.assertRaises(TypeError):
+            C.job_lease_frame("job_fulfill", "J", None)
+        with self.assertRaises(TypeError):
+            C.job_lease_frame("job_fulfill", claimed, {"result": 1})  # type: ignore[arg-type]
+        with self.assertRaises(TypeError):
+            C.job_id(7)
+        self.assertEqual(C.job_list_frame("dead", "a.>", 5),
+                         {"type": "job_list", "state": "dead", "goal": "a.>", "limit": 5})
+        self.assertEqual(C.job_list_frame(None, None, None), {"type": "job_list"})
+
+    def test_kv_frames_are_routed_by_wid(self) -> None:
+        self.assertEqual(C.classify({"type": "kv_change", "wid": 2, "op": "put"}), (C.WID, 2))
+        self.assertEqual(C.classify({"type": "kv_synced", "wid": 2}), (C.WID, 2))
+        self.assertEqual(C.classify({"type": "kv_unwatched", "wid": 2, "reason": "slow"}),
+                         (C.WID, 2))
+        self.assertEqual(C.classify({"type": "kv_unwatched", "wid": 2, "rid": 9}), (C.ANSWER, 9))
+        self.assertEqual(C.classify({"type": "kv_watching", "wid": 2, "rid": 8}), (C.ANSWER, 8))
+        self.assertEqual(C.classify({"type": "job", "job": "J", "rid": 3}), (C.ANSWER, 3))
 
 
 class FakeRouter(Router):
@@ -189,6 +261,37 @@ class RouterTest(unittest.TestCase):
         r._disconnected(None)
         with self.assertRaises(hookbus.ShuttingDown):
             r._messages.next(0)
+
+    def test_kv_watch_install_changes_and_loss(self) -> None:
+        r = FakeRouter()
+        r._welcomed({"type": "welcome", "protocol": 2})
+        watch = KvWatch(mock.Mock(), "cfg.>")
+        r._watch_installer(watch)({"type": "kv_watching", "rid": 1, "wid": 4})
+        self.assertEqual(watch.wid, 4)
+        r._dispatch({"type": "kv_change", "wid": 4, "op": "put", "key": "cfg.a", "value": 1,
+                     "revision": 2})
+        r._dispatch({"type": "kv_synced", "wid": 4})
+        r._dispatch({"type": "kv_change", "wid": 5, "op": "put", "key": "x", "revision": 3})
+        r._dispatch({"type": "kv_unwatched", "wid": 4, "reason": "the watcher fell behind"})
+        self.assertEqual([f["type"] for f in _take(watch)], ["kv_change", "kv_synced"])
+        with self.assertRaises(hookbus.WatchLost) as caught:
+            watch.next(0)
+        self.assertIsInstance(caught.exception, hookbus.Closed)
+        self.assertIn("fell behind", caught.exception.detail)
+        with self.assertRaises(hookbus.WatchLost):
+            list(watch)  # a lost watch is not an orderly end
+        self.assertEqual(r._watches, {})
+
+    def test_disconnect_ends_kv_watches(self) -> None:
+        r = FakeRouter()
+        watch = KvWatch(mock.Mock(), "a")
+        r._watch_installer(watch)({"type": "kv_watching", "rid": 1, "wid": 1})
+        r._dispatch({"type": "kv_synced", "wid": 1})
+        r._disconnected(None)
+        self.assertEqual([f["type"] for f in _take(watch)], ["kv_synced"])
+        with self.assertRaises(hookbus.Closed):
+            watch.next(0)
+        self.assertEqual(r._watches, {})
 
     def test_disconnect_wakes_calls_and_ends_streams(self) -> None:
         r = FakeRouter()

@@ -9,7 +9,6 @@ import unittest
 from pathlib import Path
 from typing import Any, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hookbus import BadFrame, FrameTooLarge, HookbusError  # noqa: E402
 from hookbus._frame import (MAX_FRAME, FrameDecoder, decode, encode,  # noqa: E402

@@ -21,7 +21,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hookbus  # noqa: E402
 from hookbus import BusClient, Client, send_message  # noqa: E402
