@@ -21,5 +21,6 @@ mod python_client;
 mod reactors;
 mod robustness;
 mod rpc;
+mod streams;
 mod topics;
 mod topics_cli;
