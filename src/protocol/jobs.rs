@@ -6,6 +6,7 @@
 //! Each job frame is read into its own typed struct from the frame's text
 //! (jobs are not the hot path; serde names a mistyped field).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -185,10 +186,12 @@ fn json_len(raw: &RawValue, field: &str) -> Result<(), ProtocolError> {
 pub(super) fn parse_publish(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
     #[derive(Deserialize)]
     struct Wire<'a> {
-        goal: &'a str,
+        #[serde(borrow)]
+        goal: Cow<'a, str>,
         #[serde(borrow)]
         payload: Option<&'a RawValue>,
-        idempotency_key: Option<&'a str>,
+        #[serde(borrow)]
+        idempotency_key: Option<Cow<'a, str>>,
         #[serde(default)]
         priority: i64,
         #[serde(default)]
@@ -197,7 +200,7 @@ pub(super) fn parse_publish(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<O
         backoff_ms: Option<u64>,
     }
     let w: Wire = read(text, "job_publish")?;
-    goal(w.goal, false)?;
+    goal(&w.goal, false)?;
     let payload = match w.payload {
         Some(p) => {
             json_len(p, "payload")?;
@@ -206,7 +209,7 @@ pub(super) fn parse_publish(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<O
         }
         None => Bytes::from_static(b"null"),
     };
-    if let Some(k) = w.idempotency_key {
+    if let Some(k) = &w.idempotency_key {
         if k.is_empty() || k.len() > MAX_KEY_LEN {
             return Err(ProtocolError::bad_request(format!(
                 "field `idempotency_key` must be 1 to {MAX_KEY_LEN} bytes"
@@ -223,7 +226,7 @@ pub(super) fn parse_publish(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<O
         JobOp::Publish(NewJob {
             goal: w.goal.into(),
             payload,
-            idempotency_key: w.idempotency_key.map(Arc::from),
+            idempotency_key: w.idempotency_key.as_deref().map(Arc::from),
             priority: w.priority,
             delay_ms: bounded(w.delay_ms, MAX_DELAY_MS, "delay_ms")?,
             max_attempts,
@@ -240,13 +243,14 @@ pub(super) fn parse_publish(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<O
 pub(super) fn parse_claim(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
     #[derive(Deserialize)]
     struct Wire<'a> {
-        goal: &'a str,
+        #[serde(borrow)]
+        goal: Cow<'a, str>,
         lease_ms: Option<u64>,
         #[serde(default)]
         wait_ms: u64,
     }
     let w: Wire = read(text, "job_claim")?;
-    goal(w.goal, true)?;
+    goal(&w.goal, true)?;
     let lease_ms = w.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
     if lease_ms == 0 {
         return Err(ProtocolError::bad_request(
@@ -265,8 +269,10 @@ pub(super) fn parse_claim(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op,
 
 #[derive(Deserialize)]
 struct Leased<'a> {
-    job: &'a str,
-    lease: &'a str,
+    #[serde(borrow)]
+    job: Cow<'a, str>,
+    #[serde(borrow)]
+    lease: Cow<'a, str>,
 }
 
 pub(super) fn parse_extend(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
@@ -277,7 +283,12 @@ pub(super) fn parse_extend(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op
         lease_ms: Option<u64>,
     }
     let w: Wire = read(text, "job_extend")?;
-    let lease_ms = w.lease_ms.unwrap_or(DEFAULT_LEASE_MS).max(1);
+    let lease_ms = w.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
+    if lease_ms == 0 {
+        return Err(ProtocolError::bad_request(
+            "field `lease_ms` must be over 0",
+        ));
+    }
     job_op(
         JobOp::Extend {
             job: w.leased.job.into(),
@@ -291,8 +302,10 @@ pub(super) fn parse_extend(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op
 pub(super) fn parse_fulfill(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
     #[derive(Deserialize)]
     struct Wire<'a> {
-        job: &'a str,
-        lease: &'a str,
+        #[serde(borrow)]
+        job: Cow<'a, str>,
+        #[serde(borrow)]
+        lease: Cow<'a, str>,
         #[serde(borrow)]
         result: Option<&'a RawValue>,
     }
@@ -318,8 +331,10 @@ pub(super) fn parse_fulfill(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<O
 pub(super) fn parse_fail(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
     #[derive(Deserialize)]
     struct Wire<'a> {
-        job: &'a str,
-        lease: &'a str,
+        #[serde(borrow)]
+        job: Cow<'a, str>,
+        #[serde(borrow)]
+        lease: Cow<'a, str>,
         error: Option<String>,
         retry: Option<bool>,
     }
@@ -343,7 +358,8 @@ pub(super) fn parse_fail(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, 
 
 #[derive(Deserialize)]
 struct ById<'a> {
-    job: &'a str,
+    #[serde(borrow)]
+    job: Cow<'a, str>,
 }
 
 pub(super) fn parse_status(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
@@ -364,26 +380,28 @@ pub(super) fn parse_cancel(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op
 pub(super) fn parse_list(_: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
     #[derive(Deserialize)]
     struct Wire<'a> {
-        state: Option<&'a str>,
-        goal: Option<&'a str>,
+        #[serde(borrow)]
+        state: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        goal: Option<Cow<'a, str>>,
         limit: Option<usize>,
     }
     let w: Wire = read(text, "job_list")?;
     let state = match w.state {
         None => None,
-        Some(s) => Some(JobState::from_name(s).ok_or_else(|| {
+        Some(s) => Some(JobState::from_name(&s).ok_or_else(|| {
             ProtocolError::bad_request(
                 "field `state` must be queued, leased, done, dead or cancelled",
             )
         })?),
     };
-    if let Some(g) = w.goal {
-        goal(g, true)?;
+    if let Some(g) = &w.goal {
+        goal(g.as_ref(), true)?;
     }
     job_op(
         JobOp::List {
             state,
-            pattern: w.goal.map(Into::into),
+            pattern: w.goal.as_deref().map(Into::into),
             limit: w.limit.unwrap_or(100).clamp(1, MAX_LIST),
         },
         frame,
@@ -485,8 +503,10 @@ pub fn info(info: &JobInfo<'_>) -> Bytes {
     })
 }
 
-pub fn list(jobs: &[JobInfo<'_>]) -> Bytes {
-    frame::encode_json(&serde_json::json!({"type": "job_list", "jobs": jobs}))
+/// `{"type":"job_list","jobs":[…],"more":bool}`: `more` when the list was cut
+/// short (by `limit`, by size, or by how many jobs were looked through).
+pub fn list(jobs: &[JobInfo<'_>], more: bool) -> Bytes {
+    frame::encode_json(&serde_json::json!({"type": "job_list", "jobs": jobs, "more": more}))
 }
 
 pub fn lease_lost(job: &str) -> Bytes {
@@ -512,6 +532,19 @@ mod tests {
             Op::Invalid(e) => Err(*e),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn strings_with_escapes_are_read_like_any_other() {
+        let Ok(JobOp::Publish(j)) =
+            op(r#"{"type":"job_publish","goal":"caf\u00e9.x","idempotency_key":"a\/b"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (&*j.goal, j.idempotency_key.as_deref()),
+            ("café.x", Some("a/b"))
+        );
     }
 
     #[test]

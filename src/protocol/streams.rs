@@ -2,6 +2,8 @@
 //! `replay`. `replay`, `stream_info`, `stream_list`, and the frames that answer
 //! them.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -40,15 +42,24 @@ pub(super) fn parse_replay(_: &Head<'_>, text: &str, _: &Bytes) -> Result<Op, Pr
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum FromWire<'a> {
-        Word(&'a str),
-        Seq { seq: u64 },
-        Time { time_ms: u64 },
-        Id { id: &'a str },
+        Word(#[serde(borrow)] Cow<'a, str>),
+        Seq {
+            seq: u64,
+        },
+        Time {
+            time_ms: u64,
+        },
+        Id {
+            #[serde(borrow)]
+            id: Cow<'a, str>,
+        },
     }
     #[derive(Deserialize)]
     struct Wire<'a> {
-        stream: &'a str,
-        subject: Option<&'a str>,
+        #[serde(borrow)]
+        stream: Cow<'a, str>,
+        #[serde(borrow)]
+        subject: Option<Cow<'a, str>>,
         #[serde(borrow)]
         from: Option<FromWire<'a>>,
     }
@@ -60,20 +71,23 @@ pub(super) fn parse_replay(_: &Head<'_>, text: &str, _: &Bytes) -> Result<Op, Pr
         )
     };
     let from = match w.from {
-        None | Some(FromWire::Word("first")) => From::First,
-        Some(FromWire::Word("last")) => From::Last,
-        Some(FromWire::Word("new")) => From::New,
-        Some(FromWire::Word(_)) => return Err(bad_from()),
+        None => From::First,
+        Some(FromWire::Word(word)) => match word.as_ref() {
+            "first" => From::First,
+            "last" => From::Last,
+            "new" => From::New,
+            _ => return Err(bad_from()),
+        },
         Some(FromWire::Seq { seq }) => From::Seq(seq),
         Some(FromWire::Time { time_ms }) => From::Time(time_ms),
         Some(FromWire::Id { id }) => From::Id(id.into()),
     };
-    if let Some(p) = w.subject {
-        crate::subject::check_pattern(p).map_err(super::topics::bad_subject)?;
+    if let Some(p) = &w.subject {
+        crate::subject::check_pattern(p.as_ref()).map_err(super::topics::bad_subject)?;
     }
     Ok(Op::Stream(Box::new(StreamOp::Replay {
         stream: w.stream.into(),
-        subject: w.subject.map(Into::into),
+        subject: w.subject.as_deref().map(Into::into),
         from,
     })))
 }
@@ -81,7 +95,8 @@ pub(super) fn parse_replay(_: &Head<'_>, text: &str, _: &Bytes) -> Result<Op, Pr
 pub(super) fn parse_info(_: &Head<'_>, text: &str, _: &Bytes) -> Result<Op, ProtocolError> {
     #[derive(Deserialize)]
     struct Wire<'a> {
-        stream: &'a str,
+        #[serde(borrow)]
+        stream: Cow<'a, str>,
     }
     let w: Wire = serde_json::from_str(text)
         .map_err(|e| ProtocolError::bad_request(format!("invalid `stream_info`: {e}")))?;

@@ -36,20 +36,30 @@ impl Router {
     }
 
     pub(super) fn jobs_session_ended(&mut self, key: SessionKey) {
-        if !self.job_sessions.remove(&key) {
-            return;
+        if self.job_sessions.remove(&key) {
+            self.closes_pending.push(key);
+            self.tell_closes();
         }
-        let Some(store) = &self.store else { return };
-        let request = store::Request {
-            session: key,
-            rid: None,
-            op: StoreOp::SessionClosed,
+    }
+
+    /// Tells the store which job sessions ended, so it gives up their leases
+    /// and waiting claims. When its queue is full they are told again at the
+    /// next tick: a lost close would leave jobs leased to nobody.
+    pub(super) fn tell_closes(&mut self) {
+        let Some(store) = &self.store else {
+            self.closes_pending.clear();
+            return;
         };
-        if store.send(request).is_err() {
-            tracing::warn!(
-                key,
-                "the store is too far behind to hear that a worker left: its leases end when they expire"
-            );
+        let pending = std::mem::take(&mut self.closes_pending);
+        for key in pending {
+            let request = store::Request {
+                session: key,
+                rid: None,
+                op: StoreOp::SessionClosed,
+            };
+            if store.send(request).is_err() {
+                self.closes_pending.push(key);
+            }
         }
     }
 }

@@ -211,6 +211,8 @@ pub struct Router {
     kv: kv::Kv,
     /// Sessions that sent job requests (told to the store when they end).
     job_sessions: HashSet<SessionKey, KeyHash>,
+    /// Job sessions that ended, not yet told to the store (its queue was full).
+    closes_pending: Vec<SessionKey>,
     /// Replays waiting for their client to have room for the next chunk.
     replays: Vec<crate::store::streams::Cursor>,
     last_replay: u64,
@@ -239,6 +241,7 @@ impl Router {
             kv: kv::Kv::default(),
             job_sessions: HashSet::default(),
             replays: Vec::new(),
+            closes_pending: Vec::new(),
             last_replay: 0,
         }
     }
@@ -294,9 +297,10 @@ impl Router {
                 }
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
-                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() || !self.replays.is_empty() => {
+                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() || !self.replays.is_empty() || !self.closes_pending.is_empty() => {
                     self.unpark();
                     self.resume_replays();
+                    self.tell_closes();
                     self.resume_deferred();
                     self.send_gaps();
                     self.registry.reap();

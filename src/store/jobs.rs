@@ -33,6 +33,10 @@ impl Default for JobsConfig {
     }
 }
 
+/// Most rows one `job_list` looks through, and most bytes of jobs it answers.
+const LIST_SCAN: usize = 20_000;
+const LIST_BYTES: usize = 4 * 1024 * 1024;
+
 /// How often finished jobs and expired keys are swept.
 const CLEANUP_EVERY_MS: u64 = 60_000;
 
@@ -82,14 +86,22 @@ struct Waiting {
     deadline_ms: u64,
 }
 
+/// A ready job's place in its goal's queue: priority (highest first), then age.
+type Rank = (Reverse<i64>, u64, Arc<str>);
+
 #[derive(Debug, Default)]
 pub struct Jobs {
     config: JobsConfig,
     live: HashMap<Arc<str>, Live>,
-    ready: BTreeSet<(Reverse<i64>, u64, Arc<str>)>,
+    /// Jobs that may be claimed, by goal, best first: a claim looks at one
+    /// queue per goal its pattern matches, never at every job.
+    ready: HashMap<Arc<str>, BTreeSet<Rank>>,
+    /// A job became ready since waiting claims were last matched.
+    readied: bool,
     delayed: BTreeSet<(u64, Arc<str>)>,
     leases: BTreeSet<(u64, Arc<str>)>,
-    idem: HashMap<Arc<str>, Idem>,
+    /// Idempotency keys, per goal.
+    idem: HashMap<(Arc<str>, Arc<str>), Idem>,
     waiting: VecDeque<Waiting>,
     seq: u64,
     next_cleanup_ms: u64,
@@ -155,12 +167,15 @@ impl Jobs {
             jobs.live.insert(id, job);
         }
         let mut stmt = conn.prepare(
-            "SELECT id, idem_key, payload, idem_expires_ms FROM jobs
+            "SELECT id, idem_key, payload, idem_expires_ms, goal FROM jobs
              WHERE idem_key IS NOT NULL AND idem_expires_ms > ?1",
         )?;
         let rows = stmt.query_map([now_ms as i64], |r| {
             Ok((
-                Arc::<str>::from(r.get::<_, String>(1)?),
+                (
+                    Arc::<str>::from(r.get::<_, String>(4)?),
+                    Arc::<str>::from(r.get::<_, String>(1)?),
+                ),
                 Idem {
                     job: r.get::<_, String>(0)?.into(),
                     payload: Bytes::from(r.get::<_, Vec<u8>>(2)?),
@@ -190,6 +205,7 @@ impl Jobs {
             }
         }
         fresh.waiting = std::mem::take(&mut self.waiting);
+        fresh.readied = true;
         fresh.next_cleanup_ms = self.next_cleanup_ms;
         *self = fresh;
         Ok(())
@@ -209,11 +225,17 @@ impl Jobs {
             None if job.ready_at_ms > crate::store::now_ms() => {
                 self.delayed.insert((job.ready_at_ms, id.clone()));
             }
-            None => {
-                self.ready
-                    .insert((Reverse(job.priority), job.seq, id.clone()));
-            }
+            None => self.make_ready(id, job),
         }
+    }
+
+    fn make_ready(&mut self, id: &Arc<str>, job: &Live) {
+        self.ready.entry(job.goal.clone()).or_default().insert((
+            Reverse(job.priority),
+            job.seq,
+            id.clone(),
+        ));
+        self.readied = true;
     }
 
     fn unplace(&mut self, id: &Arc<str>, job: &Live) {
@@ -221,8 +243,12 @@ impl Jobs {
             self.leases.remove(&(lease.until_ms, id.clone()));
         }
         self.delayed.remove(&(job.ready_at_ms, id.clone()));
-        self.ready
-            .remove(&(Reverse(job.priority), job.seq, id.clone()));
+        if let Some(queue) = self.ready.get_mut(&job.goal) {
+            queue.remove(&(Reverse(job.priority), job.seq, id.clone()));
+            if queue.is_empty() {
+                self.ready.remove(&job.goal);
+            }
+        }
     }
 
     /// The earliest time a timer is due.
@@ -337,7 +363,8 @@ impl Jobs {
 
     fn publish(&mut self, tx: &Transaction, new: NewJob, now: u64) -> rusqlite::Result<Bytes> {
         if let Some(key) = &new.idempotency_key {
-            if let Some(idem) = self.idem.get(key).filter(|i| i.expires_ms > now) {
+            let scoped = (new.goal.clone(), key.clone());
+            if let Some(idem) = self.idem.get(&scoped).filter(|i| i.expires_ms > now) {
                 return Ok(if idem.payload == new.payload {
                     wire::published(&idem.job, true)
                 } else {
@@ -387,7 +414,7 @@ impl Jobs {
         ])?;
         if let (Some(key), Some(expires_ms)) = (new.idempotency_key, idem_expires) {
             self.idem.insert(
-                key,
+                (job.goal.clone(), key),
                 Idem {
                     job: id.clone(),
                     payload: job.payload.clone(),
@@ -400,14 +427,21 @@ impl Jobs {
         Ok(wire::published(&id, false))
     }
 
+    /// The best ready job whose goal `pattern` matches: the heads of the
+    /// matching goals' queues compared.
     fn first_ready(&self, pattern: &str) -> Option<Arc<str>> {
+        if crate::subject::is_literal(pattern) {
+            return self
+                .ready
+                .get(pattern)?
+                .first()
+                .map(|(_, _, id)| id.clone());
+        }
         self.ready
             .iter()
-            .find(|(_, _, id)| {
-                self.live
-                    .get(id)
-                    .is_some_and(|j| crate::subject::matches(pattern, &j.goal))
-            })
+            .filter(|(goal, _)| crate::subject::matches(pattern, goal))
+            .filter_map(|(_, queue)| queue.first())
+            .min()
             .map(|(_, _, id)| id.clone())
     }
 
@@ -545,22 +579,42 @@ impl Jobs {
         pattern: Option<&str>,
         limit: usize,
     ) -> rusqlite::Result<Bytes> {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {INFO_COLUMNS} FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY created_ms, id"
-        ))?;
-        let mut rows = stmt.query([state.map(JobState::name)])?;
-        let mut found = Vec::new();
+        // Both orders are served by an index; a goal pattern is matched here,
+        // over at most LIST_SCAN rows, so one list cannot hold the store long.
+        let sql = match state {
+            Some(_) => format!(
+                "SELECT {INFO_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY created_ms, id LIMIT ?2"
+            ),
+            None => format!(
+                "SELECT {INFO_COLUMNS} FROM jobs WHERE ?1 IS NULL ORDER BY created_ms, id LIMIT ?2"
+            ),
+        };
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![state.map(JobState::name), LIST_SCAN as i64 + 1])?;
+        let (mut found, mut bytes, mut scanned, mut more) = (Vec::new(), 0usize, 0usize, false);
         while let Some(r) = rows.next()? {
-            let row = InfoRow::read(r)?;
-            if pattern.is_none_or(|p| crate::subject::matches(p, &row.goal)) {
-                found.push(row);
-                if found.len() == limit {
-                    break;
-                }
+            scanned += 1;
+            if scanned > LIST_SCAN {
+                more = true;
+                break;
             }
+            let row = InfoRow::read(r)?;
+            if pattern.is_some_and(|p| !crate::subject::matches(p, &row.goal)) {
+                continue;
+            }
+            // The answer stays well within a frame, whatever the payloads.
+            bytes += 256
+                + row.payload.len()
+                + row.result.as_ref().map_or(0, Vec::len)
+                + row.error.as_ref().map_or(0, String::len);
+            if found.len() == limit || bytes > LIST_BYTES {
+                more = true;
+                break;
+            }
+            found.push(row);
         }
         let infos: Vec<JobInfo<'_>> = found.iter().map(InfoRow::info).collect();
-        Ok(wire::list(&infos))
+        Ok(wire::list(&infos, more))
     }
 
     fn retry(&mut self, tx: &Transaction, id: &Arc<str>, now: u64) -> rusqlite::Result<Bytes> {
@@ -653,8 +707,8 @@ impl Jobs {
                 break;
             }
             self.delayed.remove(&(at, id.clone()));
-            if let Some(job) = self.live.get(&id) {
-                self.ready.insert((Reverse(job.priority), job.seq, id));
+            if let Some(job) = self.live.get(&id).cloned() {
+                self.make_ready(&id, &job);
             }
         }
         while let Some((at, id)) = self.leases.first().cloned() {
@@ -673,6 +727,11 @@ impl Jobs {
                 }
             }
         }
+        // Waiting claims are looked at when a job became ready or one's wait ends.
+        let due = self.waiting.iter().any(|w| w.deadline_ms <= now);
+        if !std::mem::take(&mut self.readied) && !due {
+            return self.maybe_cleanup(tx, now);
+        }
         let mut still = VecDeque::with_capacity(self.waiting.len());
         while let Some(w) = self.waiting.pop_front() {
             if let Some(id) = self.first_ready(&w.pattern) {
@@ -685,6 +744,10 @@ impl Jobs {
             }
         }
         self.waiting = still;
+        self.maybe_cleanup(tx, now)
+    }
+
+    fn maybe_cleanup(&mut self, tx: &Transaction, now: u64) -> rusqlite::Result<()> {
         if now >= self.next_cleanup_ms {
             if self.next_cleanup_ms > 0 {
                 self.cleanup(tx, now)?;

@@ -50,6 +50,10 @@ const MIGRATIONS: &[&str] = &[
          size INTEGER NOT NULL,
          PRIMARY KEY (stream, seq)
      ) WITHOUT ROWID;",
+    // 4: jobs listed in creation order, with or without a state, from an index.
+    "DROP INDEX jobs_by_state;
+     CREATE INDEX jobs_by_created ON jobs (created_ms, id);
+     CREATE INDEX jobs_by_state_created ON jobs (state, created_ms, id);",
 ];
 
 /// The schema version this build writes.

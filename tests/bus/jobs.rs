@@ -241,6 +241,44 @@ async fn priorities_delays_idempotency_and_a_claim_that_waits() {
         .await
         .unwrap_err();
     assert_eq!(conflict.code(), Some("idempotency_conflict"));
+    // A key belongs to its goal: the same key on another goal is another job.
+    let other = c
+        .call(json!({"type": "job_publish", "goal": "q.c", "payload": {"x": 1}, "idempotency_key": "k"}))
+        .await
+        .unwrap();
+    assert_eq!(other["duplicate"], false, "{other}");
+    assert_ne!(other["job"], a["job"]);
+    // A claim across goals takes the best job of any matching goal.
+    publish(&c, "w.low", json!(1), json!({"priority": 1})).await;
+    let best = publish(&c, "w.high", json!(2), json!({"priority": 7})).await;
+    assert_eq!(claim(&c, "w.*", 10_000, 0).await["job"], best.as_str());
+    bus.stop().await;
+}
+
+#[tokio::test]
+async fn a_list_of_big_jobs_is_cut_short_and_says_so() {
+    let state = tempfile::tempdir().unwrap();
+    let bus = jobs_bus(state.path()).await;
+    let c = client(&bus).await;
+    let big = "x".repeat(900 * 1024);
+    for _ in 0..10 {
+        publish(&c, "big.job", json!(big), json!({})).await;
+    }
+    let a = c
+        .call(json!({"type": "job_list", "limit": 1000}))
+        .await
+        .unwrap();
+    let n = a["jobs"].as_array().unwrap().len();
+    assert!((1..10).contains(&n), "{n} jobs of 900 KiB in one answer");
+    assert_eq!(a["more"], true);
+    let a = c
+        .call(json!({"type": "job_list", "limit": 2}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a["jobs"].as_array().unwrap().len(), &a["more"]),
+        (2, &json!(true))
+    );
     bus.stop().await;
 }
 
