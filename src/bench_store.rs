@@ -10,6 +10,9 @@
 //!   [`CLIENTS`] workers claim [`CLAIM_BATCH`] at a time and fulfil them;
 //!   cycles/s counts fulfilled jobs. p50/p99: one publish, claim and fulfil
 //!   after another, the whole cycle.
+//! - **stream append**: `--messages` publishes on `bench.stream.x`, sent at
+//!   once, timed until the target's stream [`BENCH_STREAM`] has them all (the
+//!   target must declare it); **stream replay**: the same messages read back.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
@@ -42,6 +45,18 @@ pub fn run(target: &Path, options: &BenchOptions, size: usize, mut row: impl FnM
     let cycle_name = format!("job cycle (sync {sync})");
     row(job_cycles(target, options, size, &cycle_name)
         .unwrap_or_else(|e| Row::failed(target, cycle_name.clone(), size, e)));
+    match stream_rows(target, options, size, &sync) {
+        Ok((append, replay)) => {
+            row(append);
+            row(replay);
+        }
+        Err(e) => row(Row::failed(
+            target,
+            format!("stream append (sync {sync})"),
+            size,
+            e,
+        )),
+    }
 }
 
 fn sync_policy(target: &Path) -> std::io::Result<String> {
@@ -345,4 +360,96 @@ fn job_cycles(
         (rate, rate),
         &mut delays,
     ))
+}
+
+/// The stream the stream scenarios need in the target's streams file.
+pub const BENCH_STREAM: &str = "bench";
+
+fn stream_last_seq(c: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::Result<u64> {
+    write_frame(c, &json!({"type": "stream_info", "stream": BENCH_STREAM}))?;
+    let info = read_answer(c, buf)?;
+    Ok(info["last_seq"].as_u64().unwrap_or(0))
+}
+
+/// Appends: publishes on `bench.stream.x` (no answers), counted once the
+/// stream's last seq shows them all stored. Replay: the same messages read back.
+fn stream_rows(
+    target: &Path,
+    options: &BenchOptions,
+    size: usize,
+    sync: &str,
+) -> std::io::Result<(Row, Row)> {
+    let mut info = store_client(target, "streams")?;
+    let mut buf = Vec::new();
+    write_frame(
+        &mut info,
+        &json!({"type": "stream_info", "stream": BENCH_STREAM}),
+    )?;
+    read_frame(&mut info, &mut buf)?;
+    let found: Value = serde_json::from_slice(&buf).unwrap_or_default();
+    if found["type"] != "stream_info" {
+        return Err(std::io::Error::other(format!(
+            "declare a stream `{BENCH_STREAM}` on `bench.stream.>` in the target's --streams file to measure streams"
+        )));
+    }
+    let start = found["last_seq"].as_u64().unwrap_or(0);
+    let total = options.messages;
+    let pad = "x".repeat(size.saturating_sub(r#"{"pad":""}"#.len()));
+    let text =
+        format!(r#"{{"type":"publish","subject":"bench.stream.x","body":{{"pad":"{pad}"}}}}"#);
+    let publisher = store_client(target, "topics")?;
+    let mut out = BufWriter::with_capacity(64 * 1024, publisher);
+    let started = Instant::now();
+    for _ in 0..total {
+        send_text(&mut out, &text)?;
+    }
+    out.flush()?;
+    while stream_last_seq(&mut info, &mut buf)? < start + total {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        if started.elapsed() > BENCH_IO_TIMEOUT * 6 {
+            return Err(std::io::Error::other(
+                "the stream did not keep every publish (see stream_drops in status)",
+            ));
+        }
+    }
+    let appends = total as f64 / started.elapsed().as_secs_f64();
+    let append = Row::measured(
+        target,
+        format!("stream append (sync {sync})"),
+        size,
+        (appends, appends),
+        &mut [],
+    );
+    // Read back what was just appended.
+    let replayer = store_client(target, "streams")?;
+    let mut reader = BufReader::with_capacity(256 * 1024, replayer.try_clone()?);
+    let mut w = replayer;
+    let started = Instant::now();
+    write_frame(
+        &mut w,
+        &json!({"type": "replay", "stream": BENCH_STREAM, "from": {"seq": start + 1}}),
+    )?;
+    let mut events = 0u64;
+    loop {
+        read_frame(&mut reader, &mut buf)?;
+        match serde_json::from_slice::<Value>(&buf).unwrap_or_default()["type"].as_str() {
+            Some("stream_event") => events += 1,
+            Some("replay_end") => break,
+            Some("replaying") => {}
+            _ => {
+                return Err(std::io::Error::other(
+                    String::from_utf8_lossy(&buf).into_owned(),
+                ))
+            }
+        }
+    }
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    let replay = Row::measured(
+        target,
+        "stream replay".to_owned(),
+        size,
+        (rate, rate),
+        &mut [],
+    );
+    Ok((append, replay))
 }

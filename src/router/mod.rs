@@ -215,6 +215,9 @@ pub struct Router {
     closes_pending: Vec<SessionKey>,
     /// Replays waiting for their client to have room for the next chunk.
     replays: Vec<crate::store::streams::Cursor>,
+    /// Publishes to keep in streams, sent to the store as one request per
+    /// batch of requests handled.
+    appends: Vec<crate::store::streams::Append>,
     last_replay: u64,
 }
 
@@ -241,6 +244,7 @@ impl Router {
             kv: kv::Kv::default(),
             job_sessions: HashSet::default(),
             replays: Vec::new(),
+            appends: Vec::new(),
             closes_pending: Vec::new(),
             last_replay: 0,
         }
@@ -301,6 +305,7 @@ impl Router {
                     self.unpark();
                     self.resume_replays();
                     self.tell_closes();
+                    self.flush_appends();
                     self.resume_deferred();
                     self.send_gaps();
                     self.registry.reap();
@@ -345,6 +350,7 @@ impl Router {
                     return;
                 }
                 self.requests(key, requests.into(), slot);
+                self.flush_appends();
             }
             Command::Closed { key } => {
                 // What it sent before it left is handled, answered or not, a

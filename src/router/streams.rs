@@ -52,15 +52,30 @@ impl Router {
                     .clone()
                     .unwrap_or_else(|| bytes::Bytes::from_static(b"null")),
             };
-            let request = store::Request {
-                session: from,
-                rid: None,
-                op: StoreOp::Append(append),
-            };
-            if store.send(request).is_err() {
-                self.counters.stream_drops += 1;
-                tracing::warn!(stream = %config.name, "the store is too far behind: a publish was delivered but not kept in its stream");
-            }
+            self.appends.push(append);
+        }
+    }
+
+    /// Sends the publishes to keep gathered while handling a batch, as one
+    /// request: the store takes them in one transaction.
+    pub(super) fn flush_appends(&mut self) {
+        if self.appends.is_empty() {
+            return;
+        }
+        let Some(store) = &self.store else { return };
+        let appends = std::mem::take(&mut self.appends);
+        let n = appends.len() as u64;
+        let request = store::Request {
+            session: super::EMITTER,
+            rid: None,
+            op: StoreOp::Append(appends),
+        };
+        if store.send(request).is_err() {
+            self.counters.stream_drops += n;
+            tracing::warn!(
+                publishes = n,
+                "the store is too far behind: publishes were delivered but not kept in their streams"
+            );
         }
     }
 

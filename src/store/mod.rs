@@ -102,8 +102,8 @@ pub enum StoreOp {
     Job(crate::protocol::jobs::JobOp),
     /// The session ended: its leases are given up, its claims stop waiting.
     SessionClosed,
-    /// A publish to keep in a stream (not answered).
-    Append(streams::Append),
+    /// Publishes to keep in streams (not answered).
+    Append(Vec<streams::Append>),
     /// `replay` (numbered `replay` by the router), `stream_info`, `stream_list`.
     Stream {
         op: crate::protocol::streams::StreamOp,
@@ -414,6 +414,8 @@ impl Actor {
         let mut done = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
         let mut out = jobs::Out::default();
+        // Publishes taken for streams in this transaction: lost if it fails.
+        let mut appended = 0u64;
         let mut batch = batch.into_iter();
         let health = &self.health;
         let result = (|| -> rusqlite::Result<()> {
@@ -444,8 +446,11 @@ impl Actor {
                         db.jobs.session_closed(&tx, r.session, now, &mut out)?;
                         continue;
                     }
-                    StoreOp::Append(a) => {
-                        db.streams.append(&tx, a, now)?;
+                    StoreOp::Append(appends) => {
+                        appended += appends.len() as u64;
+                        for a in appends {
+                            db.streams.append(&tx, a, now)?;
+                        }
                         continue;
                     }
                     StoreOp::ReplayNext(cursor) => Answer::Replay(db.streams.chunk(&tx, cursor)?),
@@ -524,6 +529,9 @@ impl Actor {
             }
             Err(e) => {
                 db.kv.rolled_back();
+                self.health
+                    .appends_lost
+                    .fetch_add(appended, Ordering::Relaxed);
                 if let Err(e) = db.jobs.reload(&db.conn, now) {
                     warn!(error = %e, "cannot read the jobs back after a failed commit");
                 }
@@ -576,8 +584,10 @@ fn refuse_all(batch: Vec<Request>, why: &str, health: &Health) -> Vec<Done> {
                     Answer::Frame(storage_unavailable(why))
                 }
                 StoreOp::SessionClosed => return None,
-                StoreOp::Append(_) => {
-                    health.appends_lost.fetch_add(1, Ordering::Relaxed);
+                StoreOp::Append(appends) => {
+                    health
+                        .appends_lost
+                        .fetch_add(appends.len() as u64, Ordering::Relaxed);
                     return None;
                 }
             };

@@ -14,9 +14,10 @@ use crate::protocol::streams::{self as wire, From};
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::router::SessionKey;
 
-/// Messages one replay chunk reads; the router asks for the next chunk once
-/// the client has room for it.
+/// Messages, and bytes (at least one message), one replay chunk reads; the
+/// router asks for the next chunk once the client has room for it.
 pub const CHUNK: usize = 256;
+pub const CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// One stream, as declared.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -332,7 +333,9 @@ impl Streams {
             From::Last => s.last_seq.max(s.first_seq),
             From::New => s.last_seq + 1,
             From::Seq(seq) if seq < s.first_seq => return Ok(Err(gone(seq))),
-            From::Seq(seq) => seq,
+            // Past the end (and past what SQLite's integers hold): nothing to send.
+            From::Seq(seq) => seq.min(s.last_seq + 1),
+            From::Time(ms) if ms > i64::MAX as u64 => s.last_seq + 1,
             From::Time(ms) => tx
                 .prepare_cached(
                     "SELECT MIN(seq) FROM stream_messages WHERE stream = ?1 AND ts_ms >= ?2",
@@ -376,7 +379,7 @@ impl Streams {
             cursor.next_seq = cursor.next_seq.max(s.first_seq);
         }
         let mut stmt = tx.prepare_cached(
-            "SELECT seq, id, ts_ms, subject, sender, uid, body FROM stream_messages
+            "SELECT seq, id, ts_ms, subject, sender, uid, body, size FROM stream_messages
              WHERE stream = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
         )?;
         let mut rows = stmt.query(params![
@@ -385,9 +388,13 @@ impl Streams {
             cursor.end_seq as i64,
             CHUNK as i64
         ])?;
-        let mut read = 0;
+        let (mut read, mut bytes) = (0, 0u64);
         while let Some(r) = rows.next()? {
+            if bytes >= CHUNK_BYTES {
+                break; // the rest in the next chunk
+            }
             read += 1;
+            bytes += r.get::<_, i64>(7)? as u64;
             let seq = r.get::<_, i64>(0)? as u64;
             cursor.next_seq = seq + 1;
             let subject: String = r.get(3)?;
@@ -413,7 +420,7 @@ impl Streams {
                 body: wire::raw(&body),
             }));
         }
-        if read < CHUNK || cursor.next_seq > cursor.end_seq {
+        if (read < CHUNK && bytes < CHUNK_BYTES) || cursor.next_seq > cursor.end_seq {
             frames.push(wire::replay_end(
                 cursor.replay,
                 &cursor.stream,

@@ -228,6 +228,22 @@ async fn replay_starts_where_asked_filters_by_subject_and_paces_a_long_one() {
     )
     .await;
     assert_eq!((new["type"].as_str(), none.len()), (Some("replaying"), 0));
+    for from in [
+        json!({"seq": u64::MAX}),
+        json!({"time_ms": u64::MAX}),
+        json!({"seq": 3001}),
+    ] {
+        let (_, none) = replay(
+            &mut raw,
+            json!({"type": "replay", "stream": "all", "from": from}),
+        )
+        .await;
+        assert!(
+            none.is_empty(),
+            "from {from}: {} events past the end",
+            none.len()
+        );
+    }
     let (missing, _) = replay(&mut raw, json!({"type": "replay", "stream": "nope"})).await;
     assert_eq!(missing["code"], "not_found");
     // A client that reads nothing holds a chunk past high water, not the
