@@ -209,7 +209,11 @@ impl Streams {
     /// Writes the touched streams' sequences and trims every stream to its
     /// limits. A failed transaction is undone by reading the state back.
     pub fn finish(&mut self, tx: &Transaction, now: u64) -> rusqlite::Result<()> {
-        self.age_check_ms = now + 1000;
+        // Ages are looked at about once a second, not at every commit.
+        let check_age = now >= self.age_check_ms;
+        if check_age {
+            self.age_check_ms = now + 1000;
+        }
         for name in std::mem::take(&mut self.touched) {
             if let Some(s) = self.by_name.get(&name) {
                 tx.prepare_cached(
@@ -228,13 +232,16 @@ impl Streams {
                     cut = s.first_seq + (s.count - max);
                 }
             }
-            if let Some(max_age) = s.config.max_age_s {
+            if let Some(max_age) = s.config.max_age_s.filter(|_| check_age) {
                 let before = now.saturating_sub((max_age * 1000.0) as u64) as i64;
+                // Walks the stream from its oldest message and stops at the first
+                // young enough: the cost is what is trimmed.
                 let after: Option<i64> = tx
                     .prepare_cached(
-                        "SELECT MIN(seq) FROM stream_messages WHERE stream = ?1 AND ts_ms >= ?2",
+                        "SELECT seq FROM stream_messages WHERE stream = ?1 AND ts_ms >= ?2 ORDER BY seq LIMIT 1",
                     )?
-                    .query_row(params![&**name, before], |r| r.get(0))?;
+                    .query_row(params![&**name, before], |r| r.get(0))
+                    .optional()?;
                 cut = cut.max(after.map_or(s.last_seq + 1, |a| a as u64));
             }
             if let Some(max) = s.config.max_bytes {
@@ -338,9 +345,10 @@ impl Streams {
             From::Time(ms) if ms > i64::MAX as u64 => s.last_seq + 1,
             From::Time(ms) => tx
                 .prepare_cached(
-                    "SELECT MIN(seq) FROM stream_messages WHERE stream = ?1 AND ts_ms >= ?2",
+                    "SELECT seq FROM stream_messages WHERE stream = ?1 AND ts_ms >= ?2 ORDER BY seq LIMIT 1",
                 )?
-                .query_row(params![stream, ms as i64], |r| r.get::<_, Option<i64>>(0))?
+                .query_row(params![stream, ms as i64], |r| r.get::<_, i64>(0))
+                .optional()?
                 .map_or(s.last_seq + 1, |q| q as u64),
             From::Id(id) => match tx
                 .prepare_cached("SELECT seq FROM stream_messages WHERE stream = ?1 AND id = ?2")?
