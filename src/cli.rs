@@ -512,6 +512,26 @@ async fn start(
 const EXIT_DROPPED: u8 = 4;
 
 /// A body given as an argument, or read from stdin when omitted, as JSON.
+/// The exit status of a store command: 0 when `done`, the code `codes` gives
+/// the bus's error (1 for another), printed; other failures are errors.
+pub(crate) fn exit_status(
+    done: Result<(), hookbus::client::ClientError>,
+    codes: &[(&str, u8)],
+) -> anyhow::Result<ExitCode> {
+    match done {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ hookbus::client::ClientError::Server { .. }) => {
+            eprintln!("hookbus: {e}");
+            let code = codes
+                .iter()
+                .find(|(name, _)| e.code() == Some(*name))
+                .map_or(1, |(_, code)| *code);
+            Ok(ExitCode::from(code))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(crate) fn read_body(body: Option<String>) -> anyhow::Result<Value> {
     let text = match body {
         Some(text) => text,

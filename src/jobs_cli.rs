@@ -10,7 +10,7 @@ use anyhow::bail;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::cli::read_body;
+use crate::cli::{exit_status, read_body};
 use crate::topics_cli::run_command;
 use hookbus::client::{Bus, ClientError};
 
@@ -199,14 +199,7 @@ pub async fn run(socket: &Path, command: JobsCommand) -> anyhow::Result<ExitCode
             .await
             .map(|_| println!("cancelled {job}")),
     };
-    match done {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e @ ClientError::Server { .. }) => {
-            eprintln!("hookbus: {e}");
-            Ok(ExitCode::from(1))
-        }
-        Err(e) => Err(e.into()),
-    }
+    exit_status(done, &[])
 }
 
 /// Claims jobs on `goal` and runs `command` for each until `max_jobs` ran.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Subcommand;
 
-use crate::cli::read_body;
-use hookbus::client::{Bus, ClientError};
+use crate::cli::{exit_status, read_body};
+use hookbus::client::Bus;
 
 /// Exit statuses (2 is clap's, for a bad command line).
 const EXIT_NOT_FOUND: u8 = 3;
@@ -120,16 +120,11 @@ pub async fn run(socket: &Path, command: KvCommand) -> anyhow::Result<ExitCode> 
             bail!("the bus closed the connection");
         }
     };
-    match done {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e @ ClientError::Server { .. }) => {
-            eprintln!("hookbus: {e}");
-            Ok(ExitCode::from(match e.code() {
-                Some("not_found") => EXIT_NOT_FOUND,
-                Some("revision_mismatch") => EXIT_REVISION_MISMATCH,
-                _ => 1,
-            }))
-        }
-        Err(e) => Err(e.into()),
-    }
+    exit_status(
+        done,
+        &[
+            ("not_found", EXIT_NOT_FOUND),
+            ("revision_mismatch", EXIT_REVISION_MISMATCH),
+        ],
+    )
 }

@@ -109,12 +109,5 @@ pub async fn run(socket: &Path, command: StreamCommand) -> anyhow::Result<ExitCo
             }
         }
     };
-    match done {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e @ ClientError::Server { .. }) => {
-            eprintln!("hookbus: {e}");
-            Ok(ExitCode::from(1))
-        }
-        Err(e) => Err(e.into()),
-    }
+    crate::cli::exit_status(done, &[])
 }

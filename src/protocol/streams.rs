@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{ErrorCode, Head, Op, ProtocolError};
+use super::{Head, Op, ProtocolError};
 use crate::frame;
 
 /// Where a replay starts.
@@ -190,18 +190,10 @@ pub fn raw(json: &[u8]) -> Option<&RawValue> {
         .and_then(|t| serde_json::from_str(t).ok())
 }
 
-pub fn no_store() -> Bytes {
-    ProtocolError::new(
-        ErrorCode::StorageUnavailable,
-        "this bus runs without a store (no state directory)",
-    )
-    .to_frame()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::parse;
+    use crate::protocol::{parse, ErrorCode};
 
     fn op(json: &str) -> Result<StreamOp, ProtocolError> {
         match parse(frame::encode(json.as_bytes())).op {

@@ -4,34 +4,13 @@
 
 use super::{Router, SessionKey};
 use crate::protocol::jobs::Job;
-use crate::protocol::{ErrorCode, ProtocolError, Rid};
+use crate::protocol::Rid;
 use crate::store::{self, StoreOp};
 
 impl Router {
     pub(super) fn job(&mut self, key: SessionKey, rid: Option<&Rid>, job: Job) {
-        let Some(store) = &self.store else {
-            let e = ProtocolError::new(
-                ErrorCode::StorageUnavailable,
-                "this bus runs without a store (no state directory)",
-            );
-            self.answer(key, rid, e.to_frame());
-            return;
-        };
-        let request = store::Request {
-            session: key,
-            rid: rid.cloned(),
-            op: StoreOp::Job(job.op),
-        };
-        match store.send(request) {
-            Ok(()) => {
-                self.job_sessions.insert(key);
-            }
-            Err(refused) => {
-                let (_, why) = *refused;
-                self.counters.storage_refusals += 1;
-                let e = ProtocolError::new(ErrorCode::StorageUnavailable, why);
-                self.answer(key, rid, e.to_frame());
-            }
+        if self.send_to_store(key, rid, StoreOp::Job(job.op)) {
+            self.job_sessions.insert(key);
         }
     }
 

@@ -1,8 +1,7 @@
 //! Feature `kv` in the router: reads are answered from the KV's committed
 //! values, held here; writes go to the store actor and are answered when it
 //! hands back their outcome, after the changes it committed are applied here
-//! and told to watchers, in revision order. [`Router::store_done`] takes every
-//! batch the store hands back (KV and jobs answers, events to publish).
+//! and told to watchers, in revision order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use tracing::debug;
 use super::{registry::KeyHash, Router, SessionKey};
 use crate::protocol::kv::{self as wire, ChangeKind, KvOp};
 use crate::protocol::{ErrorCode, Op, ProtocolError, Rid};
-use crate::store::{self, kv, Answer, FromStore, StoreOp};
+use crate::store::{self, kv, StoreOp};
 
 /// Watches the bus holds at most (each is checked against every change).
 pub const MAX_WATCHES: usize = 4096;
@@ -110,14 +109,6 @@ impl Kv {
 
 impl Router {
     pub(super) fn kv(&mut self, key: SessionKey, rid: Option<&Rid>, op: KvOp) {
-        let Some(store) = &self.store else {
-            let e = ProtocolError::new(
-                ErrorCode::StorageUnavailable,
-                "this bus runs without a store (no state directory)",
-            );
-            self.answer(key, rid, e.to_frame());
-            return;
-        };
         let write = match op {
             KvOp::Put {
                 key,
@@ -132,7 +123,11 @@ impl Router {
             },
             KvOp::Delete { key, if_revision } => kv::Write::Delete { key, if_revision },
             read => {
-                if self.kv.in_flight.contains_key(&key) {
+                if let Some(store) = self
+                    .store
+                    .as_ref()
+                    .filter(|_| self.kv.in_flight.contains_key(&key))
+                {
                     let op = StoreOp::After(Box::new(Op::Kv(Box::new(read))));
                     let request = store::Request {
                         session: key,
@@ -158,23 +153,16 @@ impl Router {
                 return;
             }
         };
-        let request = store::Request {
-            session: key,
-            rid: rid.cloned(),
-            op: StoreOp::Kv(write),
-        };
-        match store.send(request) {
-            Ok(()) => *self.kv.in_flight.entry(key).or_default() += 1,
-            Err(refused) => {
-                let (_, why) = *refused;
-                self.counters.storage_refusals += 1;
-                let e = ProtocolError::new(ErrorCode::StorageUnavailable, why);
-                self.answer(key, rid, e.to_frame());
-            }
+        if self.send_to_store(key, rid, StoreOp::Kv(write)) {
+            *self.kv.in_flight.entry(key).or_default() += 1;
         }
     }
 
     fn kv_read(&mut self, key: SessionKey, rid: Option<&Rid>, op: KvOp) {
+        if self.store.is_none() {
+            self.answer(key, rid, super::store::no_store());
+            return;
+        }
         if !self.kv.loaded && !matches!(op, KvOp::Unwatch { .. }) {
             let why = self
                 .store
@@ -286,81 +274,32 @@ impl Router {
         self.answer(key, rid, frame);
     }
 
-    /// What the store committed: changes first, then the answers.
-    pub(super) fn store_done(&mut self, msg: FromStore) {
-        match msg {
-            FromStore::Loaded { kv } => {
-                debug!(keys = kv.len(), "KV loaded late, the store having opened");
-                self.kv.load(kv);
-            }
-            FromStore::Committed {
-                done,
-                changes,
-                events,
-            } => {
-                for change in changes {
-                    self.kv_apply(change);
-                }
-                for (subject, body) in events {
-                    self.publish_internal(&subject, &body);
-                }
-                for d in done {
-                    if d.answer.is_kv() {
-                        if let Some(n) = self.kv.in_flight.get_mut(&d.session) {
-                            *n -= 1;
-                            if *n == 0 {
-                                self.kv.in_flight.remove(&d.session);
-                            }
-                        }
-                    }
-                    if !self.registry.sessions.contains_key(&d.session) {
-                        continue;
-                    }
-                    let rid = d.rid.as_ref();
-                    let frame = match d.answer {
-                        Answer::After(op) => {
-                            if let Op::Kv(read) = *op {
-                                self.kv_read(d.session, rid, *read);
-                            }
-                            continue;
-                        }
-                        Answer::Frame(frame) => frame,
-                        Answer::Replay(chunk) => {
-                            self.replay_chunk(d.session, rid, chunk);
-                            continue;
-                        }
-                        Answer::Unavailable(why) => {
-                            self.counters.storage_refusals += 1;
-                            ProtocolError::new(ErrorCode::StorageUnavailable, why).to_frame()
-                        }
-                        Answer::Kv(outcome) => match outcome {
-                            kv::Outcome::Stored { key, revision } => wire::stored(&key, revision),
-                            kv::Outcome::Deleted { key, revision } => wire::deleted(&key, revision),
-                            kv::Outcome::RevisionMismatch { current } => {
-                                let mut e = ProtocolError::new(
-                                    ErrorCode::RevisionMismatch,
-                                    if current == 0 {
-                                        "`if_revision` did not hold: the key does not exist (revision 0)".to_owned()
-                                    } else {
-                                        format!("`if_revision` did not hold: the key is at revision {current}")
-                                    },
-                                );
-                                e.revision = Some(current);
-                                e.to_frame()
-                            }
-                            kv::Outcome::NotFound { key } => not_found(&key),
-                            kv::Outcome::Full { detail } => {
-                                ProtocolError::new(ErrorCode::KvFull, detail).to_frame()
-                            }
-                        },
-                    };
-                    self.answer(d.session, rid, frame);
-                }
+    /// A KV request the store answered: one fewer in flight for `session`.
+    pub(super) fn kv_answered(&mut self, session: SessionKey) {
+        if let Some(n) = self.kv.in_flight.get_mut(&session) {
+            *n -= 1;
+            if *n == 0 {
+                self.kv.in_flight.remove(&session);
             }
         }
     }
 
-    fn kv_apply(&mut self, change: kv::Change) {
+    /// A read queued behind the session's writes, now that they committed.
+    pub(super) fn kv_read_after(&mut self, session: SessionKey, rid: Option<&Rid>, op: Op) {
+        if let Op::Kv(read) = op {
+            self.kv_read(session, rid, *read);
+        }
+    }
+
+    pub(super) fn kv_load(&mut self, entries: Vec<kv::Entry>) {
+        debug!(
+            keys = entries.len(),
+            "KV loaded late, the store having opened"
+        );
+        self.kv.load(entries);
+    }
+
+    pub(super) fn kv_apply(&mut self, change: kv::Change) {
         let (kind, key, revision) = match &change {
             kv::Change::Put(e) => (ChangeKind::Put, e.key.clone(), e.revision),
             kv::Change::Delete { key, revision } => (ChangeKind::Delete, key.clone(), *revision),
@@ -419,6 +358,28 @@ impl Router {
 
     pub(super) fn kv_session_ended(&mut self, key: SessionKey) {
         self.kv.watches.retain(|w| w.session != key);
+    }
+}
+
+/// The answer to a KV write, from what the store made of it.
+pub(super) fn outcome_frame(outcome: kv::Outcome) -> bytes::Bytes {
+    match outcome {
+        kv::Outcome::Stored { key, revision } => wire::stored(&key, revision),
+        kv::Outcome::Deleted { key, revision } => wire::deleted(&key, revision),
+        kv::Outcome::RevisionMismatch { current } => {
+            let mut e = ProtocolError::new(
+                ErrorCode::RevisionMismatch,
+                if current == 0 {
+                    "`if_revision` did not hold: the key does not exist (revision 0)".to_owned()
+                } else {
+                    format!("`if_revision` did not hold: the key is at revision {current}")
+                },
+            );
+            e.revision = Some(current);
+            e.to_frame()
+        }
+        kv::Outcome::NotFound { key } => not_found(&key),
+        kv::Outcome::Full { detail } => ProtocolError::new(ErrorCode::KvFull, detail).to_frame(),
     }
 }
 

@@ -71,6 +71,7 @@ mod kv;
 mod monitor;
 mod registry;
 mod rpc;
+mod store;
 mod streams;
 mod subscriptions;
 mod topics;

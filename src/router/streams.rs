@@ -4,34 +4,15 @@
 //! client has room for it, so a long replay never fills memory.
 
 use super::{Router, SessionKey};
-use crate::protocol::streams::{self as wire, StreamOp};
+use crate::protocol::streams::StreamOp;
 use crate::protocol::{Publish, Rid};
 use crate::store::{self, streams::Chunk, StoreOp};
 
 impl Router {
     pub(super) fn stream_request(&mut self, key: SessionKey, rid: Option<&Rid>, op: StreamOp) {
-        let Some(store) = &self.store else {
-            self.answer(key, rid, wire::no_store());
-            return;
-        };
         self.last_replay += 1;
-        let request = store::Request {
-            session: key,
-            rid: rid.cloned(),
-            op: StoreOp::Stream {
-                op,
-                replay: self.last_replay,
-            },
-        };
-        if let Err(refused) = store.send(request) {
-            let (_, why) = *refused;
-            self.counters.storage_refusals += 1;
-            let e = crate::protocol::ProtocolError::new(
-                crate::protocol::ErrorCode::StorageUnavailable,
-                why,
-            );
-            self.answer(key, rid, e.to_frame());
-        }
+        let replay = self.last_replay;
+        self.send_to_store(key, rid, StoreOp::Stream { op, replay });
     }
 
     /// Keeps `p` in every stream whose subjects it matches.

@@ -299,6 +299,39 @@ pub fn bin() -> PathBuf {
 /// whether it passed or panicked.
 pub struct Daemon(pub std::process::Child);
 
+/// `hookbus --socket SOCKET serve ARGS…` without hooks, as a process (for the
+/// tests that kill it).
+pub fn serve_process<I, S>(socket: &Path, args: I) -> Daemon
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let child = std::process::Command::new(bin())
+        .arg("--socket")
+        .arg(socket)
+        .arg("serve")
+        .args(args)
+        .env("HOOKBUS_HOOKS", "none")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Daemon(child)
+}
+
+/// A protocol-2 `Bus` with `features`, once the daemon at `socket` answers.
+pub async fn bus_when_up(socket: &Path, features: &[&str]) -> hookbus::client::Bus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(bus) = hookbus::client::Bus::connect(socket, None, features).await {
+            return bus;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Daemon {
     pub fn id(&self) -> u32 {
         self.0.id()

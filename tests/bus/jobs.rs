@@ -9,7 +9,7 @@ use hookbus::client::Bus;
 use hookbus::store::{StoreConfig, SyncPolicy};
 use serde_json::{json, Value};
 
-use crate::common::{bin, Daemon, TestBus, WAIT};
+use crate::common::{bin, bus_when_up, serve_process, Daemon, TestBus, WAIT};
 
 async fn jobs_bus(state: &Path) -> TestBus {
     TestBus::with_store(state, SyncPolicy::Full).await
@@ -312,29 +312,14 @@ async fn a_filter_hook_matching_the_goal_sees_job_publishes() {
 }
 
 fn serve(socket: &Path, state: &Path) -> Daemon {
-    Daemon(
-        std::process::Command::new(bin())
-            .arg("--socket")
-            .arg(socket)
-            .args(["serve", "--state-dir"])
-            .arg(state)
-            .env("HOOKBUS_HOOKS", "none")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    serve_process(
+        socket,
+        [std::ffi::OsStr::new("--state-dir"), state.as_os_str()],
     )
 }
 
 async fn up(socket: &Path) -> Bus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(bus) = Bus::connect(socket, None, &["jobs"]).await {
-            return bus;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bus_when_up(socket, &["jobs"]).await
 }
 
 async fn list(c: &Bus, state: &str) -> Vec<String> {

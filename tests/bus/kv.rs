@@ -8,7 +8,7 @@ use hookbus::client::Bus;
 use hookbus::store::SyncPolicy;
 use serde_json::{json, Value};
 
-use crate::common::{bin, Daemon, Raw, TestBus, WAIT};
+use crate::common::{bus_when_up, serve_process, Daemon, Raw, TestBus};
 use crate::topics::speaker;
 
 async fn ask(c: &mut Raw, request: Value) -> Value {
@@ -281,29 +281,14 @@ async fn values_and_revisions_survive_a_restart() {
 }
 
 fn serve(socket: &Path, state: &Path) -> Daemon {
-    let child = std::process::Command::new(bin())
-        .args(["--socket"])
-        .arg(socket)
-        .args(["serve", "--state-dir"])
-        .arg(state)
-        .env("HOOKBUS_HOOKS", "none")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon(child)
+    serve_process(
+        socket,
+        [std::ffi::OsStr::new("--state-dir"), state.as_os_str()],
+    )
 }
 
 async fn connect_when_up(socket: &Path) -> Bus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(bus) = Bus::connect(socket, None, &["kv"]).await {
-            return bus;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bus_when_up(socket, &["kv"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

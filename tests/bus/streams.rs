@@ -9,7 +9,7 @@ use hookbus::store::streams::StreamConfig;
 use hookbus::store::{StoreConfig, SyncPolicy};
 use serde_json::{json, Value};
 
-use crate::common::{bin, Daemon, Raw, TestBus, WAIT};
+use crate::common::{bus_when_up, serve_process, Daemon, Raw, TestBus, WAIT};
 use crate::topics::speaker;
 
 fn stream(name: &str, subjects: &[&str]) -> StreamConfig {
@@ -270,31 +270,21 @@ async fn replay_starts_where_asked_filters_by_subject_and_paces_a_long_one() {
 }
 
 fn serve(socket: &Path, state: &Path, streams: &Path) -> Daemon {
-    Daemon(
-        std::process::Command::new(bin())
-            .arg("--socket")
-            .arg(socket)
-            .args(["serve", "--sync", "normal", "--state-dir"])
-            .arg(state)
-            .arg("--streams")
-            .arg(streams)
-            .env("HOOKBUS_HOOKS", "none")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (sync, state_dir, streams_file) = ("--sync=normal", "--state-dir", "--streams");
+    serve_process(
+        socket,
+        [
+            sync.as_ref(),
+            state_dir.as_ref(),
+            state.as_os_str(),
+            streams_file.as_ref(),
+            streams.as_os_str(),
+        ],
     )
 }
 
 async fn up(socket: &Path) -> Bus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(bus) = Bus::connect(socket, None, &["topics", "streams"]).await {
-            return bus;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bus_when_up(socket, &["topics", "streams"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
