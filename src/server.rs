@@ -102,7 +102,7 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         None => (router, None, None),
         Some(store) => match tokio::task::spawn_blocking(move || Store::start(store)).await {
             Ok(Ok(started)) => (
-                router.with_store(started.store, started.kv),
+                router.with_store(started.store, started.kv, started.retained),
                 Some(started.from_store),
                 Some(started.thread),
             ),

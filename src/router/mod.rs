@@ -164,6 +164,8 @@ pub struct Counters {
     pub watches_ended: u64,
     /// Publishes delivered but not kept in their stream (the store was behind).
     pub stream_drops: u64,
+    /// Retained values set but not kept on disk (the store was behind).
+    pub retained_not_kept: u64,
 }
 
 /// How the router ends a session.
@@ -216,9 +218,10 @@ pub struct Router {
     closes_pending: Vec<SessionKey>,
     /// Replays waiting for their client to have room for the next chunk.
     replays: Vec<crate::store::streams::Cursor>,
-    /// Publishes to keep in streams, sent to the store as one request per
-    /// batch of requests handled.
+    /// Publishes to keep in streams, and retained values set or cleared, sent
+    /// to the store as one request each per batch of requests handled.
     appends: Vec<crate::store::streams::Append>,
+    retains: Vec<crate::store::retained::Change>,
     last_replay: u64,
 }
 
@@ -246,21 +249,26 @@ impl Router {
             job_sessions: HashSet::default(),
             replays: Vec::new(),
             appends: Vec::new(),
+            retains: Vec::new(),
             closes_pending: Vec::new(),
             last_replay: 0,
         }
     }
 
     /// A router with a durable store, whose KV holds `entries` (`None`: the
-    /// store could not be read yet).
+    /// store could not be read yet), and the retained values it kept.
     pub fn with_store(
         mut self,
         store: crate::store::Store,
         entries: Option<Vec<crate::store::kv::Entry>>,
+        retained: Vec<(String, Bytes)>,
     ) -> Self {
         self.store = Some(store);
         if let Some(entries) = entries {
             self.kv.load(entries);
+        }
+        for (subject, tail) in retained {
+            self.retained.set(&subject, Some(protocol::EventTail(tail)));
         }
         self
     }
@@ -302,7 +310,7 @@ impl Router {
                 }
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
-                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() || !self.replays.is_empty() || !self.closes_pending.is_empty() => {
+                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() || !self.replays.is_empty() || !self.closes_pending.is_empty() || !self.retains.is_empty() || !self.appends.is_empty() => {
                     self.unpark();
                     self.resume_replays();
                     self.tell_closes();

@@ -37,13 +37,41 @@ impl Router {
         }
     }
 
-    /// Sends the publishes to keep gathered while handling a batch, as one
-    /// request: the store takes them in one transaction.
+    /// A retained value set or cleared, to keep across restarts.
+    pub(super) fn keep_retained(
+        &mut self,
+        subject: &str,
+        value: Option<crate::protocol::EventTail>,
+    ) {
+        if self.store.is_some() {
+            self.retains.push((subject.into(), value.map(|t| t.0)));
+        }
+    }
+
+    /// Sends the publishes to keep and the retained values gathered while
+    /// handling a batch, as one request each: the store takes them in one
+    /// transaction.
     pub(super) fn flush_appends(&mut self) {
+        let Some(store) = &self.store else { return };
+        if !self.retains.is_empty() {
+            let retains = std::mem::take(&mut self.retains);
+            let n = retains.len();
+            let request = store::Request {
+                session: super::EMITTER,
+                rid: None,
+                op: StoreOp::Retain(retains),
+            };
+            if store.send(request).is_err() {
+                self.counters.retained_not_kept += n as u64;
+                tracing::warn!(
+                    values = n,
+                    "the store is too far behind: retained values were set but not kept on disk"
+                );
+            }
+        }
         if self.appends.is_empty() {
             return;
         }
-        let Some(store) = &self.store else { return };
         let appends = std::mem::take(&mut self.appends);
         let n = appends.len() as u64;
         let request = store::Request {

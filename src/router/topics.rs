@@ -37,7 +37,7 @@ pub(super) struct Retained {
 
 impl Retained {
     /// Keeps (or with `None` clears) `subject`'s value; false if it does not fit.
-    fn set(&mut self, subject: &str, tail: Option<EventTail>) -> bool {
+    pub(super) fn set(&mut self, subject: &str, tail: Option<EventTail>) -> bool {
         let old = self.values.get(subject).map_or(0, |t| t.0.len());
         let Some(tail) = tail else {
             if self.values.remove(subject).is_some() {
@@ -161,12 +161,11 @@ impl Router {
         }
         let acks = session.features.acks();
         if p.retain {
-            let kept = if p.body.is_none() {
-                self.retained.set(&p.subject, None)
+            let value = p.body.is_some().then(|| tail.clone());
+            let kept = self.retained.set(&p.subject, value.clone());
+            if kept {
+                self.keep_retained(&p.subject, value);
             } else {
-                self.retained.set(&p.subject, Some(tail.clone()))
-            };
-            if !kept {
                 let error = ProtocolError::new(
                     ErrorCode::RetainedFull,
                     format!(
@@ -504,7 +503,9 @@ impl Router {
         }
         if will.retain {
             let value = will.body.is_some().then(|| tail.clone());
-            if !self.retained.set(&will.subject, value) {
+            if self.retained.set(&will.subject, value.clone()) {
+                self.keep_retained(&will.subject, value);
+            } else {
                 debug!(subject = %will.subject, "retained store full: will delivered, not kept");
             }
         }

@@ -13,6 +13,7 @@
 
 pub mod jobs;
 pub mod kv;
+pub mod retained;
 mod schema;
 pub mod streams;
 
@@ -104,6 +105,8 @@ pub enum StoreOp {
     SessionClosed,
     /// Publishes to keep in streams (not answered).
     Append(Vec<streams::Append>),
+    /// Retained values set or cleared (not answered).
+    Retain(Vec<retained::Change>),
     /// `replay` (numbered `replay` by the router), `stream_info`, `stream_list`.
     Stream {
         op: crate::protocol::streams::StreamOp,
@@ -170,6 +173,8 @@ pub struct Health {
     jobs: [AtomicUsize; 3],
     /// Publishes a stream did not keep because the store could not write.
     pub appends_lost: std::sync::atomic::AtomicU64,
+    /// Retained values not kept on disk because the store could not write.
+    pub retained_lost: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
@@ -190,6 +195,7 @@ impl Health {
                 "claims_waiting": self.jobs[2].load(Ordering::Relaxed),
             },
             "stream_appends_lost": self.appends_lost.load(Ordering::Relaxed),
+            "retained_lost": self.retained_lost.load(Ordering::Relaxed),
         })
     }
 
@@ -222,6 +228,8 @@ pub struct Store {
 pub struct Started {
     pub store: Store,
     pub kv: Option<Vec<kv::Entry>>,
+    /// Retained values, by subject (the event's tail).
+    pub retained: Vec<(String, bytes::Bytes)>,
     pub from_store: mpsc::Receiver<FromStore>,
     pub thread: StoreThread,
 }
@@ -249,6 +257,7 @@ impl Store {
             error: Mutex::new(None),
             jobs: Default::default(),
             appends_lost: Default::default(),
+            retained_lost: Default::default(),
         });
         let (tx, rx) = std_mpsc::sync_channel(STORE_QUEUE);
         let declared = Arc::new(config.streams.clone());
@@ -266,6 +275,14 @@ impl Store {
                 None
             }
         };
+        let kept = match actor.db.as_ref().map(|db| retained::load(&db.conn)) {
+            Some(Ok(kept)) => kept,
+            Some(Err(e)) => {
+                warn!(error = %e, "cannot read the retained values back");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("hookbus-store".into())
             .spawn(move || actor.run(rx))?;
@@ -276,6 +293,7 @@ impl Store {
                 streams: declared,
             },
             kv: loaded,
+            retained: kept,
             from_store,
             thread: StoreThread(thread),
         })
@@ -453,6 +471,10 @@ impl Actor {
                         }
                         continue;
                     }
+                    StoreOp::Retain(changes) => {
+                        retained::apply(&tx, changes)?;
+                        continue;
+                    }
                     StoreOp::ReplayNext(cursor) => Answer::Replay(db.streams.chunk(&tx, cursor)?),
                     StoreOp::Stream { op, replay } => {
                         use crate::protocol::streams::{self as wire, StreamOp};
@@ -584,6 +606,12 @@ fn refuse_all(batch: Vec<Request>, why: &str, health: &Health) -> Vec<Done> {
                     Answer::Frame(storage_unavailable(why))
                 }
                 StoreOp::SessionClosed => return None,
+                StoreOp::Retain(changes) => {
+                    health
+                        .retained_lost
+                        .fetch_add(changes.len() as u64, Ordering::Relaxed);
+                    return None;
+                }
                 StoreOp::Append(appends) => {
                     health
                         .appends_lost

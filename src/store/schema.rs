@@ -54,6 +54,8 @@ const MIGRATIONS: &[&str] = &[
     "DROP INDEX jobs_by_state;
      CREATE INDEX jobs_by_created ON jobs (created_ms, id);
      CREATE INDEX jobs_by_state_created ON jobs (state, created_ms, id);",
+    // 5: retained values, as the router keeps them (an event's tail).
+    "CREATE TABLE retained (subject TEXT PRIMARY KEY, tail BLOB NOT NULL) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

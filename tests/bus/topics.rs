@@ -592,3 +592,46 @@ async fn filter_hooks_match_on_subject_and_run_once_per_publish() {
     assert_eq!(guard["drops"], 1);
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn retained_values_and_their_clearing_survive_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let bus = TestBus::with_store(state.path(), hookbus::store::SyncPolicy::Full).await;
+    let mut p = speaker(&bus, &["topics"]).await;
+    for (subject, body) in [
+        ("cfg.theme", json!("dark")),
+        ("cfg.font", json!(12)),
+        ("cfg.gone", json!(1)),
+    ] {
+        p.send(&json!({"type": "publish", "subject": subject, "body": body, "retain": true}))
+            .await;
+    }
+    p.send(&json!({"type": "publish", "subject": "cfg.gone", "body": null, "retain": true}))
+        .await;
+    // Once the bus has handled them, they are queued to the store, which
+    // commits what it was given before a graceful stop ends.
+    p.sync().await;
+    drop(p);
+    bus.stop().await;
+    let bus = TestBus::with_store(state.path(), hookbus::store::SyncPolicy::Full).await;
+    let mut s = speaker(&bus, &["topics"]).await;
+    subscribe(&mut s, "cfg.>", json!({})).await;
+    let mut got: Vec<(String, Value)> = s
+        .sync()
+        .await
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e["retained"], true, "{e}");
+            (e["subject"].as_str().unwrap().to_owned(), e["body"].clone())
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            ("cfg.font".to_owned(), json!(12)),
+            ("cfg.theme".to_owned(), json!("dark"))
+        ]
+    );
+    bus.stop().await;
+}
