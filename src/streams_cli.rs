@@ -1,4 +1,4 @@
-//! `hookbus stream ls|info|replay`: the streams the daemon keeps.
+//! `hookbus stream ls|info|replay|consume`: the streams the daemon keeps.
 
 use std::io::Write;
 use std::path::Path;
@@ -40,6 +40,26 @@ pub enum StreamCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print a durable consumer's messages as `replay` does, acknowledging each
+    /// once it is written: run again, it goes on where it stopped
+    Consume {
+        stream: String,
+        /// The consumer's name (created on first use)
+        durable: String,
+        /// Only subjects matching this pattern (fixed when the consumer is created)
+        #[arg(long)]
+        subject: Option<String>,
+        /// A new consumer starts with messages published from now on, not the first kept
+        #[arg(long)]
+        new: bool,
+        /// Stop after this many messages
+        #[arg(long, value_name = "N")]
+        max: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a durable consumer
+    DeleteConsumer { stream: String, durable: String },
 }
 
 pub async fn run(socket: &Path, command: StreamCommand) -> anyhow::Result<ExitCode> {
@@ -91,23 +111,64 @@ pub async fn run(socket: &Path, command: StreamCommand) -> anyhow::Result<ExitCo
                         if e["type"] == "replay_end" {
                             break;
                         }
-                        if json {
-                            writeln!(out, "{e}")?;
-                        } else {
-                            writeln!(
-                                out,
-                                "{} {} {}",
-                                e["seq"],
-                                e["subject"].as_str().unwrap_or(""),
-                                e["body"]
-                            )?;
-                        }
+                        print_event(&mut out, &e, json)?;
                     }
                     out.flush()?;
                     Ok(())
                 }
             }
         }
+        StreamCommand::Consume {
+            stream,
+            durable,
+            subject,
+            new,
+            max,
+            json,
+        } => {
+            let mut settings = json!({"from": if new { "new" } else { "first" }});
+            if let Some(subject) = subject {
+                settings["subject"] = subject.into();
+            }
+            match bus.consume(&stream, &durable, settings).await {
+                Err(e) => Err(e),
+                Ok(mut events) => {
+                    let mut n = 0;
+                    while max.is_none_or(|max| n < max) {
+                        let Some(e) = events.recv().await else {
+                            bail!("the bus closed the connection");
+                        };
+                        {
+                            let mut out = std::io::stdout().lock();
+                            print_event(&mut out, &e, json)?;
+                            out.flush()?;
+                        }
+                        let seq = e["seq"].as_u64().unwrap_or_default();
+                        bus.stream_ack(&stream, &durable, seq, "ack", None).await?;
+                        n += 1;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        StreamCommand::DeleteConsumer { stream, durable } => bus
+            .call(json!({"type": "consumer_delete", "stream": stream, "durable": durable}))
+            .await
+            .map(drop),
     };
     crate::cli::exit_status(done, &[])
+}
+
+fn print_event(out: &mut impl Write, e: &Value, json: bool) -> std::io::Result<()> {
+    if json {
+        writeln!(out, "{e}")
+    } else {
+        writeln!(
+            out,
+            "{} {} {}",
+            e["seq"],
+            e["subject"].as_str().unwrap_or(""),
+            e["body"]
+        )
+    }
 }

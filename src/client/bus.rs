@@ -41,13 +41,15 @@ enum Waiter {
     Stream(oneshot::Sender<Result<(StreamId, mpsc::Receiver<Value>), Value>>),
 }
 
-/// What the frames of a stream carry to name it: a subscription's `sid` or a
-/// KV watch's `wid`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What the frames of a stream carry to name it: a subscription's `sid`, a
+/// KV watch's `wid`, a replay's number, or a durable consumer's stream and
+/// name (`stream/durable`: neither may hold a `/`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum StreamId {
     Sid(u64),
     Wid(u64),
     Replay(u64),
+    Consumer(Box<str>),
 }
 
 impl StreamId {
@@ -57,6 +59,10 @@ impl StreamId {
         }
         if let Some(wid) = frame.get("wid") {
             return wid.as_u64().map(StreamId::Wid);
+        }
+        if let Some(durable) = frame.get("durable").and_then(Value::as_str) {
+            let stream = frame.get("stream")?.as_str()?;
+            return Some(StreamId::Consumer(format!("{stream}/{durable}").into()));
         }
         frame.get("replay")?.as_u64().map(StreamId::Replay)
     }
@@ -330,6 +336,68 @@ impl Bus {
             .await
     }
 
+    /// Publishes a job on `goal` (feature `jobs`). `options` may hold
+    /// `idempotency_key`, `priority`, `delay_ms`, `max_attempts` and
+    /// `backoff_ms`. Returns the `job_published` answer (`job`, `duplicate`),
+    /// once it is on disk.
+    pub async fn job_publish(
+        &self,
+        goal: &str,
+        payload: Value,
+        options: Value,
+    ) -> Result<Value, ClientError> {
+        let mut request = json!({"type": "job_publish", "goal": goal, "payload": payload});
+        merge(&mut request, options);
+        self.call(request).await
+    }
+
+    /// Claims a job whose goal matches `pattern` for `lease`, waiting up to
+    /// `wait` for one: the `job` frame (`job`, `payload`, `attempt`, `lease`,
+    /// `lease_until_ms`), or `None` when none came.
+    pub async fn job_claim(
+        &self,
+        pattern: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Value>, ClientError> {
+        let request = json!({"type": "job_claim", "goal": pattern,
+            "lease_ms": lease.as_millis() as u64, "wait_ms": wait.as_millis() as u64});
+        let answer = self.call_waiting(request, wait).await?;
+        Ok((answer["type"] == "job").then_some(answer))
+    }
+
+    /// Extends the lease of a claimed job (`job` is the `job` frame);
+    /// `lease_lost` when it is not the job's lease any more.
+    pub async fn job_extend(&self, job: &Value, lease: Duration) -> Result<Value, ClientError> {
+        self.call(
+            json!({"type": "job_extend", "job": job["job"], "lease": job["lease"],
+            "lease_ms": lease.as_millis() as u64}),
+        )
+        .await
+    }
+
+    /// Fulfils a claimed job with `result`.
+    pub async fn job_fulfill(&self, job: &Value, result: Value) -> Result<(), ClientError> {
+        self.call(json!({"type": "job_fulfill", "job": job["job"], "lease": job["lease"], "result": result}))
+            .await
+            .map(drop)
+    }
+
+    /// Fails a claimed job: queued again with backoff if `retry` and attempts
+    /// remain, else dead. Returns the `job_failed` answer (`state`, `ready_at_ms`).
+    pub async fn job_fail(
+        &self,
+        job: &Value,
+        error: &str,
+        retry: bool,
+    ) -> Result<Value, ClientError> {
+        self.call(
+            json!({"type": "job_fail", "job": job["job"], "lease": job["lease"],
+            "error": error, "retry": retry}),
+        )
+        .await
+    }
+
     /// Replays stream `stream` (feature `streams`) from `from` (`"first"`,
     /// `"last"`, `"new"`, `{"seq":n}`, `{"time_ms":t}` or `{"id":…}`), only
     /// subjects matching `subject` if given: `stream_event` frames, then
@@ -345,6 +413,42 @@ impl Bus {
             request["subject"] = subject.into();
         }
         self.open_stream(request).await
+    }
+
+    /// Consumes durable consumer `durable` of stream `stream` (feature
+    /// `streams`), creating it if it is new. `settings` may hold `subject`,
+    /// `from` (where a new one starts), `ack_wait_ms`, `max_deliver` and
+    /// `max_ack_pending`. The stream yields `stream_event` frames (with
+    /// `seq` and `deliveries`); acknowledge each with [`Bus::stream_ack`].
+    /// Dropping it stops consuming: what is unacknowledged goes to the next
+    /// consumer.
+    pub async fn consume(
+        &self,
+        stream: &str,
+        durable: &str,
+        settings: Value,
+    ) -> Result<Subscription, ClientError> {
+        let mut request = json!({"type": "consume", "stream": stream, "durable": durable});
+        merge(&mut request, settings);
+        self.open_stream(request).await
+    }
+
+    /// Says what became of message `seq` of a consumer: `"ack"`, `"nak"`
+    /// (delivered again after `delay_ms`), `"term"` (never again) or
+    /// `"progress"` (its ack wait starts over).
+    pub async fn stream_ack(
+        &self,
+        stream: &str,
+        durable: &str,
+        seq: u64,
+        op: &str,
+        delay_ms: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let mut request = json!({"type": "stream_ack", "stream": stream, "durable": durable, "seq": seq, "op": op});
+        if let Some(delay) = delay_ms {
+            request["delay_ms"] = delay.into();
+        }
+        self.call(request).await.map(drop)
     }
 
     /// The next plain message (hermes `message` frames, errors no call waited for).
@@ -374,10 +478,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The `sid` (or a KV watch's `wid`).
+    /// The `sid` (or a KV watch's `wid`, a replay's number; 0 for a consumer).
     pub fn sid(&self) -> u64 {
         match self.id {
             StreamId::Sid(n) | StreamId::Wid(n) | StreamId::Replay(n) => n,
+            StreamId::Consumer(_) => 0,
         }
     }
 
@@ -401,8 +506,21 @@ impl Drop for Subscription {
             StreamId::Wid(wid) => json!({"type": "kv_unwatch", "wid": wid}),
             // A replay ends by itself (`replay_end`), or with the connection.
             StreamId::Replay(_) => return,
+            StreamId::Consumer(ref name) => {
+                let (stream, durable) = name.split_once('/').unwrap_or_default();
+                json!({"type": "unconsume", "stream": stream, "durable": durable})
+            }
         });
         let _ = self.out.try_send(frame);
+    }
+}
+
+/// Adds the fields of `extra` (an object) to `request`.
+fn merge(request: &mut Value, extra: Value) {
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            request[k] = v;
+        }
     }
 }
 
@@ -470,7 +588,7 @@ fn route(routes: &Mutex<Routes>, value: Value) -> Routed {
                     let opened = match StreamId::of(&value) {
                         Some(id) if value["type"] != "error" => {
                             let (stx, srx) = mpsc::channel(STREAM_CAPACITY);
-                            r.streams.insert(id, stx);
+                            r.streams.insert(id.clone(), stx);
                             Ok((id, srx))
                         }
                         _ => Err(value),

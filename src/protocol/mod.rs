@@ -184,7 +184,8 @@ pub enum Op {
     Kv(Box<KvOp>),
     /// `job_publish`, `job_claim`, … (jobs)
     Job(Box<jobs::Job>),
-    /// `replay`, `stream_info`, `stream_list` (streams)
+    /// `replay`, `stream_info`, `stream_list`, `consume`, `stream_ack`,
+    /// `unconsume`, `consumer_delete` (streams)
     Stream(Box<streams::StreamOp>),
 
     /// A message, publish or request a filter hook dropped: never routed; its
@@ -338,6 +339,8 @@ pub enum ErrorCode {
     SnapshotTooLarge,
     /// A replay starts before the first message a stream still keeps.
     SeqGone,
+    /// Another connection consumes this durable consumer.
+    ConsumerBusy,
 }
 
 /// A protocol error, sent to the client as an error frame.
@@ -766,6 +769,10 @@ const TYPES: &[(&str, bool, ParseFn)] = &[
     ("replay", false, streams::parse_replay),
     ("stream_info", false, streams::parse_info),
     ("stream_list", false, streams::parse_list),
+    ("consume", false, streams::parse_consume),
+    ("stream_ack", false, streams::parse_ack),
+    ("unconsume", false, streams::parse_unconsume),
+    ("consumer_delete", false, streams::parse_consumer_delete),
 ];
 
 fn parse_inner(frame: Bytes, rid_out: &mut Option<Rid>) -> Result<Op, ProtocolError> {

@@ -212,12 +212,14 @@ pub struct Router {
     store: Option<crate::store::Store>,
     /// The KV's committed values and its watches.
     kv: kv::Kv,
-    /// Sessions that sent job requests (told to the store when they end).
-    job_sessions: HashSet<SessionKey, KeyHash>,
-    /// Job sessions that ended, not yet told to the store (its queue was full).
+    /// Sessions that sent job requests or consume a stream (told to the store
+    /// when they end).
+    store_sessions: HashSet<SessionKey, KeyHash>,
+    /// Such sessions that ended, not yet told to the store (its queue was full).
     closes_pending: Vec<SessionKey>,
-    /// Replays waiting for their client to have room for the next chunk.
-    replays: Vec<crate::store::streams::Cursor>,
+    /// Replays and consumers waiting for their client to have room for more:
+    /// the requests that ask the store for it.
+    paced: Vec<crate::store::Request>,
     /// Publishes to keep in streams, and retained values set or cleared, sent
     /// to the store as one request each per batch of requests handled.
     appends: Vec<crate::store::streams::Append>,
@@ -246,8 +248,8 @@ impl Router {
             shutting_down: false,
             store: None,
             kv: kv::Kv::default(),
-            job_sessions: HashSet::default(),
-            replays: Vec::new(),
+            store_sessions: HashSet::default(),
+            paced: Vec::new(),
             appends: Vec::new(),
             retains: Vec::new(),
             closes_pending: Vec::new(),
@@ -310,9 +312,9 @@ impl Router {
                 }
                 _ = sweep.tick() => self.expire(Instant::now()),
                 _ = stalls.tick() => self.cut_stalled(),
-                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() || !self.replays.is_empty() || !self.closes_pending.is_empty() || !self.retains.is_empty() || !self.appends.is_empty() => {
+                _ = unpark.tick(), if !self.parked.is_empty() || !self.deferring.is_empty() || !self.gapping.is_empty() || self.registry.reaping() || !self.paced.is_empty() || !self.closes_pending.is_empty() || !self.retains.is_empty() || !self.appends.is_empty() => {
                     self.unpark();
-                    self.resume_replays();
+                    self.resume_paced();
                     self.tell_closes();
                     self.flush_appends();
                     self.resume_deferred();
@@ -880,7 +882,7 @@ impl Router {
         self.topics_session_ended(key, &mut session);
         self.rpc_session_ended(key, &session);
         self.kv_session_ended(key);
-        self.jobs_session_ended(key);
+        self.store_session_ended(key);
         debug!(
             key,
             endpoint = session.endpoint.as_deref().unwrap_or("(anonymous)"),

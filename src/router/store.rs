@@ -1,7 +1,8 @@
 //! The router's side of the store actor: sending it a session's request (a
 //! refusal is answered `storage_unavailable` and counted) and taking back, in
 //! commit order, what it committed: KV changes (applied and told to watchers
-//! before any answer), events to publish, then the answers.
+//! before any answer), events to publish, then the answers. Sessions that
+//! hold state in the store (leases, consumers) are told to it when they end.
 
 use bytes::Bytes;
 
@@ -81,6 +82,10 @@ impl Router {
                     self.replay_chunk(d.session, rid, chunk);
                     continue;
                 }
+                Answer::Deliveries(deliveries) => {
+                    self.consumer_deliveries(d.session, deliveries);
+                    continue;
+                }
                 Answer::Frame(frame) => frame,
                 Answer::Kv(outcome) => super::kv::outcome_frame(outcome),
                 Answer::Unavailable(why) => {
@@ -89,6 +94,34 @@ impl Router {
                 }
             };
             self.answer(d.session, rid, frame);
+        }
+    }
+
+    pub(super) fn store_session_ended(&mut self, key: SessionKey) {
+        if self.store_sessions.remove(&key) {
+            self.closes_pending.push(key);
+            self.tell_closes();
+        }
+    }
+
+    /// Tells the store which sessions with state in it ended, so it gives up
+    /// their leases, waiting claims and consumers. When its queue is full they are told again at the
+    /// next tick: a lost close would leave jobs leased to nobody.
+    pub(super) fn tell_closes(&mut self) {
+        let Some(store) = &self.store else {
+            self.closes_pending.clear();
+            return;
+        };
+        let pending = std::mem::take(&mut self.closes_pending);
+        for key in pending {
+            let request = store::Request {
+                session: key,
+                rid: None,
+                op: StoreOp::SessionClosed,
+            };
+            if store.send(request).is_err() {
+                self.closes_pending.push(key);
+            }
         }
     }
 }

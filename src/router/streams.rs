@@ -1,18 +1,23 @@
 //! Feature `streams` in the router: publishes on a declared stream's subjects
-//! go to the store to be kept; `replay` requests go to the store, which reads
-//! one chunk at a time, and the router asks for the next chunk only once the
-//! client has room for it, so a long replay never fills memory.
+//! go to the store to be kept; `replay` and durable consumers' requests go to
+//! the store, which reads one chunk at a time, and the router asks for the
+//! next chunk only once the client has room for it, so a long replay or a
+//! consumer far behind never fills memory.
 
 use super::{Router, SessionKey};
 use crate::protocol::streams::StreamOp;
 use crate::protocol::{Publish, Rid};
-use crate::store::{self, streams::Chunk, StoreOp};
+use crate::store::{self, consumers::Deliveries, streams::Chunk, StoreOp};
 
 impl Router {
     pub(super) fn stream_request(&mut self, key: SessionKey, rid: Option<&Rid>, op: StreamOp) {
         self.last_replay += 1;
         let replay = self.last_replay;
-        self.send_to_store(key, rid, StoreOp::Stream { op, replay });
+        let consumes = matches!(op, StreamOp::Consume(_));
+        if self.send_to_store(key, rid, StoreOp::Stream { op, replay }) && consumes {
+            // Its consumers are released when it ends.
+            self.store_sessions.insert(key);
+        }
     }
 
     /// Keeps `p` in every stream whose subjects it matches.
@@ -103,34 +108,50 @@ impl Router {
             }
         }
         if let Some(cursor) = chunk.next {
-            self.replays.push(cursor);
-            self.resume_replays();
+            self.pace(session, StoreOp::ReplayNext(cursor));
         }
     }
 
-    /// Asks the store for the next chunk of each replay whose client has room.
-    pub(super) fn resume_replays(&mut self) {
-        let waiting = std::mem::take(&mut self.replays);
-        for cursor in waiting {
-            let Some(session) = self.registry.sessions.get(&cursor.session) else {
-                continue; // the client left: the replay ends
+    /// Delivers a durable consumer's messages; more are asked for when the
+    /// client has room.
+    pub(super) fn consumer_deliveries(&mut self, session: SessionKey, d: Deliveries) {
+        for frame in d.frames {
+            if !self.deliver(session, frame) {
+                return;
+            }
+        }
+        let (stream, durable) = (d.stream, d.durable);
+        self.pace(session, StoreOp::ConsumeNext { stream, durable });
+    }
+
+    fn pace(&mut self, session: SessionKey, op: StoreOp) {
+        self.paced.push(store::Request {
+            session,
+            rid: None,
+            op,
+        });
+        self.resume_paced();
+    }
+
+    /// Asks the store for the next chunk of each replay, and more of each
+    /// consumer, whose client has room.
+    pub(super) fn resume_paced(&mut self) {
+        let waiting = std::mem::take(&mut self.paced);
+        for request in waiting {
+            let Some(session) = self.registry.sessions.get(&request.session) else {
+                continue; // the client left: the replay ends, the store releases the consumer
             };
             if session.outbox.above_high() {
-                self.replays.push(cursor);
+                self.paced.push(request);
                 continue;
             }
             let Some(store) = &self.store else { continue };
-            let (key, replay) = (cursor.session, cursor.replay);
-            if let Err(refused) = store.send(store::Request {
-                session: key,
-                rid: None,
-                op: StoreOp::ReplayNext(cursor),
-            }) {
+            if let Err(refused) = store.send(request) {
                 let (request, _) = *refused;
-                if let StoreOp::ReplayNext(cursor) = request.op {
-                    self.replays.push(cursor); // the store is behind: later
-                }
-                tracing::debug!(replay, "replay chunk deferred: the store is behind");
+                self.paced.push(request); // the store is behind: later
+                tracing::debug!(
+                    "replay chunk or consumer deliveries deferred: the store is behind"
+                );
             }
         }
     }

@@ -11,6 +11,7 @@
 //! and marks the store degraded; it retries every [`RETRY_EVERY`] and is
 //! healthy again at its first successful commit.
 
+pub mod consumers;
 pub mod jobs;
 pub mod kv;
 pub mod retained;
@@ -114,6 +115,11 @@ pub enum StoreOp {
     },
     /// The next chunk of a replay, once its client has room.
     ReplayNext(streams::Cursor),
+    /// More of a durable consumer's messages, once its client has room.
+    ConsumeNext {
+        stream: Arc<str>,
+        durable: Arc<str>,
+    },
 }
 
 /// What became of one request.
@@ -127,6 +133,8 @@ pub enum Answer {
     Frame(bytes::Bytes),
     /// Frames of a replay; the first answers the request.
     Replay(streams::Chunk),
+    /// A durable consumer's messages (not an answer: no `rid`).
+    Deliveries(consumers::Deliveries),
 }
 
 impl Answer {
@@ -319,6 +327,7 @@ struct Db {
     kv: kv::Kv,
     jobs: jobs::Jobs,
     streams: streams::Streams,
+    consumers: consumers::Consumers,
     /// Held locked while the database is open: one daemon per state directory.
     _lock: Flock<std::fs::File>,
 }
@@ -398,12 +407,14 @@ impl Actor {
         let (kv, entries) = kv::Kv::load(&conn).map_err(fail)?;
         let jobs = jobs::Jobs::load(&conn, self.config.jobs, now_ms()).map_err(fail)?;
         let streams = streams::Streams::load(&conn, &self.config.streams).map_err(fail)?;
+        let consumers = consumers::Consumers::load(&conn, &streams).map_err(fail)?;
         info!(path = %path.display(), keys = entries.len(), "store open");
         self.db = Some(Db {
             conn,
             kv,
             jobs,
             streams,
+            consumers,
             _lock: lock,
         });
         Ok(entries)
@@ -462,6 +473,11 @@ impl Actor {
                     }
                     StoreOp::SessionClosed => {
                         db.jobs.session_closed(&tx, r.session, now, &mut out)?;
+                        db.consumers.session_closed(r.session, now);
+                        continue;
+                    }
+                    StoreOp::ConsumeNext { stream, durable } => {
+                        db.consumers.resume(r.session, &stream, &durable);
                         continue;
                     }
                     StoreOp::Append(appends) => {
@@ -482,7 +498,7 @@ impl Actor {
                             StreamOp::List => Answer::Frame(db.streams.list()),
                             StreamOp::Info { stream } => {
                                 Answer::Frame(match db.streams.info(&stream) {
-                                    Some(info) => wire::info(&info),
+                                    Some(info) => wire::info(&info, &db.consumers.infos(&stream)),
                                     None => crate::protocol::ProtocolError::new(
                                         crate::protocol::ErrorCode::NotFound,
                                         format!("no stream `{stream}`"),
@@ -505,6 +521,29 @@ impl Actor {
                                     Answer::Replay(chunk)
                                 }
                             },
+                            StreamOp::Consume(c) => Answer::Frame(db.consumers.consume(
+                                &tx,
+                                &db.streams,
+                                r.session,
+                                *c,
+                                now,
+                            )?),
+                            StreamOp::Ack {
+                                stream,
+                                durable,
+                                seq,
+                                op,
+                                delay_ms,
+                            } => Answer::Frame(
+                                db.consumers
+                                    .ack(&tx, &stream, &durable, seq, op, delay_ms, now)?,
+                            ),
+                            StreamOp::Unconsume { stream, durable } => Answer::Frame(
+                                db.consumers.unconsume(r.session, &stream, &durable, now),
+                            ),
+                            StreamOp::DeleteConsumer { stream, durable } => Answer::Frame(
+                                db.consumers.delete(&tx, r.session, &stream, &durable)?,
+                            ),
                         }
                     }
                 };
@@ -516,6 +555,8 @@ impl Actor {
             }
             db.kv.expire(&tx, now, &mut changes)?;
             db.jobs.tick(&tx, now, &mut out)?;
+            db.consumers
+                .deliver(&tx, &db.streams, now, &mut done, &mut out.events)?;
             db.kv.finish(&tx)?;
             db.streams.finish(&tx, now)?;
             // Proves the disk takes writes again while degraded.
@@ -560,6 +601,12 @@ impl Actor {
                 if let Err(e) = db.streams.reload(&db.conn) {
                     warn!(error = %e, "cannot read the streams back after a failed commit");
                 }
+                if let Err(e) = db.consumers.reload(&db.conn, &db.streams) {
+                    warn!(error = %e, "cannot read the consumers back after a failed commit");
+                }
+                // Deliveries of the batch were not recorded: they go out again
+                // from the state read back.
+                done.retain(|d| !matches!(d.answer, Answer::Deliveries(_)));
                 let why = format!("the store cannot write ({e}); nothing was stored");
                 self.health.set(Some(why.clone()));
                 // Every write of the batch is refused; reads queued behind
@@ -605,7 +652,7 @@ fn refuse_all(batch: Vec<Request>, why: &str, health: &Health) -> Vec<Done> {
                 StoreOp::Job(_) | StoreOp::Stream { .. } | StoreOp::ReplayNext(_) => {
                     Answer::Frame(storage_unavailable(why))
                 }
-                StoreOp::SessionClosed => return None,
+                StoreOp::SessionClosed | StoreOp::ConsumeNext { .. } => return None,
                 StoreOp::Retain(changes) => {
                     health
                         .retained_lost
@@ -639,6 +686,7 @@ impl Db {
             self.kv.next_expiry(),
             self.jobs.next_timer(),
             self.streams.next_timer(),
+            self.consumers.next_timer(&self.streams),
         ]
         .into_iter()
         .flatten()

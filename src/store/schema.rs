@@ -56,6 +56,26 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX jobs_by_state_created ON jobs (state, created_ms, id);",
     // 5: retained values, as the router keeps them (an event's tail).
     "CREATE TABLE retained (subject TEXT PRIMARY KEY, tail BLOB NOT NULL) WITHOUT ROWID;",
+    // 6: durable consumers of streams: settings and cursor, and the messages
+    // delivered and not acknowledged, with how many times each was delivered.
+    "CREATE TABLE stream_consumers (
+         stream TEXT NOT NULL,
+         name TEXT NOT NULL,
+         filter TEXT,
+         ack_wait_ms INTEGER NOT NULL,
+         max_deliver INTEGER NOT NULL,
+         max_ack_pending INTEGER NOT NULL,
+         next_seq INTEGER NOT NULL,
+         created_ms INTEGER NOT NULL,
+         PRIMARY KEY (stream, name)
+     ) WITHOUT ROWID;
+     CREATE TABLE consumer_pending (
+         stream TEXT NOT NULL,
+         name TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         deliveries INTEGER NOT NULL,
+         PRIMARY KEY (stream, name, seq)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

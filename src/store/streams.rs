@@ -286,6 +286,11 @@ impl Streams {
         Ok(())
     }
 
+    /// A declared stream's first kept and last seq.
+    pub fn bounds(&self, name: &str) -> Option<(u64, u64)> {
+        self.by_name.get(name).map(|s| (s.first_seq, s.last_seq))
+    }
+
     pub fn info(&self, name: &str) -> Option<wire::Info<'_>> {
         self.by_name.get(name).map(|s| wire::Info {
             name: &s.config.name,
@@ -318,12 +323,35 @@ impl Streams {
         filter: Option<Box<str>>,
         from: From,
     ) -> rusqlite::Result<Result<(Bytes, Cursor), Bytes>> {
+        let start = match self.start_seq(tx, stream, from)? {
+            Ok(start) => start,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let s = &self.by_name[stream];
+        let answer = wire::replaying(replay, stream, s.first_seq, s.last_seq);
+        Ok(Ok((
+            answer,
+            Cursor {
+                session,
+                replay,
+                stream: stream.into(),
+                filter,
+                next_seq: start,
+                end_seq: s.last_seq,
+            },
+        )))
+    }
+
+    /// The seq `from` names in `stream` (past the last when it names nothing
+    /// stored yet), or the error frame saying why there is none.
+    pub fn start_seq(
+        &self,
+        tx: &Transaction,
+        stream: &str,
+        from: From,
+    ) -> rusqlite::Result<Result<u64, Bytes>> {
         let Some(s) = self.by_name.get(stream) else {
-            return Ok(Err(ProtocolError::new(
-                ErrorCode::NotFound,
-                format!("no stream `{stream}`; `hookbus stream ls` lists them"),
-            )
-            .to_frame()));
+            return Ok(Err(no_stream(stream)));
         };
         let gone = |seq: u64| {
             ProtocolError::new(
@@ -335,7 +363,7 @@ impl Streams {
             )
             .to_frame()
         };
-        let start = match from {
+        Ok(Ok(match from {
             From::First => s.first_seq,
             From::Last => s.last_seq.max(s.first_seq),
             From::New => s.last_seq + 1,
@@ -364,19 +392,7 @@ impl Streams {
                     .to_frame()))
                 }
             },
-        };
-        let answer = wire::replaying(replay, stream, s.first_seq, s.last_seq);
-        Ok(Ok((
-            answer,
-            Cursor {
-                session,
-                replay,
-                stream: stream.into(),
-                filter,
-                next_seq: start,
-                end_seq: s.last_seq,
-            },
-        )))
+        }))
     }
 
     /// Reads the chunk at `cursor`.
@@ -386,10 +402,9 @@ impl Streams {
             // Trimmed while the replay ran: it goes on from what is kept.
             cursor.next_seq = cursor.next_seq.max(s.first_seq);
         }
-        let mut stmt = tx.prepare_cached(
-            "SELECT seq, id, ts_ms, subject, sender, uid, body, size FROM stream_messages
-             WHERE stream = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
-        )?;
+        let mut stmt = tx.prepare_cached(&format!(
+            "{SELECT_STORED} WHERE stream = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4"
+        ))?;
         let mut rows = stmt.query(params![
             &*cursor.stream,
             cursor.next_seq as i64,
@@ -401,32 +416,18 @@ impl Streams {
             if bytes >= CHUNK_BYTES {
                 break; // the rest in the next chunk
             }
+            let m = Stored::from_row(r)?;
             read += 1;
-            bytes += r.get::<_, i64>(7)? as u64;
-            let seq = r.get::<_, i64>(0)? as u64;
-            cursor.next_seq = seq + 1;
-            let subject: String = r.get(3)?;
+            bytes += m.size;
+            cursor.next_seq = m.seq + 1;
             if cursor
                 .filter
                 .as_deref()
-                .is_some_and(|f| !crate::subject::matches(f, &subject))
+                .is_some_and(|f| !crate::subject::matches(f, &m.subject))
             {
                 continue;
             }
-            let id: String = r.get(1)?;
-            let sender: Option<String> = r.get(4)?;
-            let body: Vec<u8> = r.get(6)?;
-            frames.push(wire::event(&wire::Event {
-                replay: cursor.replay,
-                stream: &cursor.stream,
-                seq,
-                id: &id,
-                ts_ms: r.get::<_, i64>(2)? as u64,
-                subject: &subject,
-                from: sender.as_deref(),
-                uid: r.get(5)?,
-                body: wire::raw(&body),
-            }));
+            frames.push(m.frame(&cursor.stream, Some(cursor.replay), None));
         }
         if (read < CHUNK && bytes < CHUNK_BYTES) || cursor.next_seq > cursor.end_seq {
             frames.push(wire::replay_end(
@@ -439,6 +440,70 @@ impl Streams {
         Ok(Chunk {
             frames,
             next: Some(cursor),
+        })
+    }
+}
+
+fn no_stream(stream: &str) -> Bytes {
+    ProtocolError::new(
+        ErrorCode::NotFound,
+        format!("no stream `{stream}`; `hookbus stream ls` lists them"),
+    )
+    .to_frame()
+}
+
+/// The columns [`Stored::from_row`] reads.
+pub(super) const SELECT_STORED: &str =
+    "SELECT seq, id, ts_ms, subject, sender, uid, body, size FROM stream_messages";
+
+/// A stored message, as read back.
+pub(super) struct Stored {
+    pub seq: u64,
+    id: String,
+    ts_ms: u64,
+    pub subject: String,
+    sender: Option<String>,
+    uid: Option<u32>,
+    body: Vec<u8>,
+    pub size: u64,
+}
+
+impl Stored {
+    pub fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Stored {
+            seq: r.get::<_, i64>(0)? as u64,
+            id: r.get(1)?,
+            ts_ms: r.get::<_, i64>(2)? as u64,
+            subject: r.get(3)?,
+            sender: r.get(4)?,
+            uid: r.get(5)?,
+            body: r.get(6)?,
+            size: r.get::<_, i64>(7)? as u64,
+        })
+    }
+
+    /// Message `seq` of `stream`, if it is still kept.
+    pub fn read(tx: &Transaction, stream: &str, seq: u64) -> rusqlite::Result<Option<Self>> {
+        tx.prepare_cached(&format!("{SELECT_STORED} WHERE stream = ?1 AND seq = ?2"))?
+            .query_row(params![stream, seq as i64], Stored::from_row)
+            .optional()
+    }
+
+    /// Its `stream_event` frame: for a replay, or for a durable consumer
+    /// (`durable`, and how many times it was delivered).
+    pub fn frame(&self, stream: &str, replay: Option<u64>, durable: Option<(&str, u32)>) -> Bytes {
+        wire::event(&wire::Event {
+            replay,
+            durable: durable.map(|d| d.0),
+            stream,
+            seq: self.seq,
+            deliveries: durable.map(|d| d.1),
+            id: &self.id,
+            ts_ms: self.ts_ms,
+            subject: &self.subject,
+            from: self.sender.as_deref(),
+            uid: self.uid,
+            body: wire::raw(&self.body),
         })
     }
 }

@@ -22,21 +22,18 @@ async fn client(bus: &TestBus) -> Bus {
 }
 
 async fn publish(c: &Bus, goal: &str, payload: Value, extra: Value) -> String {
-    let mut request = json!({"type": "job_publish", "goal": goal, "payload": payload});
-    for (k, v) in extra.as_object().unwrap() {
-        request[k] = v.clone();
-    }
-    let a = c.call(request).await.unwrap();
+    let a = c.job_publish(goal, payload, extra).await.unwrap();
     a["job"].as_str().unwrap().to_owned()
 }
 
+/// The `job` frame, or `no_job`.
 async fn claim(c: &Bus, goal: &str, lease_ms: u64, wait_ms: u64) -> Value {
-    c.call_waiting(
-        json!({"type": "job_claim", "goal": goal, "lease_ms": lease_ms, "wait_ms": wait_ms}),
+    let (lease, wait) = (
+        Duration::from_millis(lease_ms),
         Duration::from_millis(wait_ms),
-    )
-    .await
-    .unwrap()
+    );
+    let job = c.job_claim(goal, lease, wait).await.unwrap();
+    job.unwrap_or_else(|| json!({"type": "no_job"}))
 }
 
 async fn status(c: &Bus, job: &str) -> Value {
@@ -111,18 +108,15 @@ async fn a_silent_worker_loses_its_lease_and_its_late_fulfil_is_refused() {
         t.elapsed() >= Duration::from_millis(250),
         "redelivered before the lease ended"
     );
-    let stale = silent
-        .call(json!({"type": "job_fulfill", "job": job, "lease": first["lease"], "result": 1}))
-        .await
-        .unwrap_err();
+    let stale = silent.job_fulfill(&first, json!(1)).await.unwrap_err();
     assert_eq!(stale.code(), Some("lease_lost"), "{stale}");
     let extend = silent
-        .call(json!({"type": "job_extend", "job": job, "lease": first["lease"]}))
+        .job_extend(&first, Duration::from_secs(10))
         .await
         .unwrap_err();
     assert_eq!(extend.code(), Some("lease_lost"));
     other
-        .call(json!({"type": "job_fulfill", "job": job, "lease": second["lease"], "result": {"sent": true}}))
+        .job_fulfill(&second, json!({"sent": true}))
         .await
         .unwrap();
     let info = status(&other, &job).await;
@@ -152,7 +146,7 @@ async fn three_failures_make_a_job_dead_with_an_event_and_retry_revives_it() {
         let j = claim(&c, "build.>", 10_000, 5_000).await;
         assert_eq!(j["attempt"], attempt, "{j}");
         let failed = c
-            .call(json!({"type": "job_fail", "job": job, "lease": j["lease"], "error": format!("try {attempt}")}))
+            .job_fail(&j, &format!("try {attempt}"), true)
             .await
             .unwrap();
         let expect = if attempt < 3 { "queued" } else { "dead" };
@@ -183,9 +177,7 @@ async fn three_failures_make_a_job_dead_with_an_event_and_retry_revives_it() {
         "{j}"
     );
     // Failing without retry is final at once; a cancelled job is not claimed.
-    c.call(json!({"type": "job_fail", "job": job, "lease": j["lease"], "retry": false}))
-        .await
-        .unwrap();
+    c.job_fail(&j, "failed", false).await.unwrap();
     assert_eq!(status(&c, &job).await["state"], "dead");
     let other = publish(&c, "build.api", json!(2), json!({})).await;
     c.call(json!({"type": "job_cancel", "job": other}))

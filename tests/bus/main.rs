@@ -5,6 +5,7 @@
 mod common;
 
 mod client;
+mod consumers;
 mod daemon;
 mod flow;
 mod guests;
