@@ -19,15 +19,29 @@ async fn the_python_client_suite_passes_against_a_live_bus() {
         installed.contains("site-packages"),
         "the suite must test the installed package (pip install ./clients/python), not {installed}"
     );
-    // With a store, for the KV and jobs tests.
+    // With a store, for the KV, jobs and streams tests, and a stream `py` on
+    // `py.>` (HOOKBUS_TEST_STREAM) for the streams tests.
     let state = tempfile::tempdir().unwrap();
-    let bus = TestBus::with_store(state.path(), hookbus::store::SyncPolicy::Normal).await;
+    let dir = state.path().to_owned();
+    let bus = TestBus::start_with(move |c| {
+        let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
+        store.streams = vec![hookbus::store::streams::StreamConfig {
+            name: "py".into(),
+            subjects: vec!["py.>".into()],
+            max_messages: None,
+            max_bytes: None,
+            max_age_s: None,
+        }];
+        c.store = Some(store);
+    })
+    .await;
     // Run from the tests folder, so `import hookbus` finds the installed package,
     // not the sources beside it.
     let out = tokio::process::Command::new(crate::hermes::python())
         .args(["-m", "unittest", "discover", "-v", "-s", "."])
         .current_dir(&tests)
         .env("HOOKBUS_SOCKET", &bus.socket)
+        .env("HOOKBUS_TEST_STREAM", "py")
         .output()
         .await
         .unwrap();

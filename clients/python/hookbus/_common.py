@@ -6,15 +6,15 @@ import math
 import os
 import time
 import uuid
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .errors import BadRequest, NotNegotiated
 
 #: The protocol version this client speaks.
 PROTOCOL = 2
 #: Features a `Client` asks for unless told otherwise (a bus ignores those it does not
-#: know, and `kv` and `jobs` send nothing a session did not ask for).
-DEFAULT_FEATURES: Tuple[str, ...] = ("topics", "rpc", "kv", "jobs")
+#: know, and `kv`, `jobs` and `streams` send nothing a session did not ask for).
+DEFAULT_FEATURES: Tuple[str, ...] = ("topics", "rpc", "kv", "jobs", "streams")
 #: Seconds between heartbeat pings (the bus closes connections silent for 90 s).
 HEARTBEAT_INTERVAL = 30.0
 #: Extra seconds a client waits past a request's own timeout before giving up locally.
@@ -36,6 +36,9 @@ FEATURE_OF = {
     "job_publish": "jobs", "job_claim": "jobs", "job_extend": "jobs", "job_fulfill": "jobs",
     "job_fail": "jobs", "job_status": "jobs", "job_list": "jobs", "job_retry": "jobs",
     "job_cancel": "jobs",
+    "replay": "streams", "stream_info": "streams", "stream_list": "streams",
+    "consume": "streams", "stream_ack": "streams", "unconsume": "streams",
+    "consumer_delete": "streams",
 }
 
 # The answer type of each request a protocol 1 bus knows. A protocol 1 bus does not
@@ -56,6 +59,8 @@ ANSWER = "answer"          # key: rid; the answer to one of our requests
 SID = "sid"                # key: sid; event, gap, monitored, request to a subscription
 IID = "iid"                # key: iid; interest_change
 WID = "wid"                # key: wid; kv_change, kv_synced, kv_unwatched the bus chose
+REPLAY = "replay"          # key: replay; a replay's stream_event, replay_end
+CONSUMER = "consumer"      # key: (stream, durable); a durable consumer's stream_event
 DIRECT_REQUEST = "direct"  # a request addressed to our endpoint with `to`
 MESSAGE = "message"        # a point-to-point or broadcast message
 PONG = "pong"              # a heartbeat answer (sent without rid)
@@ -92,6 +97,12 @@ def classify(frame: Mapping[str, Any]) -> Tuple[str, Any]:
         return IID, frame.get("iid")
     if kind in ("kv_change", "kv_synced"):
         return WID, frame.get("wid")
+    if kind == "stream_event":  # never an answer: a replayed message, or a consumer's
+        if frame.get("replay") is not None:
+            return REPLAY, frame.get("replay")
+        return CONSUMER, (frame.get("stream"), frame.get("durable"))
+    if kind == "replay_end":
+        return REPLAY, frame.get("replay")
     if "rid" in frame:
         return ANSWER, frame["rid"]
     if kind == "kv_unwatched":  # without rid: not an answer to `kv_unwatch`, a lost watch
@@ -317,4 +328,91 @@ def job_list_frame(state: Optional[str], goal: Optional[str],
         frame["goal"] = goal
     if limit is not None:
         frame["limit"] = int(limit)
+    return frame
+
+
+# ── streams ─────────────────────────────────────────────────────────────────
+
+#: What `stream_ack` may say of a delivered message.
+ACK_OPS = ("ack", "nak", "term", "progress")
+#: Longest `delay_ms` of a `nak` (30 days).
+MAX_NAK_DELAY_MS = 30 * 24 * 3600 * 1000
+#: Where a replay or a new consumer starts: "first", "last", "new", a seq (an int),
+#: or `{"seq": n}`, `{"time_ms": t}` or `{"id": message_id}`.
+From = Union[str, int, Mapping[str, Any]]
+#: A message to acknowledge: its seq, or its `stream_event` frame.
+Seq = Union[int, Mapping[str, Any]]
+_FROM_WORDS = ("first", "last", "new")
+_FROM_KEYS = ("seq", "time_ms", "id")
+
+
+def stream_from(start: From) -> Union[str, Dict[str, Any]]:
+    """`from` as the bus takes it: "first", "last" or "new", or a one-key object
+    (`seq`, `time_ms` or `id`); an int is a seq. `ValueError` for anything else."""
+    if isinstance(start, str):
+        if start not in _FROM_WORDS:
+            raise ValueError(f"from_ must be one of {', '.join(_FROM_WORDS)}, a seq, "
+                             "or {'seq': n}, {'time_ms': t} or {'id': ...}")
+        return start
+    if isinstance(start, int) and not isinstance(start, bool):
+        start = {"seq": start}
+    if isinstance(start, Mapping) and len(start) == 1:
+        (key, value), = start.items()
+        if key == "id" and isinstance(value, str):
+            return {"id": value}
+        if key in ("seq", "time_ms") and isinstance(value, int) \
+                and not isinstance(value, bool) and value >= 0:
+            return {key: value}
+    raise ValueError("from_ must be \"first\", \"last\", \"new\", a seq (an int, 0 or more), "
+                     "or {'seq': n}, {'time_ms': t} or {'id': message_id}")
+
+
+def replay_frame(stream: str, start: From, subject: Optional[str]) -> Dict[str, Any]:
+    """A `replay` frame (without rid)."""
+    frame: Dict[str, Any] = {"type": "replay", "stream": stream, "from": stream_from(start)}
+    if subject is not None:
+        frame["subject"] = subject
+    return frame
+
+
+def consume_frame(stream: str, durable: str, subject: Optional[str], start: Optional[From],
+                  ack_wait: Optional[float], max_deliver: Optional[int],
+                  max_ack_pending: Optional[int]) -> Dict[str, Any]:
+    """A `consume` frame (without rid); `ack_wait` in seconds. What is None is left out
+    (the bus's defaults for a new consumer, the settings it has for an existing one)."""
+    frame: Dict[str, Any] = {"type": "consume", "stream": stream, "durable": durable}
+    if subject is not None:
+        frame["subject"] = subject
+    if start is not None:
+        frame["from"] = stream_from(start)
+    if ack_wait is not None:
+        frame["ack_wait_ms"] = duration_ms(ack_wait, "ack_wait", positive=True)
+    if max_deliver is not None:
+        frame["max_deliver"] = int(max_deliver)
+    if max_ack_pending is not None:
+        frame["max_ack_pending"] = int(max_ack_pending)
+    return frame
+
+
+def stream_seq(seq: Any) -> int:
+    """The seq of a message: `seq` itself if an int, else the `seq` field of a frame
+    (a `stream_event`)."""
+    if isinstance(seq, Mapping):
+        seq = seq.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise TypeError("give a seq (an int) or a `stream_event` frame")
+    return seq
+
+
+def stream_ack_frame(stream: str, durable: str, seq: Any, op: str,
+                     delay: Optional[float]) -> Dict[str, Any]:
+    """A `stream_ack` frame (without rid); `delay` (seconds) only for a `nak`."""
+    if op not in ACK_OPS:
+        raise ValueError(f"op must be one of {', '.join(ACK_OPS)}")
+    frame: Dict[str, Any] = {"type": "stream_ack", "stream": stream, "durable": durable,
+                             "seq": stream_seq(seq), "op": op}
+    if delay is not None:
+        if op != "nak":
+            raise ValueError("only a nak takes a delay")
+        frame["delay_ms"] = duration_ms(delay, "delay", maximum_ms=MAX_NAK_DELAY_MS)
     return frame

@@ -1,5 +1,6 @@
 """The frame router both clients share: answers to waiting calls by `rid`, and
-events, requests, messages, interest changes and KV changes to their streams.
+events, requests, messages, interest changes, KV changes, replayed messages and
+durable consumers' messages to their streams.
 
 It only sorts and queues; it never writes to the bus and never blocks, so the
 reader (thread or task) that calls `_dispatch` keeps reading whatever happens.
@@ -28,8 +29,8 @@ def copy_error(error: HookbusError) -> HookbusError:
 
 
 class StreamBase:
-    """Frames of one subscription, interest, monitor, KV watch or the message queue, in
-    order.
+    """Frames of one subscription, interest, monitor, KV watch, replay, durable consumer
+    or the message queue, in order.
 
     Subclasses give `_queue` (a `queue.Queue` or an `asyncio.Queue`) and the reading side.
     """
@@ -91,6 +92,9 @@ class Router:
         self._sinks: Dict[Any, StreamBase] = {}
         self._interests: Dict[Any, StreamBase] = {}
         self._watches: Dict[Any, StreamBase] = {}
+        self._replays: Dict[Any, StreamBase] = {}
+        # Durable consumers this connection consumes, by (stream, durable).
+        self._consumers: Dict[Tuple[str, str], StreamBase] = {}
         self._direct: Optional[StreamBase] = None
         self._monitor: Optional[StreamBase] = None
         self._legacy = True  # until `welcome` says protocol 2: answers may lack `rid`
@@ -151,6 +155,30 @@ class Router:
     def _watch_installer(self, watch: Any) -> Callable[[Frame], None]:
         return self._installer("kv_watching", watch, "wid", self._watches)
 
+    def _replay_installer(self, replay: Any) -> Callable[[Frame], None]:
+        install = self._installer("replaying", replay, "replay", self._replays)
+
+        def on_answer(answer: Frame) -> None:
+            if answer.get("type") == "replaying":
+                replay.info = answer
+                replay.first_seq = answer.get("first_seq")
+                replay.last_seq = answer.get("last_seq")
+            install(answer)
+        return on_answer
+
+    def _consumer_installer(self, consumer: Any) -> Callable[[Frame], None]:
+        def on_answer(answer: Frame) -> None:
+            if answer.get("type") != "consuming":
+                return
+            consumer.info = answer
+            key = (consumer.stream, consumer.durable)
+            with self._lock:
+                old = self._consumers.get(key)
+                self._consumers[key] = consumer
+            if old is not None and old is not consumer:  # consumed again on this connection
+                old._end(Closed("replaced by a new consume of the same durable"), orderly=True)
+        return on_answer
+
     def _monitor_installer(self, mon: Any) -> Callable[[Frame], None]:
         def on_answer(answer: Frame) -> None:
             if answer.get("type") != "monitoring":
@@ -183,6 +211,29 @@ class Router:
         with self._lock:
             if wid is not None and self._watches.get(wid) is watch:
                 del self._watches[wid]
+
+    def _forget_replay(self, number: Any, replay: StreamBase) -> None:
+        with self._lock:
+            if number is not None and self._replays.get(number) is replay:
+                del self._replays[number]
+
+    def _forget_consumer(self, stream: str, durable: str,
+                         consumer: Optional[StreamBase] = None) -> Optional[StreamBase]:
+        """Stops routing a durable consumer's messages (to `consumer` only, if given);
+        returns the stream it had."""
+        with self._lock:
+            current = self._consumers.get((stream, durable))
+            if current is None or (consumer is not None and current is not consumer):
+                return None
+            del self._consumers[(stream, durable)]
+            return current
+
+    def _replay_ended(self, replay: StreamBase, frame: Frame) -> None:
+        """`replay_end` arrived: the replay's last frame."""
+        setattr(replay, "end", frame)
+        if frame.get("last_seq") is not None:
+            setattr(replay, "last_seq", frame.get("last_seq"))
+        replay._end(Closed("the replay has ended"), orderly=True)
 
     def _legacy_rid(self, frame: Frame) -> Any:
         """The rid of the oldest call a rid-less answer of a protocol 1 bus can answer."""
@@ -240,6 +291,24 @@ class Router:
                               orderly=False)
             else:
                 kv_watch._push(frame)
+        elif kind == C.REPLAY:
+            with self._lock:
+                replay = self._replays.get(key)
+                if replay is not None and frame.get("type") == "replay_end":
+                    del self._replays[key]
+            if replay is None:
+                log.debug("frame for unknown replay %r dropped", key)
+            elif frame.get("type") == "replay_end":
+                self._replay_ended(replay, frame)
+            else:
+                replay._push(frame)
+        elif kind == C.CONSUMER:
+            with self._lock:
+                consumer = self._consumers.get(key)
+            if consumer is None:  # sent before an `unconsume` was answered: delivered again
+                log.debug("message for durable %r not consumed here dropped", key)
+            else:
+                consumer._push(frame)
         elif kind == C.DIRECT_REQUEST:
             with self._lock:
                 direct = self._direct
@@ -268,12 +337,16 @@ class Router:
             self._pending.clear()
             sinks: List[StreamBase] = (list(self._sinks.values())
                                        + list(self._interests.values())
-                                       + list(self._watches.values()))
+                                       + list(self._watches.values())
+                                       + list(self._replays.values())
+                                       + list(self._consumers.values()))
             if self._direct is not None:
                 sinks.append(self._direct)
             self._sinks.clear()
             self._interests.clear()
             self._watches.clear()
+            self._replays.clear()
+            self._consumers.clear()
         orderly = self._closing and self._fatal is None
         for call in pending:
             call.answers.put_nowait(END)

@@ -241,6 +241,92 @@ class AsyncKvWatch(_AStream):
         await self.close()
 
 
+class AsyncReplay(_AStream):
+    """A replay of a stream: `async for` its `stream_event` frames, or `await
+    next(timeout)`, in seq order, up to `last_seq` (see `Replay`). Iterating stops
+    after the last one, when `replay_end` arrives: that frame is then `end`."""
+
+    def __init__(self, client: "AsyncClient", stream: str, subject: Optional[str]) -> None:
+        super().__init__()
+        self._client = client
+        self.stream = stream
+        self.subject = subject
+        #: The bus's number for this replay (set when `replaying` arrives).
+        self.replay: Optional[int] = None
+        #: The `replaying` answer: `first_seq` and `last_seq` of the stream when it started.
+        self.info: Frame = {}
+        #: The first seq the stream keeps, and the last seq the replay covers.
+        self.first_seq: Optional[int] = None
+        self.last_seq: Optional[int] = None
+        #: The `replay_end` frame, once every message was received (None until then).
+        self.end: Optional[Frame] = None
+
+    def close(self) -> None:
+        """Stops reading (locally: the protocol has no request that ends a replay)."""
+        self._client._forget_replay(self.replay, self)
+        self._end(Closed("the replay is closed"), orderly=True)
+
+    async def __aenter__(self) -> "AsyncReplay":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncConsumer(_AStream):
+    """A durable consumer this client consumes: `async for` its `stream_event` frames, or
+    `await next(timeout)`; acknowledge each with `ack`, `nak`, `term` or `progress`,
+    and `await close()` (or leave an `async with` block) to stop consuming. `info` is
+    the `consuming` answer. See `Consumer`."""
+
+    def __init__(self, client: "AsyncClient", stream: str, durable: str) -> None:
+        super().__init__()
+        self._client = client
+        self.stream = stream
+        self.durable = durable
+        #: The `consuming` answer (set when it arrives).
+        self.info: Frame = {}
+
+    async def ack(self, seq: C.Seq, timeout: Optional[float] = None) -> None:
+        """Done with a message (its seq, or the frame): it is never delivered again."""
+        await self._client.stream_ack(self.stream, self.durable, seq, "ack", timeout=timeout)
+
+    async def nak(self, seq: C.Seq, delay: Optional[float] = None,
+                  timeout: Optional[float] = None) -> None:
+        """Not done: deliver the message again, after `delay` seconds (default at once)."""
+        await self._client.stream_ack(self.stream, self.durable, seq, "nak", delay, timeout)
+
+    async def term(self, seq: C.Seq, timeout: Optional[float] = None) -> None:
+        """Never deliver the message again, though not done."""
+        await self._client.stream_ack(self.stream, self.durable, seq, "term", timeout=timeout)
+
+    async def progress(self, seq: C.Seq, timeout: Optional[float] = None) -> None:
+        """Still working on the message: its ack wait starts over."""
+        await self._client.stream_ack(self.stream, self.durable, seq, "progress",
+                                      timeout=timeout)
+
+    async def close(self, timeout: Optional[float] = None) -> None:
+        """Stops consuming (`unconsume`): what is not acknowledged goes to whoever consumes
+        it next; frames already received can still be read."""
+        if self.ended:
+            return
+        try:
+            if not self._client.closed:
+                await self._client._call({"type": "unconsume", "stream": self.stream,
+                                          "durable": self.durable}, timeout)
+        except (Closed, NotFound):
+            pass  # the connection ended, or this one does not consume it any more
+        finally:
+            self._client._forget_consumer(self.stream, self.durable, self)
+            self._end(Closed("the consumer is closed"), orderly=True)
+
+    async def __aenter__(self) -> "AsyncConsumer":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 async def connect(socket_path: Optional[str] = None, name: Optional[str] = None,
                   features: Sequence[str] = C.DEFAULT_FEATURES,
                   will: Optional[Mapping[str, Any]] = None,
@@ -568,6 +654,60 @@ class AsyncClient(Router):
         """Cancels a queued, leased or dead job."""
         C.require(self.features, "job_cancel")
         await self._call({"type": "job_cancel", "job": C.job_id(job)})
+
+    # ── streams ─────────────────────────────────────────────────────────
+
+    async def replay(self, stream: str, from_: C.From = "first",
+                     subject: Optional[str] = None) -> AsyncReplay:
+        """Replays the messages a stream keeps, in seq order, those whose subject matches
+        `subject` only, if given, from `from_` ("first", "last", "new", a seq,
+        `{"seq": n}`, `{"time_ms": t}`, `{"id": message_id}`); see `Client.replay`
+        (`NotFound`, `SeqGone`)."""
+        C.require(self.features, "replay")
+        replay = AsyncReplay(self, stream, subject)
+        await self._call(C.replay_frame(stream, from_, subject),
+                         on_answer=self._replay_installer(replay))
+        return replay
+
+    async def consume(self, stream: str, durable: str, subject: Optional[str] = None,
+                      from_: Optional[C.From] = None, ack_wait: Optional[float] = None,
+                      max_deliver: Optional[int] = None,
+                      max_ack_pending: Optional[int] = None) -> AsyncConsumer:
+        """Consumes (creating it if new) the durable consumer `durable` of a stream; see
+        `Client.consume` (`ack_wait` in seconds; `ConsumerBusy`, `NotFound`)."""
+        C.require(self.features, "consume")
+        consumer = AsyncConsumer(self, stream, durable)
+        await self._call(C.consume_frame(stream, durable, subject, from_, ack_wait, max_deliver,
+                                         max_ack_pending),
+                         on_answer=self._consumer_installer(consumer))
+        return consumer
+
+    async def stream_ack(self, stream: str, durable: str, seq: C.Seq, op: str = "ack",
+                         delay: Optional[float] = None, timeout: Optional[float] = None) -> Frame:
+        """Says what became of message `seq` of a durable consumer ("ack", "nak" after
+        `delay` seconds, "term", "progress"); returns `stream_acked` (see
+        `Client.stream_ack`)."""
+        C.require(self.features, "stream_ack")
+        return await self._call(C.stream_ack_frame(stream, durable, seq, op, delay), timeout)
+
+    async def stream_info(self, stream: str) -> Frame:
+        """The `stream_info` frame of a stream, with its `consumers`; `NotFound` if unknown."""
+        C.require(self.features, "stream_info")
+        return await self._call({"type": "stream_info", "stream": stream})
+
+    async def stream_list(self) -> List[Frame]:
+        """Every declared stream, as `stream_info` describes it (without consumers)."""
+        C.require(self.features, "stream_list")
+        return list((await self._call({"type": "stream_list"})).get("streams") or [])
+
+    async def consumer_delete(self, stream: str, durable: str) -> None:
+        """Deletes a durable consumer (`ConsumerBusy`, `NotFound`); a consumer of this client
+        for it ends."""
+        C.require(self.features, "consumer_delete")
+        await self._call({"type": "consumer_delete", "stream": stream, "durable": durable})
+        consumer = self._forget_consumer(stream, durable)
+        if consumer is not None:
+            consumer._end(Closed("the consumer was deleted"), orderly=True)
 
     # ── plumbing ────────────────────────────────────────────────────────
 

@@ -245,6 +245,107 @@ class KvWatch(_Stream):
         self.close()
 
 
+class Replay(_Stream):
+    """A replay of a stream: iterate it, or call `next(timeout)`, for its `stream_event`
+    frames (`seq`, `id`, `ts_ms`, `subject`, `from`, `uid`, `body`), in seq order.
+
+    It covers the messages kept when it started, up to `last_seq`; those published
+    later are not in it (subscribe for them). Iterating stops after the last one,
+    when the bus's `replay_end` frame arrives: that frame is then `end`, and `next`
+    raises `Closed`. If the connection ends first, iterating raises instead.
+    """
+
+    def __init__(self, client: "Client", stream: str, subject: Optional[str]) -> None:
+        super().__init__()
+        self._client = client
+        self.stream = stream
+        self.subject = subject
+        #: The bus's number for this replay (set when `replaying` arrives).
+        self.replay: Optional[int] = None
+        #: The `replaying` answer: `first_seq` and `last_seq` of the stream when it started.
+        self.info: Frame = {}
+        #: The first seq the stream keeps, and the last seq the replay covers.
+        self.first_seq: Optional[int] = None
+        self.last_seq: Optional[int] = None
+        #: The `replay_end` frame, once every message was received (None until then).
+        self.end: Optional[Frame] = None
+
+    def close(self) -> None:
+        """Stops reading. The protocol has no request that ends a replay: the bus sends the
+        rest, which the client drops. Frames already received can still be read."""
+        self._client._forget_replay(self.replay, self)
+        self._end(Closed("the replay is closed"), orderly=True)
+
+    def __enter__(self) -> "Replay":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer(_Stream):
+    """A durable consumer this client consumes: iterate it, or call `next(timeout)`, for
+    its `stream_event` frames (`seq`, `deliveries`, `id`, `ts_ms`, `subject`, `from`,
+    `uid`, `body`).
+
+    Each message stays pending until acknowledged with `ack`, `nak`, `term` or
+    `progress` (its seq, or the frame itself); one not acknowledged within the ack
+    wait, `nak`ed, or pending when this client stops consuming, is delivered again,
+    with `deliveries` one higher. `close()` (or leaving a `with` block) stops
+    consuming: the bus keeps the consumer, and whoever consumes it next gets what was
+    not acknowledged. `info` is the bus's `consuming` answer (`created`, `next_seq`,
+    `pending`, `ack_wait_ms`, `max_deliver`, `max_ack_pending`, ...).
+    """
+
+    def __init__(self, client: "Client", stream: str, durable: str) -> None:
+        super().__init__()
+        self._client = client
+        self.stream = stream
+        self.durable = durable
+        #: The `consuming` answer (set when it arrives).
+        self.info: Frame = {}
+
+    def ack(self, seq: C.Seq, timeout: Optional[float] = None) -> None:
+        """Done with a message: it is never delivered again. `NotFound` if it is not
+        pending (acknowledged already, or given up)."""
+        self._client.stream_ack(self.stream, self.durable, seq, "ack", timeout=timeout)
+
+    def nak(self, seq: C.Seq, delay: Optional[float] = None,
+            timeout: Optional[float] = None) -> None:
+        """Not done: deliver the message again, after `delay` seconds (default at once)."""
+        self._client.stream_ack(self.stream, self.durable, seq, "nak", delay, timeout)
+
+    def term(self, seq: C.Seq, timeout: Optional[float] = None) -> None:
+        """Never deliver the message again, though not done (one this consumer cannot
+        handle)."""
+        self._client.stream_ack(self.stream, self.durable, seq, "term", timeout=timeout)
+
+    def progress(self, seq: C.Seq, timeout: Optional[float] = None) -> None:
+        """Still working on the message: its ack wait starts over."""
+        self._client.stream_ack(self.stream, self.durable, seq, "progress", timeout=timeout)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stops consuming (`unconsume`); frames already received can still be read (and
+        acknowledged, by any connection, until they are delivered again)."""
+        if self.ended:
+            return
+        try:
+            if not self._client.closed:
+                self._client._call({"type": "unconsume", "stream": self.stream,
+                                    "durable": self.durable}, timeout=timeout)
+        except (Closed, NotFound):
+            pass  # the connection ended, or this one does not consume it any more
+        finally:
+            self._client._forget_consumer(self.stream, self.durable, self)
+            self._end(Closed("the consumer is closed"), orderly=True)
+
+    def __enter__(self) -> "Consumer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Client(Router):
     """A hookbus connection speaking protocol 2.
 
@@ -632,6 +733,81 @@ class Client(Router):
         """Cancels a queued, leased or dead job (its lease, if any, is lost)."""
         C.require(self.features, "job_cancel")
         self._call({"type": "job_cancel", "job": C.job_id(job)})
+
+    # ── streams ─────────────────────────────────────────────────────────
+
+    def replay(self, stream: str, from_: C.From = "first",
+               subject: Optional[str] = None) -> Replay:
+        """Replays the messages a stream keeps, in seq order, those whose subject matches
+        the pattern `subject` only, if given; see `Replay`.
+
+        `from_` is where it starts: "first" (the oldest kept), "last" (the last
+        message only), "new" (nothing: the replay ends at once), a seq (an int, or
+        `{"seq": n}`), `{"time_ms": t}` (the first at or after that Unix time in
+        ms) or `{"id": message_id}`. Raises `NotFound` for an unknown stream and
+        `SeqGone` for a start the stream no longer keeps.
+        """
+        C.require(self.features, "replay")
+        replay = Replay(self, stream, subject)
+        self._call(C.replay_frame(stream, from_, subject), on_answer=self._replay_installer(replay))
+        return replay
+
+    def consume(self, stream: str, durable: str, subject: Optional[str] = None,
+                from_: Optional[C.From] = None, ack_wait: Optional[float] = None,
+                max_deliver: Optional[int] = None,
+                max_ack_pending: Optional[int] = None) -> Consumer:
+        """Consumes the durable consumer `durable` (1 to 64 letters, digits, `-`, `_`) of
+        a stream, creating it if it is new; returns the `Consumer` its messages come to.
+
+        `subject` (a pattern: only matching messages are delivered) is fixed when the
+        consumer is created: give the same one each time (`BadRequest` otherwise).
+        `from_` (as for `replay`; bus default "first") is where a new consumer starts.
+        `ack_wait` (seconds, bus default 30), `max_deliver` (5) and `max_ack_pending`
+        (1000), when given, replace an existing consumer's settings. Raises
+        `ConsumerBusy` while another connection consumes it, `NotFound` for an
+        unknown stream. Consuming it again on this client replaces the `Consumer`.
+        """
+        C.require(self.features, "consume")
+        consumer = Consumer(self, stream, durable)
+        self._call(C.consume_frame(stream, durable, subject, from_, ack_wait, max_deliver,
+                                   max_ack_pending),
+                   on_answer=self._consumer_installer(consumer))
+        return consumer
+
+    def stream_ack(self, stream: str, durable: str, seq: C.Seq, op: str = "ack",
+                   delay: Optional[float] = None, timeout: Optional[float] = None) -> Frame:
+        """Says what became of message `seq` (or a `stream_event` frame) of a durable
+        consumer, which any connection may do; returns the `stream_acked` answer.
+
+        `op` is "ack" (done), "nak" (deliver it again after `delay` seconds),
+        "term" (never deliver it again) or "progress" (its ack wait starts over).
+        `NotFound` if the message is not pending. `Consumer.ack` and the others call
+        this.
+        """
+        C.require(self.features, "stream_ack")
+        return self._call(C.stream_ack_frame(stream, durable, seq, op, delay), timeout=timeout)
+
+    def stream_info(self, stream: str) -> Frame:
+        """The `stream_info` frame of a stream: `subjects`, `messages`, `bytes`,
+        `first_seq`, `last_seq`, its limits, and its `consumers` (each as `consuming`
+        describes it); `NotFound` for an unknown stream."""
+        C.require(self.features, "stream_info")
+        return self._call({"type": "stream_info", "stream": stream})
+
+    def stream_list(self) -> List[Frame]:
+        """Every declared stream, as `stream_info` describes it (without consumers)."""
+        C.require(self.features, "stream_list")
+        return list(self._call({"type": "stream_list"}).get("streams") or [])
+
+    def consumer_delete(self, stream: str, durable: str) -> None:
+        """Deletes a durable consumer and what it had pending. `ConsumerBusy` while another
+        connection consumes it, `NotFound` if there is none; a `Consumer` of this client
+        for it ends."""
+        C.require(self.features, "consumer_delete")
+        self._call({"type": "consumer_delete", "stream": stream, "durable": durable})
+        consumer = self._forget_consumer(stream, durable)
+        if consumer is not None:
+            consumer._end(Closed("the consumer was deleted"), orderly=True)
 
     # ── plumbing ────────────────────────────────────────────────────────
 

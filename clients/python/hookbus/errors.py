@@ -188,7 +188,8 @@ class RevisionMismatch(HookbusError):
 
 
 class NotFound(HookbusError):
-    """No such KV key, or no such job."""
+    """No such KV key, job, stream or durable consumer, or a `stream_ack` of a message
+    that is not pending."""
 
     code = "not_found"
 
@@ -228,6 +229,20 @@ class SnapshotTooLarge(HookbusError):
     """A `kv_watch` matches too many current values to send at once."""
 
     code = "snapshot_too_large"
+
+
+class SeqGone(HookbusError):
+    """A `replay` (or a new consumer's `from`) starts at a message its stream no longer
+    keeps: trimmed, or an `id` never stored; the detail says the first kept."""
+
+    code = "seq_gone"
+
+
+class ConsumerBusy(HookbusError):
+    """Another connection consumes this durable consumer (`consume`, `consumer_delete`);
+    it is free once that one closes or unconsumes."""
+
+    code = "consumer_busy"
 
 
 class Closed(HookbusError):
@@ -284,6 +299,8 @@ _BY_CODE: Dict[str, Type[HookbusError]] = {
         LeaseLost,
         IdempotencyConflict,
         SnapshotTooLarge,
+        SeqGone,
+        ConsumerBusy,
         Closed,
         WatchLost,
     )

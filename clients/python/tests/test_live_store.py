@@ -1,17 +1,24 @@
-"""Integration tests of the KV and jobs against a live hookbus daemon with a store.
+"""Integration tests of the KV, jobs and streams against a live hookbus daemon with a
+store.
 
 Point HOOKBUS_SOCKET at its socket (the daemon keeps its store in its state
-directory unless started with `--no-store`):
+directory unless started with `--no-store`), and HOOKBUS_TEST_STREAM at a stream it
+declares on the subjects `<root>.>` (the streams tests publish on `<root>.<unique>.x`
+and read back only those):
 
-    hookbus --socket /tmp/hb/bus.sock daemon start --sync normal
-    HOOKBUS_SOCKET=/tmp/hb/bus.sock python3 -m unittest discover -s tests -v
+    printf 'streams:\n  - name: py\n    subjects: ["py.>"]\n' > /tmp/hb/streams.yaml
+    hookbus --socket /tmp/hb/bus.sock daemon start --sync normal --streams /tmp/hb/streams.yaml
+    HOOKBUS_SOCKET=/tmp/hb/bus.sock HOOKBUS_TEST_STREAM=py \
+        python3 -m unittest discover -s tests -v
 
-Without HOOKBUS_SOCKET the whole module is skipped. Every test uses keys and
-goals of its own, so a daemon others use is fine.
+Without HOOKBUS_SOCKET the whole module is skipped; without HOOKBUS_TEST_STREAM the
+streams tests are. Every test uses keys, goals, subjects and durable consumers of
+its own (and deletes its consumers), so a daemon others use is fine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -19,14 +26,17 @@ import time
 import unittest
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 import hookbus  # noqa: E402
 from hookbus import Client  # noqa: E402
-from hookbus.aio import connect  # noqa: E402
+from hookbus.aio import AsyncClient, AsyncReplay, connect  # noqa: E402
 
 SOCKET = os.environ.get("HOOKBUS_SOCKET")
+STREAM = os.environ.get("HOOKBUS_TEST_STREAM")
+NO_STREAM = ("HOOKBUS_TEST_STREAM is not set: name a stream the daemon declares on "
+             "`<root>.>` (e.g. `py` on `py.>`, with --streams FILE) to run the streams tests")
 
 
 def setUpModule() -> None:
@@ -446,3 +456,459 @@ class AsyncStoreTest(unittest.IsolatedAsyncioTestCase):
             await producer.job_retry(other)
             self.assertEqual((await producer.job_status(other))["state"], "queued")
             await producer.job_cancel(other)
+
+
+# ── streams ─────────────────────────────────────────────────────────────────
+
+def subject_root(info: Dict[str, Any]) -> str:
+    """`<root>.` of the test stream's first `<root>.>` subject pattern."""
+    for pattern in info.get("subjects") or []:
+        if isinstance(pattern, str) and pattern.endswith(".>"):
+            return pattern[:-1]
+    raise AssertionError(f"stream {STREAM!r} has no `<root>.>` subject pattern: {info!r}")
+
+
+def bodies(frames: List[Dict[str, Any]]) -> List[Any]:
+    return [f["body"] for f in frames]
+
+
+def replayed(replay: hookbus.Replay, wait: float = 5.0) -> List[Dict[str, Any]]:
+    """Every frame of a replay, failing (rather than hanging) if it does not end."""
+    frames: List[Dict[str, Any]] = []
+    while True:
+        try:
+            frame = replay.next(wait)
+        except hookbus.Closed:
+            assert replay.end is not None, "the replay ended without `replay_end`"
+            return frames
+        assert frame is not None, f"no `replay_end` within {wait:g} s"
+        frames.append(frame)
+
+
+def wait_for(condition: Callable[[], bool], what: str, wait: float = 5.0) -> None:
+    """Polls `condition()` until it is true; fails after `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {wait:g} s"
+        time.sleep(0.01)
+
+
+class StreamsTest(StoreTest):
+    """Replays and durable consumers of the stream HOOKBUS_TEST_STREAM."""
+
+    def setUp(self) -> None:
+        if not STREAM:
+            self.skipTest(NO_STREAM)
+        super().setUp()
+        self.stream = STREAM
+        self.durables: List[str] = []
+        self.addCleanup(self.delete_durables)  # runs after the clients are closed
+        self.root = subject_root(self.client().stream_info(self.stream))
+        self.subject = f"{self.root}{self.prefix}.x"
+
+    def durable(self, name: str) -> str:
+        """A durable consumer name of this test's own, deleted after it."""
+        durable = f"{self.prefix}-{name}"
+        self.durables.append(durable)
+        return durable
+
+    def delete_durables(self) -> None:
+        with Client(self.path) as c:
+            for durable in self.durables:
+                for _ in range(50):  # a closed connection's consumers are released soon
+                    try:
+                        c.consumer_delete(self.stream, durable)
+                    except hookbus.NotFound:
+                        pass
+                    except hookbus.ConsumerBusy:
+                        time.sleep(0.05)
+                        continue
+                    break
+
+    def publish_kept(self, c: Client, subject: str, items: List[Any]) -> None:
+        """Publishes `items` on `subject`, then waits until the stream has kept them."""
+        before = int(c.stream_info(self.stream)["last_seq"])
+        for item in items:
+            c.publish(subject, item)
+        deadline = time.monotonic() + 5
+        while int(c.stream_info(self.stream)["last_seq"]) < before + len(items):
+            if time.monotonic() > deadline:
+                self.fail(f"stream {self.stream!r} did not keep {len(items)} publishes in 5 s")
+            time.sleep(0.02)
+
+    def test_stream_info_and_list(self) -> None:
+        c = self.client()
+        self.assertIn("streams", c.features)
+        info = c.stream_info(self.stream)
+        self.assertEqual((info["type"], info["name"]), ("stream_info", self.stream))
+        self.assertIsInstance(info["consumers"], list)
+        self.publish_kept(c, self.subject, ["a"])
+        after = c.stream_info(self.stream)
+        self.assertGreater(after["last_seq"], info["last_seq"])
+        self.assertGreaterEqual(after["messages"], 1)
+        listed = {s["name"]: s for s in c.stream_list()}
+        self.assertIn(self.stream, listed)
+        self.assertEqual(listed[self.stream]["subjects"], info["subjects"])
+        self.assertNotIn("consumers", listed[self.stream])
+        unknown = f"no-such-{self.prefix}"
+        with self.assertRaises(hookbus.NotFound):
+            c.stream_info(unknown)
+        with self.assertRaises(hookbus.NotFound):
+            c.replay(unknown)
+        with self.assertRaises(hookbus.NotFound):
+            c.consume(unknown, self.durable("x"))
+
+    def test_replay_from_first_with_a_subject_filter(self) -> None:
+        c = self.client()
+        other = f"{self.root}{self.prefix}.y"
+        sent = [{"n": 1}, "two", [3], None]
+        before = int(c.stream_info(self.stream)["last_seq"])
+        self.publish_kept(c, self.subject, sent[:2])
+        self.publish_kept(c, other, ["not this one"])  # kept, but filtered out
+        self.publish_kept(c, self.subject, sent[2:])
+
+        replay = c.replay(self.stream, "first", subject=self.subject)
+        self.assertIsNotNone(replay.replay)
+        self.assertEqual(replay.info["type"], "replaying")
+        assert replay.last_seq is not None
+        self.assertGreaterEqual(replay.last_seq, before + 5)
+        events = replayed(replay)
+        self.assertEqual(bodies(events), sent)
+        self.assertEqual({(e["type"], e["stream"], e["subject"]) for e in events},
+                         {("stream_event", self.stream, self.subject)})
+        seqs = [e["seq"] for e in events]
+        self.assertEqual(seqs, sorted(seqs))
+        self.assertGreater(seqs[0], before)
+        self.assertGreater(seqs[2], seqs[1] + 1, "the other subject's message is between")
+        self.assertEqual(len({e["id"] for e in events}), 4)
+        self.assertTrue(all("deliveries" not in e for e in events))
+        assert replay.end is not None
+        self.assertEqual((replay.end["type"], replay.end["last_seq"]),
+                         ("replay_end", replay.last_seq))
+        self.assertTrue(replay.ended)
+        with self.assertRaises(hookbus.Closed):
+            replay.next(0.1)
+
+        # Other starts.
+        self.assertEqual(bodies(replayed(c.replay(self.stream, {"seq": seqs[2]},
+                                                  subject=self.subject))), sent[2:])
+        self.assertEqual(bodies(replayed(c.replay(self.stream, seqs[1], subject=self.subject))),
+                         sent[1:])
+        self.assertEqual(bodies(replayed(c.replay(self.stream, {"id": events[3]["id"]},
+                                                  subject=self.subject))), sent[3:])
+        self.assertEqual(replayed(c.replay(self.stream, {"time_ms": events[3]["ts_ms"] + 1},
+                                           subject=self.subject)), [])
+        new = c.replay(self.stream, "new", subject=self.subject)
+        self.assertEqual(replayed(new), [])
+        assert new.end is not None
+        self.assertEqual(new.end["last_seq"], new.last_seq)
+        everything = c.replay(self.stream, {"seq": seqs[0]}, subject=f"{self.root}>")
+        wait_for(lambda: everything.end is not None, "no `replay_end`")
+        self.assertIn("not this one", bodies(list(everything)))  # iterating stops at the end
+
+        with self.assertRaises(hookbus.SeqGone) as caught:  # the first kept is 1 or more
+            c.replay(self.stream, {"seq": 0})
+        self.assertEqual(caught.exception.code, "seq_gone")
+        with self.assertRaises(hookbus.SeqGone):
+            c.replay(self.stream, {"id": str(uuid.uuid4())})
+        with self.assertRaises(ValueError):
+            c.replay(self.stream, "middle")
+        with self.assertRaises(hookbus.BadSubject):
+            c.replay(self.stream, subject=f"{self.root}>.x")
+
+    def test_consumer_gets_messages_and_ack_nak_term(self) -> None:
+        c = self.client()
+        self.publish_kept(c, self.subject, ["a", "b", "c"])
+        durable = self.durable("work")
+        consumer = c.consume(self.stream, durable, subject=self.subject, ack_wait=30,
+                             max_deliver=5)
+        self.assertEqual((consumer.info["type"], consumer.info["created"],
+                          consumer.info["durable"], consumer.info["ack_wait_ms"],
+                          consumer.info["consuming"]),
+                         ("consuming", True, durable, 30000, True))
+        first = [consumer.next(5) for _ in range(3)]
+        self.assertNotIn(None, first)
+        a, b, d = [f for f in first if f is not None]
+        self.assertEqual(bodies([a, b, d]), ["a", "b", "c"])
+        self.assertEqual([f["deliveries"] for f in (a, b, d)], [1, 1, 1])
+        self.assertEqual({(f["type"], f["stream"], f["durable"], f["subject"]) for f in (a, b, d)},
+                         {("stream_event", self.stream, durable, self.subject)})
+        self.assertTrue(a["seq"] < b["seq"] < d["seq"])
+        pending = {i["durable"]: i for i in c.stream_info(self.stream)["consumers"]}[durable]
+        self.assertEqual((pending["pending"], pending["consuming"]), (3, True))
+
+        consumer.nak(a, delay=0.5)                # again, half a second later
+        consumer.progress(b["seq"])               # a seq works as well as the frame
+        consumer.ack(b)
+        consumer.term(d)
+        self.assertIsNone(consumer.next(0.2), "a nak with a delay came back at once")
+        again = consumer.next(5)
+        assert again is not None, "the nak'ed message was not delivered again"
+        self.assertEqual((again["seq"], again["body"], again["deliveries"]), (a["seq"], "a", 2))
+        consumer.nak(again)                       # no delay: at once
+        third = consumer.next(5)
+        assert third is not None
+        self.assertEqual((third["seq"], third["deliveries"]), (a["seq"], 3))
+        consumer.ack(third)
+        self.assertIsNone(consumer.next(0.3), "an acked or termed message came back")
+        for done in (b, d, third):
+            with self.assertRaises(hookbus.NotFound):
+                consumer.ack(done)
+
+        self.publish_kept(c, self.subject, ["live"])  # published while consuming
+        live = consumer.next(5)
+        assert live is not None
+        self.assertEqual((live["body"], live["deliveries"]), ("live", 1))
+        c.stream_ack(self.stream, durable, live)  # the client-level call, "ack" by default
+        info = {i["durable"]: i for i in c.stream_info(self.stream)["consumers"]}[durable]
+        self.assertEqual(info["pending"], 0)
+        self.assertGreater(info["next_seq"], live["seq"])
+        consumer.close()
+        self.assertEqual(list(consumer), [])
+        consumer.close()  # a second close does nothing
+        with self.assertRaises(ValueError):
+            c.stream_ack(self.stream, durable, 1, op="maybe")
+        with self.assertRaises(ValueError):
+            c.stream_ack(self.stream, durable, 1, op="ack", delay=1)
+
+    def test_unacked_messages_go_to_the_next_consumer(self) -> None:
+        producer = self.client()
+        self.publish_kept(producer, self.subject, [1, 2, 3])
+        durable = self.durable("handover")
+
+        first = self.client()
+        with first.consume(self.stream, durable, subject=self.subject) as consumer:
+            got = [consumer.next(5) for _ in range(3)]
+            self.assertEqual(bodies([g for g in got if g is not None]), [1, 2, 3])
+            assert got[0] is not None
+            consumer.ack(got[0])
+        self.assertTrue(consumer.ended)
+
+        second = self.client()  # closes its connection without unconsume, below
+        resumed = second.consume(self.stream, durable, subject=self.subject)
+        self.assertFalse(resumed.info["created"])
+        again = [resumed.next(5) for _ in range(2)]
+        self.assertEqual([(g["body"], g["deliveries"]) for g in again if g is not None],
+                         [(2, 2), (3, 2)])
+        self.assertIsNone(resumed.next(0.3), "an acked message was delivered again")
+        assert again[0] is not None
+        resumed.ack(again[0])
+        second.close()
+
+        third = self.client()
+        deadline = time.monotonic() + 5
+        while True:  # the bus releases a closed connection's consumers soon after
+            try:
+                last = third.consume(self.stream, durable, subject=self.subject)
+                break
+            except hookbus.ConsumerBusy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        frame = last.next(5)
+        assert frame is not None
+        self.assertEqual((frame["body"], frame["deliveries"]), (3, 3))
+        last.ack(frame)
+        self.publish_kept(producer, self.subject, [4])
+        new = last.next(5)
+        assert new is not None
+        self.assertEqual((new["body"], new["deliveries"]), (4, 1))
+        last.ack(new)
+        last.close()
+        with self.assertRaises(hookbus.BadRequest):  # the subject is fixed at creation
+            third.consume(self.stream, durable, subject=f"{self.root}>")
+
+    def test_a_consumer_is_busy_for_a_second_client(self) -> None:
+        a, b = self.client(), self.client()
+        durable = self.durable("busy")
+        consumer = a.consume(self.stream, durable, subject=self.subject)
+        with self.assertRaises(hookbus.ConsumerBusy) as caught:
+            b.consume(self.stream, durable, subject=self.subject)
+        self.assertEqual(caught.exception.code, "consumer_busy")
+        with self.assertRaises(hookbus.ConsumerBusy):
+            b.consumer_delete(self.stream, durable)
+        consumer.close()
+        taken = b.consume(self.stream, durable, subject=self.subject)
+        self.assertFalse(taken.info["created"])
+        with self.assertRaises(hookbus.ConsumerBusy):
+            a.consume(self.stream, durable, subject=self.subject)
+        # Consuming again on the same connection replaces the Consumer object.
+        again = b.consume(self.stream, durable, subject=self.subject, max_deliver=2)
+        self.assertEqual(again.info["max_deliver"], 2)
+        self.assertTrue(taken.ended)
+        self.publish_kept(a, self.subject, ["x"])
+        frame = again.next(5)
+        assert frame is not None
+        self.assertEqual(frame["body"], "x")
+        again.ack(frame)
+        self.assertEqual(list(taken), [])
+
+    def test_consumer_delete(self) -> None:
+        c = self.client()
+        self.publish_kept(c, self.subject, ["old"])
+        durable = self.durable("gone")
+        consumer = c.consume(self.stream, durable, subject=self.subject)
+        frame = consumer.next(5)
+        assert frame is not None
+        self.assertEqual(frame["body"], "old")
+        c.consumer_delete(self.stream, durable)  # by the connection consuming it
+        self.assertTrue(consumer.ended)
+        self.assertEqual(list(consumer), [])
+        self.assertNotIn(durable, [i["durable"] for i in c.stream_info(self.stream)["consumers"]])
+        with self.assertRaises(hookbus.NotFound):
+            c.consumer_delete(self.stream, durable)
+        with self.assertRaises(hookbus.NotFound):
+            c.stream_ack(self.stream, durable, frame)
+
+        fresh = c.consume(self.stream, durable, subject=self.subject, from_="new")
+        self.assertTrue(fresh.info["created"])  # a new consumer: it forgot "old"
+        self.assertIsNone(fresh.next(0.3))
+        self.publish_kept(c, self.subject, ["new"])
+        got = fresh.next(5)
+        assert got is not None
+        self.assertEqual((got["body"], got["deliveries"]), ("new", 1))
+        fresh.close()
+        c.consumer_delete(self.stream, durable)  # not consumed by anyone
+        with self.assertRaises(hookbus.BadRequest):
+            c.consume(self.stream, "not a name!")
+
+    def test_streams_need_the_feature(self) -> None:
+        c = self.client(features=("topics",))
+        self.assertNotIn("streams", c.features)
+        with self.assertRaises(hookbus.NotNegotiated):
+            c.replay(self.stream)
+        with self.assertRaises(hookbus.NotNegotiated):
+            c.consume(self.stream, self.durable("x"))
+        with self.assertRaises(hookbus.NotNegotiated):
+            c.stream_list()
+
+
+async def areplayed(replay: AsyncReplay, wait: float = 5.0) -> List[Dict[str, Any]]:
+    """Every frame of an async replay, failing (rather than hanging) if it does not end."""
+    frames: List[Dict[str, Any]] = []
+    while True:
+        try:
+            frame = await replay.next(wait)
+        except hookbus.Closed:
+            assert replay.end is not None, "the replay ended without `replay_end`"
+            return frames
+        assert frame is not None, f"no `replay_end` within {wait:g} s"
+        frames.append(frame)
+
+
+class AsyncStreamsTest(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self) -> None:
+        if not STREAM:
+            self.skipTest(NO_STREAM)
+        self.path = SOCKET
+        self.stream = STREAM
+        self.prefix = "t" + uuid.uuid4().hex[:10]
+        self.durables: List[str] = []
+
+    async def asyncTearDown(self) -> None:
+        async with await connect(self.path) as c:
+            for durable in self.durables:
+                for _ in range(50):
+                    try:
+                        await c.consumer_delete(self.stream, durable)
+                    except hookbus.NotFound:
+                        pass
+                    except hookbus.ConsumerBusy:
+                        await asyncio.sleep(0.05)
+                        continue
+                    break
+
+    async def publish_kept(self, c: AsyncClient, subject: str, items: List[Any]) -> None:
+        before = int((await c.stream_info(self.stream))["last_seq"])
+        for item in items:
+            await c.publish(subject, item)
+        deadline = time.monotonic() + 5
+        while int((await c.stream_info(self.stream))["last_seq"]) < before + len(items):
+            if time.monotonic() > deadline:
+                self.fail(f"stream {self.stream!r} did not keep {len(items)} publishes in 5 s")
+            await asyncio.sleep(0.02)
+
+    async def test_async_replay(self) -> None:
+        async with await connect(self.path) as c:
+            self.assertIn("streams", c.features)
+            root = subject_root(await c.stream_info(self.stream))
+            subject = f"{root}{self.prefix}.x"
+            await self.publish_kept(c, subject, ["a", {"b": 2}])
+            await self.publish_kept(c, f"{root}{self.prefix}.y", ["other"])
+            await self.publish_kept(c, subject, ["c"])
+            self.assertIn(self.stream, [s["name"] for s in await c.stream_list()])
+
+            replay = await c.replay(self.stream, "first", subject=subject)
+            events = await areplayed(replay)
+            self.assertEqual(bodies(events), ["a", {"b": 2}, "c"])
+            self.assertEqual([e["seq"] for e in events], sorted(e["seq"] for e in events))
+            assert replay.end is not None
+            self.assertEqual(replay.end["type"], "replay_end")
+            self.assertEqual(replay.last_seq, replay.end["last_seq"])
+            with self.assertRaises(hookbus.Closed):
+                await replay.next(0.1)
+            later = await c.replay(self.stream, {"seq": events[1]["seq"]}, subject=subject)
+            for _ in range(500):
+                if later.end is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert later.end is not None, "no `replay_end` within 5 s"
+            self.assertEqual(bodies([e async for e in later]), [{"b": 2}, "c"])
+            self.assertEqual(await areplayed(await c.replay(self.stream, "new")), [])
+            with self.assertRaises(hookbus.SeqGone):
+                await c.replay(self.stream, {"seq": 0})
+            with self.assertRaises(hookbus.NotFound):
+                await c.stream_info(f"no-such-{self.prefix}")
+
+    async def test_async_consumer(self) -> None:
+        async with await connect(self.path) as a, await connect(self.path) as b:
+            root = subject_root(await a.stream_info(self.stream))
+            subject = f"{root}{self.prefix}.x"
+            durable = f"{self.prefix}-async"
+            self.durables.append(durable)
+            await self.publish_kept(a, subject, [1, 2, 3])
+
+            consumer = await a.consume(self.stream, durable, subject=subject, ack_wait=30)
+            self.assertEqual((consumer.info["created"], consumer.info["ack_wait_ms"]),
+                             (True, 30000))
+            got = []
+            for _ in range(3):
+                frame = await consumer.next(5)
+                assert frame is not None, "a message of the stream was not delivered"
+                got.append(frame)
+            self.assertEqual([(f["body"], f["deliveries"]) for f in got], [(1, 1), (2, 1), (3, 1)])
+            with self.assertRaises(hookbus.ConsumerBusy):
+                await b.consume(self.stream, durable, subject=subject)
+            with self.assertRaises(hookbus.ConsumerBusy):
+                await b.consumer_delete(self.stream, durable)
+
+            await consumer.nak(got[0])
+            again = await consumer.next(5)
+            assert again is not None
+            self.assertEqual((again["seq"], again["deliveries"]), (got[0]["seq"], 2))
+            await consumer.progress(again)
+            await consumer.ack(again)
+            await consumer.term(got[2]["seq"])
+            with self.assertRaises(hookbus.NotFound):
+                await consumer.ack(again)
+            self.assertIsNone(await consumer.next(0.3))
+            await consumer.close()  # got[1] was not acknowledged
+            self.assertEqual([f async for f in consumer], [])
+
+            async with await b.consume(self.stream, durable, subject=subject) as taken:
+                self.assertFalse(taken.info["created"])
+                frame = await taken.next(5)
+                assert frame is not None
+                self.assertEqual((frame["seq"], frame["body"], frame["deliveries"]),
+                                 (got[1]["seq"], 2, 2))
+                acked = await b.stream_ack(self.stream, durable, frame)
+                self.assertEqual((acked["type"], acked["op"]), ("stream_acked", "ack"))
+                self.assertIsNone(await taken.next(0.3))
+            self.assertTrue(taken.ended)
+            info = await a.stream_info(self.stream)
+            mine = [i for i in info["consumers"] if i["durable"] == durable]
+            self.assertEqual([(i["pending"], i["consuming"]) for i in mine], [(0, False)])
+
+            await a.consumer_delete(self.stream, durable)
+            with self.assertRaises(hookbus.NotFound):
+                await a.consumer_delete(self.stream, durable)
