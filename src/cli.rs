@@ -32,6 +32,12 @@ pub struct Cli {
     #[arg(long, global = true, env = hookbus::paths::SOCKET_ENV, value_name = "PATH")]
     socket: Option<PathBuf>,
 
+    /// Be hermes-bus: its socket ($HERMES_BUS_ROOT or ~/.hermes, hermes-bus.sock), its
+    /// busd's pid and log files (run/ beside it), and for `serve`, when no other hooks
+    /// are given, its hooks file ($HERMES_HOME/hermes-bus/hooks.yaml)
+    #[arg(long, global = true, env = "HOOKBUS_HERMES")]
+    hermes: bool,
+
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
     #[arg(long, global = true, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -110,9 +116,20 @@ enum Command {
     /// Durable jobs with leases: publish, claim, work, list, status, retry, cancel
     #[command(subcommand)]
     Jobs(crate::jobs_cli::JobsCommand),
-    /// Streams of kept publishes: ls, info, replay
+    /// Streams of kept publishes: ls, info, replay, consume
     #[command(subcommand)]
     Stream(crate::streams_cli::StreamCommand),
+    /// Stand in for hermes-bus: its daemon commands, and a `hermes-busd` on PATH
+    #[command(subcommand)]
+    Hermes(crate::hermes_cli::HermesCommand),
+}
+
+/// The global options a detached daemon is started with.
+#[derive(Debug)]
+pub(crate) struct Globals {
+    log_level: Option<String>,
+    threads: usize,
+    hermes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,7 +149,7 @@ enum DaemonCommand {
 }
 
 #[derive(Debug, Clone, Args)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// hooks.yaml to load (after $HOOKBUS_HOOKS and $HERMES_BUS_HOOKS; before
     /// $XDG_CONFIG_HOME/hookbus/hooks.yaml)
     #[arg(long, value_name = "FILE")]
@@ -386,25 +403,31 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let socket = cli
-        .socket
-        .clone()
-        .unwrap_or_else(hookbus::paths::default_socket);
+    let socket = cli.socket.clone().unwrap_or_else(if cli.hermes {
+        hookbus::paths::hermes_socket
+    } else {
+        hookbus::paths::default_socket
+    });
+    let globals = Globals {
+        log_level: cli.log_level.clone(),
+        threads: cli.threads,
+        hermes: cli.hermes,
+    };
     match cli.command {
         Command::Serve(args) => {
             let mut config = args.config(&socket)?;
-            config.hooks = hook_runtime(&args, config.max_frame_len).await?;
+            config.hooks = hook_runtime(&args, config.max_frame_len, cli.hermes).await?;
             daemon::serve(config).await?;
         }
         Command::Hooks(command) => return crate::hooks_cli::run(&socket, command).await,
         Command::Daemon(DaemonCommand::Start(args)) => {
-            return start(&socket, &args, &cli.log_level, cli.threads).await
+            return start(&socket, &args, &globals).await
         }
         Command::Daemon(DaemonCommand::Restart(args)) => {
             if let Stopped::Stopped { pid } = daemon::stop(&socket).await? {
                 println!("stopped hookbus (pid {pid})");
             }
-            return start(&socket, &args, &cli.log_level, cli.threads).await;
+            return start(&socket, &args, &globals).await;
         }
         Command::Daemon(DaemonCommand::Stop) => match daemon::stop(&socket).await? {
             Stopped::Stopped { pid } => println!("stopped hookbus (pid {pid})"),
@@ -451,6 +474,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kv(command) => return crate::kv_cli::run(&socket, command).await,
         Command::Jobs(command) => return crate::jobs_cli::run(&socket, command).await,
         Command::Stream(command) => return crate::streams_cli::run(&socket, command).await,
+        Command::Hermes(command) => {
+            // hermes-bus's files, whether or not --hermes was given.
+            let socket = cli
+                .socket
+                .clone()
+                .unwrap_or_else(hookbus::paths::hermes_socket);
+            let globals = Globals {
+                hermes: true,
+                ..globals
+            };
+            return crate::hermes_cli::run(&socket, command, &globals).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -461,9 +496,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn hook_runtime(
     args: &ServeArgs,
     max_frame: usize,
+    hermes: bool,
 ) -> anyhow::Result<Option<std::sync::Arc<hookbus::hooks::runtime::HookRuntime>>> {
     use hookbus::hooks::{config, reload, runtime::HookRuntime, wasm};
-    let source = config::resolve_source(args.hooks.as_deref());
+    let hermes_hooks = hermes.then(hookbus::paths::hermes_hooks_file);
+    let source = config::resolve_source(args.hooks.as_deref(), hermes_hooks.as_deref());
     if let config::HookSource::None { why } = &source {
         tracing::info!("no hooks: {why}");
         return Ok(None);
@@ -482,21 +519,8 @@ async fn hook_runtime(
     Ok(Some(runtime))
 }
 
-async fn start(
-    socket: &Path,
-    args: &ServeArgs,
-    log_level: &Option<String>,
-    threads: usize,
-) -> anyhow::Result<ExitCode> {
-    args.config(socket)?; // validate before detaching
-    let mut serve_args = args.to_args();
-    if let Some(level) = log_level {
-        serve_args.push(format!("--log-level={level}"));
-    }
-    if threads != 0 {
-        serve_args.push(format!("--threads={threads}"));
-    }
-    let (status, started) = daemon::start(socket, &StartOptions { serve_args }).await?;
+async fn start(socket: &Path, args: &ServeArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let (status, started) = start_daemon(socket, args, globals).await?;
     let verb = if started {
         "started"
     } else {
@@ -508,10 +532,30 @@ async fn start(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Starts a detached daemon with `args` (and the global options) unless one
+/// runs; its status, and whether it was started.
+pub(crate) async fn start_daemon(
+    socket: &Path,
+    args: &ServeArgs,
+    cli: &Globals,
+) -> anyhow::Result<(Value, bool)> {
+    args.config(socket)?; // validate before detaching
+    let mut serve_args = args.to_args();
+    if let Some(level) = &cli.log_level {
+        serve_args.push(format!("--log-level={level}"));
+    }
+    if cli.threads != 0 {
+        serve_args.push(format!("--threads={}", cli.threads));
+    }
+    if cli.hermes {
+        serve_args.push("--hermes".to_owned());
+    }
+    Ok(daemon::start(socket, &StartOptions { serve_args }).await?)
+}
+
 /// Exit status of `send` and `broadcast` when a filter hook dropped the message.
 const EXIT_DROPPED: u8 = 4;
 
-/// A body given as an argument, or read from stdin when omitted, as JSON.
 /// The exit status of a store command: 0 when `done`, the code `codes` gives
 /// the bus's error (1 for another), printed; other failures are errors.
 pub(crate) fn exit_status(
@@ -532,6 +576,7 @@ pub(crate) fn exit_status(
     }
 }
 
+/// A body given as an argument, or read from stdin when omitted, as JSON.
 pub(crate) fn read_body(body: Option<String>) -> anyhow::Result<Value> {
     let text = match body {
         Some(text) => text,

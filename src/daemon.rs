@@ -108,6 +108,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     }
     let listener = bind(&socket)?;
     let pid_path = paths::pid_file(&socket);
+    create_dir(&pid_path)?;
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))
         .map_err(io_err("write pid file", &pid_path))?;
 
@@ -194,6 +195,18 @@ pub struct StartOptions {
     pub serve_args: Vec<String>,
 }
 
+/// Creates the directory `file` goes in (private), if it is missing.
+fn create_dir(file: &Path) -> Result<(), DaemonError> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("create directory", dir))?;
+    }
+    Ok(())
+}
+
 /// Starts a detached daemon and waits until its socket answers. Returns the status
 /// of the running daemon (the existing one if one was already running).
 pub async fn start(socket: &Path, options: &StartOptions) -> Result<(Value, bool), DaemonError> {
@@ -202,13 +215,8 @@ pub async fn start(socket: &Path, options: &StartOptions) -> Result<(Value, bool
     }
     clean_stale(socket);
     let log_path = paths::log_file(socket);
-    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err("create directory", dir))?;
-    }
+    create_dir(socket)?;
+    create_dir(&log_path)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -78,7 +78,7 @@ pub async fn run(socket: &Path, command: HooksCommand) -> anyhow::Result<ExitCod
 fn source_for(file: Option<PathBuf>) -> HookSource {
     match file {
         Some(file) => HookSource::File(file),
-        None => config::resolve_source(None),
+        None => config::resolve_source(None, None),
     }
 }
 

@@ -5,6 +5,7 @@ mod bench;
 mod bench_store;
 mod bench_topics;
 mod cli;
+mod hermes_cli;
 mod hooks_cli;
 mod jobs_cli;
 mod kv_cli;

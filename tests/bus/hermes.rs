@@ -229,3 +229,106 @@ async fn a_hermes_client_serves_a_request_through_reply_to() {
     assert_eq!(response["body"], json!({"echo": {"n": rid}}));
     bus.stop().await;
 }
+
+/// `hookbus hermes install` puts a `hermes-busd` first on PATH; through it the
+/// busd commands start and stop hookbus where hermes-bus's clients and its own
+/// `hermes-busd status` look, and hookbus runs hermes's hooks file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookbus_stands_in_for_hermes_bus_through_its_busd_and_hooks_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, home, bin) = (
+        dir.path().join("root"),
+        dir.path().join("home"),
+        dir.path().join("bin"),
+    );
+    std::fs::create_dir_all(home.join("hermes-bus")).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    // hermes's hooks file, in its bare-list form: a script run per message.
+    let seen = dir.path().join("seen.jsonl");
+    let record = dir.path().join("record.sh");
+    std::fs::write(
+        &record,
+        format!(
+            "#!/bin/sh\ncat >> '{}'\necho >> '{}'\n",
+            seen.display(),
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&record, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        home.join("hermes-bus/hooks.yaml"),
+        format!("# hermes-bus hooks\n- {}\n", record.display()),
+    )
+    .unwrap();
+    // The hermes-bus `hermes-busd` that was there: kept aside, then put back.
+    let theirs = "#!/bin/sh\necho hermes-bus busd\n";
+    std::fs::write(bin.join("hermes-busd"), theirs).unwrap();
+    let venv_bin = python().parent().unwrap().to_owned();
+    let path = std::env::join_paths(
+        [bin.clone(), venv_bin.clone()]
+            .into_iter()
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let run = |program: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .env("PATH", &path)
+            .env("HERMES_BUS_ROOT", &root)
+            .env("HERMES_HOME", &home)
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("XDG_CACHE_HOME", crate::common::cache_home())
+            .env_remove("HOOKBUS_SOCKET")
+            .env_remove("HOOKBUS_HOOKS")
+            .env_remove("HERMES_BUS_HOOKS")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{program:?} {args:?}: {text}");
+        text
+    };
+    let hookbus = crate::common::bin();
+    let bin_dir = bin.to_str().unwrap();
+    let installed = run(&hookbus, &["hermes", "install", "--bin-dir", bin_dir]);
+    assert!(installed.contains("kept hermes-bus's"), "{installed}");
+    assert!(!installed.contains("warning"), "{installed}");
+    let shim = bin.join("hermes-busd");
+    let started = run(&shim, &["start"]);
+    assert!(started.contains("busd started (pid="), "{started}");
+    assert!(root.join("hermes-bus.sock").exists());
+    // hermes-bus's own busd sees it running (its pid file, its socket).
+    let status = run(&venv_bin.join("hermes-busd"), &["status"]);
+    assert!(status.contains("busd running"), "{status}");
+    assert!(run(&shim, &["start"]).contains("busd already running"));
+
+    let out = run(&python(), &[script("dropin.py").to_str().unwrap()]);
+    let seen_by_clients: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(seen_by_clients["a_to_b"]["from"], "dropin-a", "{out}");
+    assert_eq!(seen_by_clients["one_shot"]["from"], "script", "{out}");
+    // The hook of hermes's hooks file saw the messages.
+    let deadline = std::time::Instant::now() + crate::common::WAIT;
+    loop {
+        let text = std::fs::read_to_string(&seen).unwrap_or_default();
+        if text.contains("one-shot") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hook saw {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let stopped = run(&shim, &["stop"]);
+    assert!(stopped.contains("busd stopped"), "{stopped}");
+    assert!(!root.join("hermes-bus.sock").exists());
+    assert!(run(&shim, &["status"]).contains("busd not running"));
+    run(&hookbus, &["hermes", "uninstall", "--bin-dir", bin_dir]);
+    assert_eq!(std::fs::read_to_string(&shim).unwrap(), theirs);
+    assert!(!bin.join("hermes-busd.hermes-bus").exists());
+}

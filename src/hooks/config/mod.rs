@@ -195,7 +195,8 @@ hooks:
         assert_eq!(
             resolve_source_from(
                 Some(flag),
-                env(&[("HOOKBUS_HOOKS", "a.wasm"), ("HERMES_BUS_HOOKS", "b.py")])
+                env(&[("HOOKBUS_HOOKS", "a.wasm"), ("HERMES_BUS_HOOKS", "b.py")]),
+                None
             ),
             HookSource::Env {
                 var: HOOKS_ENV,
@@ -203,7 +204,7 @@ hooks:
             }
         );
         assert_eq!(
-            resolve_source_from(Some(flag), env(&[("HERMES_BUS_HOOKS", "b.py")])),
+            resolve_source_from(Some(flag), env(&[("HERMES_BUS_HOOKS", "b.py")]), None),
             HookSource::Env {
                 var: HERMES_HOOKS_ENV,
                 value: "b.py".into()
@@ -212,20 +213,31 @@ hooks:
         assert!(matches!(
             resolve_source_from(
                 Some(flag),
-                env(&[("HOOKBUS_HOOKS", "none"), ("HERMES_BUS_HOOKS", "b.py")])
+                env(&[("HOOKBUS_HOOKS", "none"), ("HERMES_BUS_HOOKS", "b.py")]),
+                None
             ),
             HookSource::None { .. }
         ));
         assert!(matches!(
-            resolve_source_from(Some(flag), env(&[("HOOKBUS_HOOKS", "")])),
+            resolve_source_from(Some(flag), env(&[("HOOKBUS_HOOKS", "")]), None),
             HookSource::None { .. }
         ));
         assert_eq!(
-            resolve_source_from(Some(flag), env(&[])),
+            resolve_source_from(Some(flag), env(&[]), None),
+            HookSource::File(flag.to_owned())
+        );
+        // A drop-in for hermes-bus reads its hooks file instead of hookbus's default.
+        let hermes = Path::new("/h/hermes-bus/hooks.yaml");
+        assert_eq!(
+            resolve_source_from(None, env(&[("XDG_CONFIG_HOME", "/x")]), Some(hermes)),
+            HookSource::Default(hermes.to_owned())
+        );
+        assert_eq!(
+            resolve_source_from(Some(flag), env(&[]), Some(hermes)),
             HookSource::File(flag.to_owned())
         );
         assert_eq!(
-            resolve_source_from(None, env(&[("XDG_CONFIG_HOME", "/nonexistent")])),
+            resolve_source_from(None, env(&[("XDG_CONFIG_HOME", "/nonexistent")]), None),
             HookSource::Default("/nonexistent/hookbus/hooks.yaml".into()),
             "a default file that does not exist yet is still the source"
         );

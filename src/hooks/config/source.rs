@@ -53,14 +53,16 @@ impl std::fmt::Display for HookSource {
 }
 
 /// Resolves where hooks come from: `HOOKBUS_HOOKS`, then `HERMES_BUS_HOOKS`, then
-/// `--hooks FILE`, then `$XDG_CONFIG_HOME/hookbus/hooks.yaml`.
-pub fn resolve_source(flag: Option<&Path>) -> HookSource {
-    resolve_source_from(flag, |k| std::env::var(k).ok())
+/// `--hooks FILE`, then `$XDG_CONFIG_HOME/hookbus/hooks.yaml` (or, for a drop-in
+/// for hermes-bus, `hermes_default`: its `$HERMES_HOME/hermes-bus/hooks.yaml`).
+pub fn resolve_source(flag: Option<&Path>, hermes_default: Option<&Path>) -> HookSource {
+    resolve_source_from(flag, |k| std::env::var(k).ok(), hermes_default)
 }
 
 pub(super) fn resolve_source_from(
     flag: Option<&Path>,
     env: impl Fn(&str) -> Option<String>,
+    hermes_default: Option<&Path>,
 ) -> HookSource {
     for var in [HOOKS_ENV, HERMES_HOOKS_ENV] {
         if let Some(value) = env(var) {
@@ -75,6 +77,9 @@ pub(super) fn resolve_source_from(
     }
     if let Some(flag) = flag {
         return HookSource::File(absolute(flag));
+    }
+    if let Some(file) = hermes_default {
+        return HookSource::Default(absolute(file));
     }
     let config_home = env("XDG_CONFIG_HOME")
         .filter(|d| !d.is_empty())
