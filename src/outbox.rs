@@ -260,6 +260,16 @@ impl Outbox {
         above
     }
 
+    /// At or below the low-water mark, nothing parked: where a reader held
+    /// back by this outbox reads again.
+    pub fn below_low(&self) -> bool {
+        if !self.parked.is_empty() {
+            return false;
+        }
+        let frames = self.tx.max_capacity() - self.tx.capacity();
+        self.level.bytes.load(Ordering::Relaxed) <= self.level.low.1 && frames <= self.level.low.0
+    }
+
     /// Lets the connection close gracefully: the writer writes what is queued,
     /// then `last`, then closes. Frames still parked are discarded; returns how
     /// many. If `last` does not fit, the close is an [`Outbox::abort`] with it.

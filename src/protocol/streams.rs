@@ -334,6 +334,11 @@ pub fn replaying(replay: u64, stream: &str, first_seq: u64, last_seq: u64) -> By
     }))
 }
 
+/// Bytes a `stream_event` may take beyond the `event` a publish makes (its
+/// `durable` and `stream` names, `seq`, `deliveries`, `ts_ms`, `uid`, `replay`):
+/// a publish kept in a stream must leave this much room under the frame limit.
+pub const EVENT_EXTRA: usize = 400;
+
 /// A stored message, replayed or delivered to a durable consumer.
 #[derive(Debug, Serialize)]
 pub struct Event<'a> {

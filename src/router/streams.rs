@@ -20,6 +20,13 @@ impl Router {
         }
     }
 
+    /// Whether a publish on `subject` is kept in a stream.
+    pub(super) fn kept_in_stream(&self, subject: &str) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|s| s.streams.iter().any(|c| c.takes(subject)))
+    }
+
     /// Keeps `p` in every stream whose subjects it matches.
     pub(super) fn stream_append(&mut self, from: SessionKey, p: &Publish) {
         let Some(store) = &self.store else { return };
@@ -134,14 +141,17 @@ impl Router {
     }
 
     /// Asks the store for the next chunk of each replay, and more of each
-    /// consumer, whose client has room.
+    /// consumer, whose client has drained its outbox below low water. Not
+    /// sooner: a chunk that takes the outbox past high water holds back the
+    /// client's own reading (its acks, say) until it drains to low water, so
+    /// pacing at high water would keep it from ever being read.
     pub(super) fn resume_paced(&mut self) {
         let waiting = std::mem::take(&mut self.paced);
         for request in waiting {
             let Some(session) = self.registry.sessions.get(&request.session) else {
                 continue; // the client left: the replay ends, the store releases the consumer
             };
-            if session.outbox.above_high() {
+            if !session.outbox.below_low() {
                 self.paced.push(request);
                 continue;
             }

@@ -147,14 +147,22 @@ impl Router {
             p.traceparent.as_deref(),
             p.body.as_deref(),
         );
-        if tail.max_event_len() > self.config.max_frame_len {
-            let mut error = ProtocolError::new(
-                ErrorCode::FrameTooLarge,
-                format!(
-                    "the event this publish makes would pass the {}-byte frame limit; make it smaller",
+        let kept = self.kept_in_stream(&p.subject);
+        let extra = if kept {
+            crate::protocol::streams::EVENT_EXTRA
+        } else {
+            0
+        };
+        if tail.max_event_len() + extra > self.config.max_frame_len {
+            let mut error =
+                ProtocolError::new(
+                    ErrorCode::FrameTooLarge,
+                    format!(
+                    "the {} this publish makes would pass the {}-byte frame limit; make it smaller",
+                    if kept { "stream_event (its subject is kept in a stream)" } else { "event" },
                     self.config.max_frame_len
                 ),
-            );
+                );
             error.id = serde_json::from_slice(&p.id).ok();
             self.answer(from, rid, error.to_frame());
             return;

@@ -92,6 +92,15 @@ impl Consumer {
             .unwrap_or(u64::MAX);
     }
 
+    /// Messages trimmed before it got them are skipped, and counted.
+    fn skip_trimmed(&mut self, first_seq: u64) {
+        if self.next_seq < first_seq {
+            self.trimmed += first_seq - self.next_seq;
+            self.next_seq = first_seq;
+            self.dirty = true;
+        }
+    }
+
     /// Its connection went: what it had out is delivered again to the next.
     fn release(&mut self, now: u64) {
         self.bound = None;
@@ -223,10 +232,6 @@ impl Consumers {
         self.by_stream.get_mut(stream)?.get_mut(durable)
     }
 
-    fn count(&self) -> usize {
-        self.by_stream.values().map(HashMap::len).sum()
-    }
-
     /// `consume`: creates the consumer or takes the existing one, and binds
     /// it to `session`. Answers `consuming`.
     pub fn consume(
@@ -238,12 +243,12 @@ impl Consumers {
         now: u64,
     ) -> rusqlite::Result<Bytes> {
         let (stream, durable) = (&*c.stream, &*c.durable);
-        if streams.bounds(stream).is_none() {
+        let Some((first_seq, _)) = streams.bounds(stream) else {
             return Ok(refuse(
                 ErrorCode::NotFound,
                 format!("no stream `{stream}`; `hookbus stream ls` lists them"),
             ));
-        }
+        };
         if let Some(existing) = self.get_mut(stream, durable) {
             if existing.bound.is_some_and(|b| b != session) {
                 return Ok(busy(stream, durable));
@@ -278,9 +283,13 @@ impl Consumers {
                 existing.paused = false;
             }
             existing.next_due = 0;
+            // The answer tells where it really is.
+            existing.skip_trimmed(first_seq);
             return Ok(wire::consuming(&existing.info(stream, durable), false));
         }
-        if self.count() >= MAX_CONSUMERS {
+        // Counted on disk: consumers of streams no longer declared count too.
+        let kept: i64 = tx.query_row("SELECT COUNT(*) FROM stream_consumers", [], |r| r.get(0))?;
+        if kept as usize >= MAX_CONSUMERS {
             return Ok(refuse(
                 ErrorCode::BadRequest,
                 format!("the bus keeps {MAX_CONSUMERS} durable consumers, the most it may; delete one with `consumer_delete`"),
@@ -529,11 +538,7 @@ impl Consumers {
                         frames.push(m.frame(stream, None, Some((durable, p.deliveries))));
                     }
                 }
-                if c.next_seq < first_seq {
-                    c.trimmed += first_seq - c.next_seq;
-                    c.next_seq = first_seq;
-                    c.dirty = true;
-                }
+                c.skip_trimmed(first_seq);
                 let mut scanned = 0;
                 while !full(&frames, bytes) && c.has_new(last_seq) && scanned < SCAN {
                     let room = c.settings.max_ack_pending as usize - c.pending.len();

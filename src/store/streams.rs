@@ -357,7 +357,7 @@ impl Streams {
             ProtocolError::new(
                 ErrorCode::SeqGone,
                 format!(
-                    "seq {seq} of stream `{stream}` was trimmed; the first kept is {}",
+                    "seq {seq} of stream `{stream}` is not kept (seqs start at 1, and trimmed ones are gone); the first kept is {}",
                     s.first_seq
                 ),
             )

@@ -13,6 +13,11 @@ use crate::common::{bus_when_up, serve_process, Raw, TestBus, WAIT};
 use crate::topics::{speaker, subscribe};
 
 async fn bus(state: &Path, streams: &[(&str, &str)]) -> TestBus {
+    bus_with_outbox(state, streams, 256).await
+}
+
+/// `outbox` frames per client (high water is half of it).
+async fn bus_with_outbox(state: &Path, streams: &[(&str, &str)], outbox: usize) -> TestBus {
     let dir = state.to_owned();
     let configs: Vec<_> = streams
         .iter()
@@ -28,8 +33,7 @@ async fn bus(state: &Path, streams: &[(&str, &str)]) -> TestBus {
         let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
         store.streams = configs;
         c.store = Some(store);
-        // Small outboxes, so pacing shows: 128 frames is high water.
-        c.outbox_capacity = 256;
+        c.outbox_capacity = outbox;
     })
     .await
 }
@@ -434,5 +438,80 @@ async fn hookbus_stream_consume_prints_acks_and_goes_on_where_it_stopped() {
         second, "3 w.x {\"n\":2}\n",
         "acked ones are not printed again"
     );
+    bus.stop().await;
+}
+
+/// A client that reads one frame and acks it before reading the next (its
+/// acks can only be read while its outbox is not holding it back) gets a
+/// long backlog through without being cut as a slow consumer.
+#[tokio::test]
+async fn a_consumer_that_acks_each_message_before_reading_on_is_never_cut() {
+    let state = tempfile::tempdir().unwrap();
+    // The daemon's default outbox: 4096 frames, high water at 2048.
+    let bus = bus_with_outbox(state.path(), &[("work", "w.>")], 4096).await;
+    let publisher = Bus::connect(&bus.socket, None, &["topics", "streams"])
+        .await
+        .unwrap();
+    let n = 20_000;
+    publish(&publisher, "w.x", n, "work", n).await;
+    let mut c = speaker(&bus, &["streams"]).await;
+    let answer = consume(
+        &mut c,
+        json!({"stream": "work", "durable": "steady", "max_ack_pending": 10000}),
+    )
+    .await;
+    assert_eq!(answer["type"], "consuming", "{answer}");
+    let mut next = 1;
+    while next <= n {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("stream_event") => {
+                assert_eq!(f["seq"], next, "{f}");
+                ack(&mut c, "steady", next, "ack").await;
+                next += 1;
+            }
+            Some("stream_acked") => {}
+            _ => panic!("{f}"),
+        }
+    }
+    let info = publisher
+        .call(json!({"type": "stream_info", "stream": "work"}))
+        .await
+        .unwrap();
+    assert_eq!(info["consumers"][0]["next_seq"], n + 1, "{info}");
+    bus.stop().await;
+}
+
+/// Nothing is delivered over the frame limit: a publish kept in a stream
+/// leaves room for the larger `stream_event` it becomes.
+#[tokio::test]
+async fn a_publish_kept_in_a_stream_must_fit_as_a_stream_event() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_owned();
+    let bus = TestBus::start_with(move |c| {
+        let mut store =
+            hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
+        store.streams = vec![hookbus::store::streams::StreamConfig {
+            name: "work".into(),
+            subjects: vec!["w.>".into()],
+            max_messages: None,
+            max_bytes: None,
+            max_age_s: None,
+        }];
+        c.store = Some(store);
+        c.max_frame_len = 4096;
+    })
+    .await;
+    let mut c = speaker(&bus, &["topics", "streams"]).await;
+    let body = json!("x".repeat(3700));
+    c.send(&json!({"type": "publish", "subject": "elsewhere", "body": body}))
+        .await;
+    assert!(c.sync().await.is_empty(), "fits as an event");
+    c.send(&json!({"type": "publish", "subject": "w.x", "body": body}))
+        .await;
+    let refused = c.sync().await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["code"], "frame_too_large", "{refused:?}");
+    assert!(refused[0]["detail"].as_str().unwrap().contains("stream"));
     bus.stop().await;
 }
