@@ -122,6 +122,12 @@ enum Command {
     /// Stand in for hermes-bus: its daemon commands, and a `hermes-busd` on PATH
     #[command(subcommand)]
     Hermes(crate::hermes_cli::HermesCommand),
+    /// The hook program of coding agents (Claude Code, Hermes Agent, Codex, Gemini
+    /// CLI): reads the agent's event on stdin, asks the bus, prints its decision
+    #[command(
+        after_help = "An event that gates a tool (PreToolUse, pre_tool_call, BeforeTool) is sent as a\nrequest on agent.<agent>.<event>[.<tool>]: a filter hook that drops it denies the tool\nwith its reason; a responder on the subject may answer\n{\"decision\":\"allow\"|\"deny\"|\"ask\",\"reason\":…}. Every event is then published on that\nsubject with its decision (`hookbus tail 'agent.>'`). See docs/AGENTS.md.\nExamples:\n  hookbus agent-hook install --agent claude\n  echo '{\"hook_event_name\":\"PreToolUse\",\"tool_name\":\"Bash\",\"tool_input\":{\"command\":\"ls\"}}' | hookbus agent-hook --agent claude"
+    )]
+    AgentHook(crate::agents::AgentHookArgs),
 }
 
 /// The global options a detached daemon is started with.
@@ -359,6 +365,18 @@ struct BenchArgs {
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::AgentHook(args) = cli.command {
+        // Runs on every tool call of an agent: no runtime, no logger.
+        let socket = cli.socket.unwrap_or_else(if cli.hermes {
+            hookbus::paths::hermes_socket
+        } else {
+            hookbus::paths::default_socket
+        });
+        return crate::agents::run(&socket, args).unwrap_or_else(|e| {
+            eprintln!("hookbus: {e:#}");
+            ExitCode::FAILURE
+        });
+    }
     let default_level = match cli.command {
         Command::Serve(_) | Command::Daemon(_) => "info",
         // A hook author sees what their guest writes to stderr.
@@ -474,6 +492,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kv(command) => return crate::kv_cli::run(&socket, command).await,
         Command::Jobs(command) => return crate::jobs_cli::run(&socket, command).await,
         Command::Stream(command) => return crate::streams_cli::run(&socket, command).await,
+        Command::AgentHook(_) => unreachable!("run before the runtime starts"),
         Command::Hermes(command) => {
             // hermes-bus's files, whether or not --hermes was given.
             let socket = cli

@@ -1,6 +1,7 @@
 //! The `hookbus` command line: argument parsing and output live here; everything
 //! else is the library's.
 
+mod agents;
 mod bench;
 mod bench_store;
 mod bench_topics;

@@ -86,7 +86,7 @@ pub enum TopicsCommand {
     },
     /// Watch everything the bus routes (the monitor), like dbus-monitor
     #[command(
-        after_help = "Lines: TIME(UTC) KIND SUBJECT-or-TO FROM BODY. Bodies are cut to 200 characters\nunless --json prints whole frames.\nExamples:\n  hookbus tail\n  hookbus tail 'agent.>' --json"
+        after_help = "Lines: TIME(UTC) KIND SUBJECT-or-TO FROM BODY. Bodies are cut to 200 characters\nunless --json prints whole frames; a coding agent's event (`hookbus agent-hook`) shows as\nits decision, command or files, and reason.\nExamples:\n  hookbus tail\n  hookbus tail 'agent.>'\n  hookbus tail 'agent.>' --json"
     )]
     Tail {
         /// Only frames with a subject matching this pattern
@@ -126,28 +126,7 @@ pub async fn run(socket: &Path, command: TopicsCommand) -> anyhow::Result<ExitCo
             pattern,
             queue,
             json,
-        } => {
-            let bus = Bus::connect(socket, None, &["topics"]).await?;
-            let mut events = bus.subscribe(&pattern, queue.as_deref()).await?;
-            let mut out = std::io::stdout().lock();
-            while let Some(event) = events.recv().await {
-                if event["type"] == "gap" {
-                    eprintln!(
-                        "hookbus: missed {} event(s): this subscriber fell behind",
-                        event["missed"]
-                    );
-                    continue;
-                }
-                if json {
-                    writeln!(out, "{event}")?;
-                } else {
-                    let subject = event["subject"].as_str().unwrap_or("");
-                    writeln!(out, "{subject} {}", event["body"])?;
-                }
-                out.flush()?;
-            }
-            bail!("the bus closed the connection");
-        }
+        } => subscribe(socket, &pattern, queue.as_deref(), json).await?,
         TopicsCommand::Req {
             subject,
             body,
@@ -322,6 +301,8 @@ fn describe(m: &Value) -> String {
     let from = m["from"].as_str().unwrap_or("(anonymous)");
     let mut body = if frame.is_null() {
         format!("({} bytes, too large to show)", m["bytes"])
+    } else if let Some(event) = crate::agents::describe(&frame["body"]) {
+        event
     } else {
         frame["body"].to_string()
     };
@@ -332,4 +313,33 @@ fn describe(m: &Value) -> String {
         body = body.chars().take(199).chain(['…']).collect();
     }
     format!("{time} {kind:<8} {place} {from} {body}")
+}
+
+/// Prints the events of `pattern` until the bus closes.
+async fn subscribe(
+    socket: &Path,
+    pattern: &str,
+    queue: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bus = Bus::connect(socket, None, &["topics"]).await?;
+    let mut events = bus.subscribe(pattern, queue).await?;
+    let mut out = std::io::stdout().lock();
+    while let Some(event) = events.recv().await {
+        if event["type"] == "gap" {
+            eprintln!(
+                "hookbus: missed {} event(s): this subscriber fell behind",
+                event["missed"]
+            );
+            continue;
+        }
+        if json {
+            writeln!(out, "{event}")?;
+        } else {
+            let subject = event["subject"].as_str().unwrap_or("");
+            writeln!(out, "{subject} {}", event["body"])?;
+        }
+        out.flush()?;
+    }
+    bail!("the bus closed the connection");
 }

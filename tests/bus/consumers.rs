@@ -489,8 +489,7 @@ async fn a_publish_kept_in_a_stream_must_fit_as_a_stream_event() {
     let state = tempfile::tempdir().unwrap();
     let dir = state.path().to_owned();
     let bus = TestBus::start_with(move |c| {
-        let mut store =
-            hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
+        let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
         store.streams = vec![hookbus::store::streams::StreamConfig {
             name: "work".into(),
             subjects: vec!["w.>".into()],

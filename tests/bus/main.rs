@@ -4,6 +4,7 @@
 
 mod common;
 
+mod agents;
 mod client;
 mod consumers;
 mod daemon;
