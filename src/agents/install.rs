@@ -107,16 +107,26 @@ impl Agent {
     }
 }
 
-/// The command line a config runs.
-fn command(agent: Agent, hook_args: &str) -> anyhow::Result<String> {
+/// The command line a config runs: this binary, and the socket when it is not
+/// the default one (the agent may not have this shell's `HOOKBUS_SOCKET`).
+fn command(agent: Agent, hook_args: &str, socket: &Path) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("cannot locate the hookbus binary")?;
     let exe = exe
         .to_str()
         .context("the hookbus binary's path is not UTF-8")?;
-    if exe.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
-        bail!("the hookbus binary's path {exe:?} holds spaces or quotes: agents split hook commands on spaces; install hookbus elsewhere");
-    }
+    let plain = |what: &str, path: &str| {
+        if path.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
+            bail!("{what} {path:?} holds spaces or quotes: agents split hook commands on spaces; choose another");
+        }
+        Ok(())
+    };
+    plain("the hookbus binary's path", exe)?;
     let mut line = format!("{exe} {MARK} {}", agent.name());
+    if socket != hookbus::paths::default_socket() {
+        let socket = socket.to_str().context("the socket's path is not UTF-8")?;
+        plain("the socket's path", socket)?;
+        line.push_str(&format!(" --socket {socket}"));
+    }
     if !hook_args.trim().is_empty() {
         line.push(' ');
         line.push_str(hook_args.trim());
@@ -142,9 +152,9 @@ fn events(args: &InstallArgs) -> Vec<String> {
     }
 }
 
-pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
+pub fn install(args: &InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     let file = target(args);
-    let command = command(args.agent, &args.hook_args)?;
+    let command = command(args.agent, &args.hook_args, socket)?;
     let old = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -214,7 +224,17 @@ fn handler(agent: Agent, command: &str) -> json_edit::Handler<'_> {
 }
 
 /// Writes `text` to `file` whole: a temporary file beside it, then a rename.
+/// A symbolic link (a config kept in a dotfiles repository) is followed: its
+/// target is written, the link stays.
 fn write(file: &Path, text: &str) -> anyhow::Result<()> {
+    let resolved;
+    let file = match std::fs::canonicalize(file) {
+        Ok(real) if real != file => {
+            resolved = real;
+            resolved.as_path()
+        }
+        _ => file,
+    };
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

@@ -72,7 +72,7 @@ pub enum AgentHookCommand {
 
 pub fn run(socket: &Path, args: AgentHookArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        Some(AgentHookCommand::Install(a)) => install::install(&a),
+        Some(AgentHookCommand::Install(a)) => install::install(&a, socket),
         Some(AgentHookCommand::Uninstall(a)) => install::uninstall(&a),
         None => {
             let Some(agent) = args.hook.agent else {

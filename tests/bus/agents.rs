@@ -439,3 +439,97 @@ async fn agent_notify_tells_the_user_when_an_agent_waits_or_is_done() {
     );
     bus.stop().await;
 }
+
+#[test]
+fn install_follows_a_symlinked_config_and_names_a_socket_that_is_not_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("dotfiles/settings.json");
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    std::fs::write(&real, "{\"model\": \"opus\"}\n").unwrap();
+    let link = dir.path().join("settings.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let socket = dir.path().join("my.sock");
+    let out = std::process::Command::new(bin())
+        .arg("--socket")
+        .arg(&socket)
+        .args([
+            "agent-hook",
+            "install",
+            "--agent",
+            "claude",
+            "--events",
+            "PreToolUse",
+            "--config",
+        ])
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        link.symlink_metadata().unwrap().file_type().is_symlink(),
+        "still a link"
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&real).unwrap()).unwrap();
+    let command = v["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        command,
+        format!(
+            "{} agent-hook --agent claude --socket {}",
+            bin().display(),
+            socket.display()
+        )
+    );
+}
+
+/// A stream on `agent.>` keeps every agent event with its decision.
+#[tokio::test]
+async fn a_stream_on_agent_subjects_logs_every_event_with_its_decision() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_owned();
+    let bus = TestBus::start_with(move |c| {
+        let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
+        store.streams = vec![hookbus::store::streams::StreamConfig {
+            name: "agents".into(),
+            subjects: vec!["agent.>".into()],
+            max_messages: None,
+            max_bytes: None,
+            max_age_s: Some(7.0 * 86400.0),
+        }];
+        c.store = Some(store);
+    })
+    .await;
+    agent_hook(
+        &bus.socket,
+        "codex",
+        &shell_event("codex", "make test"),
+        &[],
+    )
+    .await;
+    agent_hook(&bus.socket, "claude", &fixture("claude-stop.json"), &[]).await;
+    let c = Bus::connect(&bus.socket, None, &["streams"]).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let info = c
+            .call(json!({"type": "stream_info", "stream": "agents"}))
+            .await
+            .unwrap();
+        if info["last_seq"] == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{info}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut events = c.replay("agents", json!("first"), None).await.unwrap();
+    let first = events.recv().await.unwrap();
+    assert_eq!(first["subject"], "agent.codex.PreToolUse.Bash", "{first}");
+    assert_eq!(
+        (&first["body"]["command"], &first["body"]["decision"]),
+        (&json!("make test"), &json!("none"))
+    );
+    let second = events.recv().await.unwrap();
+    assert_eq!(second["subject"], "agent.claude.Stop", "{second}");
+    assert_eq!(second["body"]["title"], "Claude Code: done");
+    bus.stop().await;
+}
