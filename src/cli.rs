@@ -125,7 +125,7 @@ enum Command {
     /// The hook program of coding agents (Claude Code, Hermes Agent, Codex, Gemini
     /// CLI): reads the agent's event on stdin, asks the bus, prints its decision
     #[command(
-        after_help = "An event that gates a tool (PreToolUse, pre_tool_call, BeforeTool) is sent as a\nrequest on agent.<agent>.<event>[.<tool>]: a filter hook that drops it denies the tool\nwith its reason; a responder on the subject may answer\n{\"decision\":\"allow\"|\"deny\"|\"ask\",\"reason\":…}. Every event is then published on that\nsubject with its decision (`hookbus tail 'agent.>'`). See docs/AGENTS.md.\nExamples:\n  hookbus agent-hook install --agent claude\n  echo '{\"hook_event_name\":\"PreToolUse\",\"tool_name\":\"Bash\",\"tool_input\":{\"command\":\"ls\"}}' | hookbus agent-hook --agent claude"
+        after_help = "An event that gates a tool (PreToolUse, pre_tool_call, BeforeTool) is sent as a\nrequest on agent.<agent>.<event>[.<tool>]: a filter hook that drops it denies the tool\nwith its reason; a responder on the subject may answer\n{\"decision\":\"allow\"|\"deny\"|\"ask\",\"reason\":…}. Every event is then published on that\nsubject with its decision (`hookbus tail 'agent.>'`). See docs/AGENTS.md.\nExamples:\n  hookbus agent-hook install --agent claude\n  hookbus agent-hook --agent claude < tests/fixtures/agents/claude-pretooluse-bash.json"
     )]
     AgentHook(crate::agents::AgentHookArgs),
 }

@@ -490,13 +490,9 @@ async fn a_stream_on_agent_subjects_logs_every_event_with_its_decision() {
     let dir = state.path().to_owned();
     let bus = TestBus::start_with(move |c| {
         let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
-        store.streams = vec![hookbus::store::streams::StreamConfig {
-            name: "agents".into(),
-            subjects: vec!["agent.>".into()],
-            max_messages: None,
-            max_bytes: None,
-            max_age_s: Some(7.0 * 86400.0),
-        }];
+        let mut agents = crate::streams::stream("agents", &["agent.>"]);
+        agents.max_age_s = Some(7.0 * 86400.0);
+        store.streams = vec![agents];
         c.store = Some(store);
     })
     .await;

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use hookbus::client::Bus;
 use serde_json::{json, Value};
 
-use crate::common::{bus_when_up, serve_process, Raw, TestBus, WAIT};
+use crate::common::{bus_when_up, Raw, TestBus, WAIT};
+use crate::streams::serve;
 use crate::topics::{speaker, subscribe};
 
 async fn bus(state: &Path, streams: &[(&str, &str)]) -> TestBus {
@@ -21,13 +22,7 @@ async fn bus_with_outbox(state: &Path, streams: &[(&str, &str)], outbox: usize) 
     let dir = state.to_owned();
     let configs: Vec<_> = streams
         .iter()
-        .map(|(name, subject)| hookbus::store::streams::StreamConfig {
-            name: name.to_string(),
-            subjects: vec![subject.to_string()],
-            max_messages: None,
-            max_bytes: None,
-            max_age_s: None,
-        })
+        .map(|(name, subject)| crate::streams::stream(name, &[subject]))
         .collect();
     TestBus::start_with(move |c| {
         let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
@@ -317,20 +312,6 @@ async fn a_consumer_far_behind_is_paced_to_its_reader_and_gets_everything_in_ord
     bus.stop().await;
 }
 
-fn serve(socket: &Path, state: &Path, streams: &Path) -> crate::common::Daemon {
-    let (sync, state_dir, streams_file) = ("--sync=normal", "--state-dir", "--streams");
-    serve_process(
-        socket,
-        [
-            sync.as_ref(),
-            state_dir.as_ref(),
-            state.as_os_str(),
-            streams_file.as_ref(),
-            streams.as_os_str(),
-        ],
-    )
-}
-
 /// The next `n` events of `sub`, by seq, with their delivery counts.
 async fn take(sub: &mut hookbus::client::Subscription, n: usize) -> BTreeMap<u64, u64> {
     let mut got = BTreeMap::new();
@@ -490,13 +471,7 @@ async fn a_publish_kept_in_a_stream_must_fit_as_a_stream_event() {
     let dir = state.path().to_owned();
     let bus = TestBus::start_with(move |c| {
         let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
-        store.streams = vec![hookbus::store::streams::StreamConfig {
-            name: "work".into(),
-            subjects: vec!["w.>".into()],
-            max_messages: None,
-            max_bytes: None,
-            max_age_s: None,
-        }];
+        store.streams = vec![crate::streams::stream("work", &["w.>"])];
         c.store = Some(store);
         c.max_frame_len = 4096;
     })

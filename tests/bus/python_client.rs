@@ -25,13 +25,7 @@ async fn the_python_client_suite_passes_against_a_live_bus() {
     let dir = state.path().to_owned();
     let bus = TestBus::start_with(move |c| {
         let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
-        store.streams = vec![hookbus::store::streams::StreamConfig {
-            name: "py".into(),
-            subjects: vec!["py.>".into()],
-            max_messages: None,
-            max_bytes: None,
-            max_age_s: None,
-        }];
+        store.streams = vec![crate::streams::stream("py", &["py.>"])];
         c.store = Some(store);
     })
     .await;

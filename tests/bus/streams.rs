@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::common::{bus_when_up, serve_process, Daemon, Raw, TestBus, WAIT};
 use crate::topics::speaker;
 
-fn stream(name: &str, subjects: &[&str]) -> StreamConfig {
+pub fn stream(name: &str, subjects: &[&str]) -> StreamConfig {
     StreamConfig {
         name: name.into(),
         subjects: subjects.iter().map(|s| s.to_string()).collect(),
@@ -269,7 +269,8 @@ async fn replay_starts_where_asked_filters_by_subject_and_paces_a_long_one() {
     bus.stop().await;
 }
 
-fn serve(socket: &Path, state: &Path, streams: &Path) -> Daemon {
+/// `hookbus serve` as a process with a store in `state` and the streams of `streams`.
+pub fn serve(socket: &Path, state: &Path, streams: &Path) -> Daemon {
     let (sync, state_dir, streams_file) = ("--sync=normal", "--state-dir", "--streams");
     serve_process(
         socket,
