@@ -364,7 +364,21 @@ struct BenchArgs {
 
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Under an agent, clap's exit status 2 would read as "block this
+            // tool": a bad flag or environment variable is a hook error (1).
+            let args: Vec<String> = std::env::args().collect();
+            let running_a_hook = args.iter().any(|a| a == "agent-hook")
+                && !args.iter().any(|a| a == "install" || a == "uninstall");
+            if running_a_hook && e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::FAILURE;
+            }
+            e.exit()
+        }
+    };
     if let Command::AgentHook(args) = cli.command {
         // Runs on every tool call of an agent: no runtime, no logger.
         let socket = cli.socket.unwrap_or_else(if cli.hermes {

@@ -178,7 +178,7 @@ fn install(dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let script = format!(
-        "#!/bin/sh\n{MARK} (`hookbus hermes install`; `hookbus hermes uninstall` removes it):\n# hermes-bus's daemon commands (start, stop, status, restart), served by hookbus.\nexec {} --hermes hermes busd \"$@\"\n",
+        "#!/bin/sh\n{MARK} (`hookbus hermes install`; `hookbus hermes uninstall` removes it):\n# hermes-bus's daemon commands (start, stop, status, restart), served by hookbus on\n# hermes-bus's socket, whatever HOOKBUS_SOCKET says.\nunset HOOKBUS_SOCKET\nexec {} --hermes hermes busd \"$@\"\n",
         sh_quote(exe)
     );
     // Written whole, then renamed: a reader never sees half a script.

@@ -125,7 +125,22 @@ impl Event {
             if let Some(command) = input.get("command").and_then(Value::as_str) {
                 if self.agent.is_shell(tool) {
                     body.insert("command".into(), command.into());
+                    // A patch applied through the shell (Codex: `apply_patch <<EOF`).
+                    let patched: Vec<Value> = patch_paths(command)
+                        .into_iter()
+                        .map(|p| absolute(&p, cwd).into())
+                        .collect();
+                    if !patched.is_empty() {
+                        body.insert("paths".into(), patched.into());
+                    }
                 }
+            }
+            // The tool's own directory (Gemini CLI `dir_path`, Codex and Hermes `workdir`).
+            let workdir = ["dir_path", "workdir"]
+                .iter()
+                .find_map(|k| input.get(*k).and_then(Value::as_str));
+            if let Some(dir) = workdir {
+                body.insert("workdir".into(), absolute(dir, cwd).into());
             }
             if self.agent.writes(tool) {
                 let paths: Vec<Value> = written_paths(input)
@@ -215,16 +230,24 @@ fn written_paths(input: &Value) -> Vec<String> {
         .and_then(Value::as_str)
         .or_else(|| input.as_str());
     if let Some(patch) = patch {
-        for line in patch.lines() {
-            for marker in [
-                "*** Add File: ",
-                "*** Update File: ",
-                "*** Delete File: ",
-                "*** Move to: ",
-            ] {
-                if let Some(p) = line.strip_prefix(marker) {
-                    paths.push(p.trim().to_owned());
-                }
+        paths.extend(patch_paths(patch));
+    }
+    paths
+}
+
+/// The files a patch in `apply_patch`'s format names.
+fn patch_paths(patch: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    for line in patch.lines() {
+        let line = line.trim();
+        for marker in [
+            "*** Add File: ",
+            "*** Update File: ",
+            "*** Delete File: ",
+            "*** Move to: ",
+        ] {
+            if let Some(p) = line.strip_prefix(marker) {
+                paths.push(p.trim().to_owned());
             }
         }
     }

@@ -33,8 +33,13 @@ pub struct InstallArgs {
     /// Edit this file instead
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Extra arguments for the installed command, e.g. "--on-timeout deny"
-    #[arg(long, value_name = "ARGS", default_value = "")]
+    /// Options for the installed command, checked now: --timeout-ms MS, --on-timeout allow|deny
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     hook_args: String,
 }
 
@@ -128,6 +133,15 @@ fn command(agent: Agent, hook_args: &str, socket: &Path) -> anyhow::Result<Strin
         line.push_str(&format!(" --socket {socket}"));
     }
     if !hook_args.trim().is_empty() {
+        // Checked here: a bad option in the agent's hook would fail every call.
+        #[derive(clap::Parser)]
+        struct Check {
+            #[command(flatten)]
+            _hook: super::HookArgs,
+        }
+        let words = hook_args.split_whitespace();
+        <Check as clap::Parser>::try_parse_from(std::iter::once("agent-hook").chain(words))
+            .map_err(|e| anyhow::anyhow!("--hook-args {hook_args:?}: {}", e.render()))?;
         line.push(' ');
         line.push_str(hook_args.trim());
     }
@@ -152,8 +166,25 @@ fn events(args: &InstallArgs) -> Vec<String> {
     }
 }
 
+/// An exclusive lock on the config's directory for a read-modify-write, so
+/// two installs at once do not lose each other's entries.
+fn lock_dir(file: &Path) -> anyhow::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let dir = match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_owned(),
+        None => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let Ok(handle) = std::fs::File::open(&dir) else {
+        return Ok(None);
+    };
+    nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusive)
+        .map(Some)
+        .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", dir.display()))
+}
+
 pub fn install(args: &InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     let file = target(args);
+    let _lock = lock_dir(&file)?;
     let command = command(args.agent, &args.hook_args, socket)?;
     let old = match std::fs::read_to_string(&file) {
         Ok(text) => text,
@@ -168,7 +199,7 @@ pub fn install(args: &InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("cannot add the hooks to {}", file.display()))?;
     if added.is_empty() {
         println!(
-            "{}: already installed for {}",
+            "{}: already installed, as is, for {}",
             file.display(),
             events.join(", ")
         );
@@ -176,7 +207,7 @@ pub fn install(args: &InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     }
     write(&file, &new)?;
     println!(
-        "{}: `hookbus agent-hook` added for {}",
+        "{}: `{command}` added (or brought up to date) for {}",
         file.display(),
         added.join(", ")
     );
@@ -186,6 +217,7 @@ pub fn install(args: &InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
 
 pub fn uninstall(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     let file = target(args);
+    let _lock = lock_dir(&file)?;
     let old = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -239,7 +271,7 @@ fn write(file: &Path, text: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut partial = file.as_os_str().to_owned();
-    partial.push(".hookbus-partial");
+    partial.push(format!(".hookbus-partial-{}", std::process::id()));
     let partial = PathBuf::from(partial);
     std::fs::write(&partial, text)
         .with_context(|| format!("cannot write {}", partial.display()))?;

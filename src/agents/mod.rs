@@ -32,6 +32,11 @@ use verdict::{render, Decision, Output};
 /// Largest event read from stdin.
 const MAX_EVENT: u64 = 8 * 1024 * 1024;
 
+/// Largest frame sent with the agent's own payload (`input`), which repeats
+/// the normalized fields: above it `input` is left out, so a frame stays
+/// under the bus's limit (10 MiB).
+const MAX_REQUEST: usize = 4 * 1024 * 1024;
+
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct AgentHookArgs {
@@ -104,11 +109,8 @@ fn hook(socket: &Path, agent: Agent, args: &HookArgs) -> ExitCode {
                 OnTimeout::Deny => Output::blocked(&why),
                 OnTimeout::Allow => {
                     eprintln!("{why}");
-                    Output {
-                        stdout: None,
-                        stderr: None,
-                        status: 0,
-                    }
+                    // No opinion, in the agent's format (Gemini CLI reads `{}`).
+                    render(agent, "", false, &Decision::NoOpinion)
                 }
             });
         }
@@ -117,7 +119,13 @@ fn hook(socket: &Path, agent: Agent, args: &HookArgs) -> ExitCode {
     let gate = event.is_gate();
     let subject = event.subject();
     let mut body = event.body();
-    let mut conn = Conn::open(socket);
+    // A gate waits for the bus at most its timeout; other events a second.
+    let wait = if gate {
+        args.timeout_ms
+    } else {
+        args.timeout_ms.min(1000)
+    };
+    let mut conn = Conn::open(socket, Instant::now() + Duration::from_millis(wait));
     let (decision, by) = if gate {
         decide(&mut conn, socket, &subject, &body, args)
     } else {
@@ -149,22 +157,31 @@ fn decide(
     args: &HookArgs,
 ) -> (Decision, String) {
     let no_decision = |why: String| {
-        let decision = match args.on_timeout {
-            OnTimeout::Allow => Decision::NoOpinion,
-            OnTimeout::Deny => {
-                Decision::Deny(format!("hookbus: {why}; denied by --on-timeout deny"))
-            }
+        let (decision, then) = match args.on_timeout {
+            OnTimeout::Allow => (Decision::NoOpinion, "left to the agent"),
+            OnTimeout::Deny => (
+                Decision::Deny(format!("hookbus: {why}; denied by --on-timeout deny")),
+                "denied",
+            ),
         };
+        eprintln!("hookbus agent-hook: {why}: {then} (--on-timeout)");
         (decision, format!("--on-timeout: {why}"))
     };
     let conn = match conn {
         Ok(conn) => conn,
         Err(e) => return no_decision(format!("no bus at {}: {e}", socket.display())),
     };
-    let request = json!({"type": "request", "rid": 1, "subject": subject, "body": body,
+    let mut request = json!({"type": "request", "rid": 1, "subject": subject, "body": body,
         "timeout_ms": args.timeout_ms});
+    if request.to_string().len() > MAX_REQUEST {
+        // The agent's own payload repeats the command: left out, the rest fits.
+        request["body"]["input"] = Value::Null;
+        request["body"]["input_omitted"] = true.into();
+    }
     let deadline = Instant::now() + Duration::from_millis(args.timeout_ms + 500);
-    let answer = conn.send(&request).and_then(|()| conn.answer(deadline));
+    let answer = conn
+        .send(&request, deadline)
+        .and_then(|()| conn.answer(deadline));
     let answer = match answer {
         Ok(a) => a,
         Err(e) => return no_decision(format!("no answer from the bus ({e})")),
@@ -172,13 +189,7 @@ fn decide(
     match (answer["type"].as_str(), answer["code"].as_str()) {
         (Some("response"), _) => match Decision::from_response(&answer["body"]) {
             Ok(d) => (d, format!("responder {}", answer["from"])),
-            Err(e) => {
-                eprintln!("hookbus agent-hook: {e}");
-                (
-                    Decision::NoOpinion,
-                    "a responder (unreadable answer)".into(),
-                )
-            }
+            Err(e) => no_decision(e),
         },
         (_, Some("no_responders")) => (Decision::NoOpinion, "no one".into()),
         (_, Some("dropped")) => {
@@ -228,15 +239,31 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(socket: &Path) -> std::io::Result<Conn> {
-        let stream = UnixStream::connect(socket)?;
+    fn open(socket: &Path, deadline: Instant) -> std::io::Result<Conn> {
+        // `connect` blocks while the listen queue is full: on a thread, waited
+        // for until the deadline (then abandoned with the process).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = socket.to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send(UnixStream::connect(path));
+        });
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stream = rx.recv_timeout(left).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+        })??;
         let reader = BufReader::new(stream.try_clone()?);
         let mut conn = Conn { stream, reader };
-        conn.send(&json!({"type": "hello", "protocol": 2, "features": ["topics", "rpc"]}))?;
+        let hello = json!({"type": "hello", "protocol": 2, "features": ["topics", "rpc"]});
+        conn.send(&hello, deadline)?;
         Ok(conn)
     }
 
-    fn send(&mut self, frame: &Value) -> std::io::Result<()> {
+    fn send(&mut self, frame: &Value, deadline: Instant) -> std::io::Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_write_timeout(Some(left))?;
         self.stream
             .write_all(&hookbus::frame::encode(frame.to_string().as_bytes()))
     }
@@ -264,10 +291,15 @@ impl Conn {
         }
     }
 
-    /// Publishes, best effort: the decision is out already.
+    /// Publishes, best effort (a fifth of a second at most): the decision is
+    /// out already.
     fn publish(&mut self, subject: &str, body: Map<String, Value>) {
-        let frame = json!({"type": "publish", "subject": subject, "body": body});
-        let _ = self.send(&frame);
+        let mut frame = json!({"type": "publish", "subject": subject, "body": body});
+        if frame.to_string().len() > MAX_REQUEST {
+            frame["body"]["input"] = Value::Null;
+            frame["body"]["input_omitted"] = true.into();
+        }
+        let _ = self.send(&frame, Instant::now() + Duration::from_millis(200));
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 }

@@ -103,6 +103,7 @@ hooks:
   - name: tool-guard
     wasm: $GUESTS/tool-guard.wasm
     match: {type: request, subject: "agent.>"}
+    on_error: drop
     config:
       home: /home/u
       deny_commands:
@@ -286,6 +287,25 @@ async fn a_responder_decides_and_no_decision_follows_the_timeout_policy() {
         denial("hermes", &run).unwrap().contains("no bus at"),
         "{run:?}"
     );
+    // A daemon that takes the connection and never reads: the timeout still holds.
+    let wedged = bus.socket.with_file_name("wedged.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&wedged).unwrap();
+    let holder = std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(1).collect();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(held);
+    });
+    let mut big = shell_event("claude", "make");
+    big["tool_input"]["description"] = "x".repeat(2 << 20).into();
+    let run = agent_hook(
+        &wedged,
+        "claude",
+        &big,
+        &["--timeout-ms", "300", "--on-timeout", "deny"],
+    )
+    .await;
+    assert!(denial("claude", &run).is_some(), "{run:?}");
+    holder.join().unwrap();
     // An event it cannot read: exit 2 with the reason (every agent's "block") under deny.
     let run = agent_hook(
         &gone,
@@ -327,7 +347,7 @@ fn install_and_uninstall_touch_nothing_but_their_own_entries() {
             text
         };
         let said = hookbus("install");
-        assert!(said.contains("added for"), "{said}");
+        assert!(said.contains("added (or brought up to date) for"), "{said}");
         let installed = std::fs::read_to_string(&file).unwrap();
         let ours = format!("{} agent-hook --agent {agent}", bin().display());
         let parsed: Value = if sample.ends_with(".yaml") {
@@ -481,6 +501,44 @@ fn install_follows_a_symlinked_config_and_names_a_socket_that_is_not_the_default
             socket.display()
         )
     );
+    // Options are checked before anything is written, and an install with
+    // others brings the entry up to date instead of adding one.
+    let install = |hook_args: &str| {
+        std::process::Command::new(bin())
+            .arg("--socket")
+            .arg(&socket)
+            .args([
+                "agent-hook",
+                "install",
+                "--agent",
+                "claude",
+                "--events",
+                "PreToolUse",
+            ])
+            .arg("--hook-args")
+            .arg(hook_args)
+            .arg("--config")
+            .arg(&link)
+            .output()
+            .unwrap()
+    };
+    let before = std::fs::read_to_string(&real).unwrap();
+    let bad = install("--on-timeout deni");
+    assert!(!bad.status.success(), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("deni"),
+        "{bad:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), before);
+    let good = install("--on-timeout deny --timeout-ms 800");
+    assert!(good.status.success(), "{good:?}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&real).unwrap()).unwrap();
+    let groups = v["hooks"]["PreToolUse"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "updated, not added: {v}");
+    assert!(groups[0]["hooks"][0]["command"]
+        .as_str()
+        .unwrap()
+        .ends_with("--on-timeout deny --timeout-ms 800"));
 }
 
 /// A stream on `agent.>` keeps every agent event with its decision.

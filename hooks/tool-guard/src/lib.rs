@@ -145,8 +145,10 @@ impl Guard {
         let frame: Value = serde_json::from_str(json).ok()?;
         let body = &frame["body"];
         let cwd = body["cwd"].as_str();
+        // Where the command runs: the tool's own directory, else the project.
+        let workdir = body["workdir"].as_str().or(cwd);
         if let Some(command) = body["command"].as_str() {
-            if let Some(reason) = self.check_command(command, cwd) {
+            if let Some(reason) = self.check_command(command, cwd, workdir, 0) {
                 return Some(reason);
             }
         }
@@ -160,67 +162,140 @@ impl Guard {
         None
     }
 
-    fn check_command(&self, command: &str, cwd: Option<&str>) -> Option<String> {
+    /// `project` is the session's directory, `dir` where the command starts
+    /// (`cd` in the line moves it; `None`: not known).
+    fn check_command(
+        &self,
+        command: &str,
+        project: Option<&str>,
+        dir: Option<&str>,
+        depth: u32,
+    ) -> Option<String> {
+        if depth > 8 {
+            return Some("tool-guard: command substitutions nested too deep to check".into());
+        }
         for rule in &self.rules {
             if rule.regex.is_match(command) {
                 return Some(format!("tool-guard: {}", rule.reason));
             }
         }
-        for words in simple_commands(command) {
-            let mut args = words.iter().map(String::as_str).skip_while(|w| {
-                w.contains('=') && !w.starts_with('-') || matches!(*w, "sudo" | "command" | "exec" | "nohup" | "time")
-            });
-            let Some(program) = args.next() else { continue };
-            let args: Vec<&str> = args.collect();
-            let name = program.rsplit('/').next().unwrap_or(program);
-            if name == "rm" {
-                if let Some(reason) = self.check_rm(&args, cwd) {
-                    return Some(reason);
+        let (commands, substitutions) = simple_commands(command);
+        for sub in substitutions {
+            if let Some(reason) = self.check_command(&sub, project, dir, depth + 1) {
+                return Some(reason);
+            }
+        }
+        let mut dir: Option<String> = dir.map(str::to_owned);
+        for words in commands {
+            // Writes by redirection (`>`, `>>`, `>|`, `2>`, `&>`, …).
+            let mut targets = Vec::new();
+            let mut plain: Vec<&str> = Vec::new();
+            let mut iter = words.iter();
+            while let Some(w) = iter.next() {
+                if w == REDIRECT {
+                    targets.extend(iter.next().cloned());
+                } else {
+                    plain.push(w);
                 }
             }
-            // Writes by redirection or tee.
-            let mut targets = Vec::new();
-            let mut iter = words.iter().peekable();
-            while let Some(w) = iter.next() {
-                if let Some(t) = w.strip_prefix(">>").or_else(|| w.strip_prefix('>')) {
-                    match t {
-                        "" => targets.extend(iter.next().cloned()),
-                        t => targets.push(t.to_owned()),
+            let (program, args, from_stdin) = unwrap_command(&plain);
+            let name = program.map(|p| p.rsplit('/').next().unwrap_or(p));
+            match name {
+                Some("cd" | "pushd") => {
+                    dir = match args.first() {
+                        None => Some(self.home.clone()),
+                        Some(to) if known(to) && *to != "-" => self.resolve(to, dir.as_deref()),
+                        Some(_) => None,
+                    };
+                }
+                Some("rm") => {
+                    if let Some(reason) =
+                        self.check_rm(&args, from_stdin, project, dir.as_deref())
+                    {
+                        return Some(reason);
                     }
                 }
-            }
-            if name == "tee" {
-                targets.extend(args.iter().filter(|a| !a.starts_with('-')).map(|a| a.to_string()));
+                Some("tee") => {
+                    targets.extend(args.iter().filter(|a| !a.starts_with('-')).map(|a| a.to_string()))
+                }
+                _ => {}
             }
             for t in targets {
-                if let Some(reason) = self.check_write(&t, cwd) {
-                    return Some(reason);
+                if let Some(path) = self.resolve(&t, dir.as_deref()) {
+                    if let Some(reason) = self.check_write(&path, project) {
+                        return Some(reason);
+                    }
                 }
             }
         }
         None
     }
 
-    fn check_rm(&self, args: &[&str], cwd: Option<&str>) -> Option<String> {
-        let recursive = args.iter().any(|a| {
-            *a == "--recursive" || (a.starts_with('-') && !a.starts_with("--") && a.contains(['r', 'R']))
-        });
+    fn check_rm(
+        &self,
+        args: &[&str],
+        from_stdin: bool,
+        project: Option<&str>,
+        dir: Option<&str>,
+    ) -> Option<String> {
+        let mut recursive = false;
+        let mut targets = Vec::new();
+        let mut options = true;
+        for a in args {
+            if options && *a == "--" {
+                options = false;
+            } else if options && a.starts_with("--") {
+                // Long options may be abbreviated: --recur is --recursive.
+                recursive |= a.len() >= 4 && "--recursive".starts_with(*a);
+            } else if options && a.starts_with('-') && a.len() > 1 {
+                recursive |= a.contains(['r', 'R']);
+            } else {
+                targets.push(*a);
+            }
+        }
+        // What a delete removes, protected paths included, whether or not recursive.
+        for t in &targets {
+            if let Some(path) = self.resolve(t, dir) {
+                if let Some(glob) = self.protected_by(&path, true) {
+                    return Some(format!(
+                        "tool-guard: deleting {t} ({path}) is not allowed: it holds protected files ({glob}); ask the user"
+                    ));
+                }
+            }
+        }
         if !recursive || self.recursive_delete == RecursiveDelete::Allow {
             return None;
         }
-        let targets: Vec<&str> = args.iter().copied().filter(|a| !a.starts_with('-')).collect();
         if self.recursive_delete == RecursiveDelete::Always {
             return Some(format!(
                 "tool-guard: recursive deletes are not allowed here (rm -r {}): ask the user to delete it",
                 targets.join(" ")
             ));
         }
-        let Some(cwd) = cwd.filter(|c| c.starts_with('/')) else {
+        if from_stdin {
+            return Some("tool-guard: a recursive delete of paths read from stdin (xargs): the targets cannot be checked; delete named paths inside the project".into());
+        }
+        let Some(project) = project.filter(|c| c.starts_with('/')) else {
             return Some("tool-guard: a recursive delete with no known project directory: ask the user to do it".into());
         };
-        let project = normalize(cwd, "/");
+        let project = normalize(project, "/");
         for t in targets {
-            let path = normalize(&self.expand(t), &project);
+            if !known(t) {
+                return Some(format!(
+                    "tool-guard: recursive delete of {t}: where it points cannot be told (a variable, `~user` or braces); name the path inside the project {project}"
+                ));
+            }
+            let Some(dir) = dir else {
+                return Some(format!(
+                    "tool-guard: recursive delete of {t} after a `cd` whose target cannot be told: name the path inside the project {project}"
+                ));
+            };
+            // A glob deletes within the directory before its first wildcard.
+            let fixed = match t.find(['*', '?', '[']) {
+                Some(at) => &t[..at],
+                None => t,
+            };
+            let path = normalize(&self.expand(fixed), dir);
             let inside = path.len() > project.len()
                 && path.starts_with(&project)
                 && (project == "/" || path.as_bytes()[project.len()] == b'/');
@@ -233,17 +308,34 @@ impl Guard {
         None
     }
 
+    /// Where `word` points from `dir`, when that can be told.
+    fn resolve(&self, word: &str, dir: Option<&str>) -> Option<String> {
+        if !known(word) {
+            return None;
+        }
+        let expanded = self.expand(word);
+        if expanded.starts_with('/') {
+            Some(normalize(&expanded, "/"))
+        } else {
+            dir.map(|d| normalize(&expanded, d))
+        }
+    }
+
+    /// The protected glob `path` matches (or, for a directory being deleted,
+    /// a file under it would match).
+    fn protected_by(&self, path: &str, as_dir: bool) -> Option<&str> {
+        let under = format!("{path}/x");
+        self.protected.iter().map(String::as_str).find(|glob| {
+            let pattern = self.expand(glob);
+            glob_match(&pattern, path) || (as_dir && glob_match(&pattern, &under))
+        })
+    }
+
     fn check_write(&self, path: &str, cwd: Option<&str>) -> Option<String> {
         let path = normalize(&self.expand(path), cwd.unwrap_or("/"));
-        for glob in &self.protected {
-            let pattern = self.expand(glob);
-            if glob_match(&pattern, &path) {
-                return Some(format!(
-                    "tool-guard: {path} is protected (matches {glob}): agents may not write it; ask the user"
-                ));
-            }
-        }
-        None
+        self.protected_by(&path, false).map(|glob| {
+            format!("tool-guard: {path} is protected (matches {glob}): agents may not write it; ask the user")
+        })
     }
 
     /// `~` and `$HOME` at the start of `path`, expanded.
@@ -279,21 +371,87 @@ fn normalize(path: &str, cwd: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// The simple commands of a shell line: split at `;`, `&`, `|`, newlines and
-/// `(`, `)`, each into words, with quotes and backslashes honoured. A guard,
-/// not a shell: it errs on the side of seeing more commands.
-fn simple_commands(line: &str) -> Vec<Vec<String>> {
+/// Marks the word after it as a redirection's target (a quoted `>` is text).
+const REDIRECT: &str = "\0>";
+
+/// Whether a word's path can be told without running a shell: no variable
+/// but `$HOME`, no `~user`, no braces or backquotes.
+fn known(word: &str) -> bool {
+    let rest = ["$HOME", "${HOME}"]
+        .iter()
+        .find_map(|h| word.strip_prefix(h))
+        .unwrap_or(word);
+    let tilde_ok = !rest.starts_with('~') || rest == "~" || rest.starts_with("~/");
+    tilde_ok && !rest.contains(['$', '{', '}', '`'])
+}
+
+/// The program a simple command runs and its arguments, past wrappers
+/// (`VAR=value`, `sudo`/`doas` and their options, `env`, `nice`, `timeout`,
+/// `nohup`, `command`, `exec`, `time`, `stdbuf`, `ionice`, `xargs`), and whether
+/// it reads its arguments from stdin (`xargs`).
+fn unwrap_command<'a>(words: &[&'a str]) -> (Option<&'a str>, Vec<&'a str>, bool) {
+    let mut i = 0;
+    let mut from_stdin = false;
+    // Options of the wrappers that take a value.
+    let with_value = |wrapper: &str, opt: &str| match wrapper {
+        "sudo" | "doas" => matches!(opt, "-u" | "-g" | "-C" | "-D" | "-h" | "-p" | "-U" | "-r" | "-t" | "-c"),
+        "env" => matches!(opt, "-u" | "-C" | "-S" | "--unset" | "--chdir"),
+        "nice" => opt == "-n",
+        "timeout" => matches!(opt, "-s" | "-k" | "--signal" | "--kill-after"),
+        "stdbuf" | "ionice" => opt.len() == 2,
+        "xargs" => matches!(opt, "-I" | "-n" | "-P" | "-L" | "-d" | "-a" | "-E" | "-s"),
+        _ => false,
+    };
+    while i < words.len() {
+        let w = words[i];
+        let base = w.rsplit('/').next().unwrap_or(w);
+        if w.contains('=') && !w.starts_with('-') && !w.starts_with('=') {
+            i += 1;
+            continue;
+        }
+        let wrapper = match base {
+            "sudo" | "doas" | "env" | "nice" | "timeout" | "nohup" | "command" | "exec" | "time"
+            | "stdbuf" | "ionice" | "xargs" => base,
+            _ => break,
+        };
+        from_stdin |= wrapper == "xargs";
+        i += 1;
+        while i < words.len() && words[i].starts_with('-') && words[i].len() > 1 {
+            if words[i] == "--" {
+                i += 1;
+                break;
+            }
+            let takes = with_value(wrapper, words[i]);
+            i += if takes { 2 } else { 1 };
+        }
+        if wrapper == "timeout" && i < words.len() {
+            i += 1; // the duration
+        }
+    }
+    let program = words.get(i).copied();
+    let args = words.get(i + 1..).map(<[&str]>::to_vec).unwrap_or_default();
+    (program, args, from_stdin)
+}
+
+/// The simple commands of a shell line, split at `;`, `&`, `|`, newlines,
+/// parentheses and backquotes, each into words with quotes and backslashes
+/// honoured (a backslash-newline joins lines), unquoted `>` redirections marked
+/// with [`REDIRECT`]; and the command substitutions found inside double quotes,
+/// to check on their own. A guard, not a shell: it errs on the side of seeing
+/// more commands.
+fn simple_commands(line: &str) -> (Vec<Vec<String>>, Vec<String>) {
     let mut commands = Vec::new();
-    let mut words = Vec::new();
+    let mut substitutions = Vec::new();
+    let mut words: Vec<String> = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
     let mut chars = line.chars().peekable();
-    let end_word = |word: &mut String, words: &mut Vec<String>, in_word: &mut bool| {
+    fn end_word(word: &mut String, words: &mut Vec<String>, in_word: &mut bool) {
         if *in_word {
             words.push(std::mem::take(word));
             *in_word = false;
         }
-    };
+    }
     while let Some(c) = chars.next() {
         match c {
             '\'' => {
@@ -311,13 +469,62 @@ fn simple_commands(line: &str) -> Vec<Vec<String>> {
                     match c {
                         '"' => break,
                         '\\' => word.extend(chars.next()),
+                        '`' => {
+                            let inner: String = chars.by_ref().take_while(|&c| c != '`').collect();
+                            substitutions.push(inner);
+                        }
+                        '$' if chars.peek() == Some(&'(') => {
+                            chars.next();
+                            let mut depth = 1;
+                            let mut inner = String::new();
+                            for c in chars.by_ref() {
+                                match c {
+                                    '(' => depth += 1,
+                                    ')' => {
+                                        depth -= 1;
+                                        if depth == 0 {
+                                            break;
+                                        }
+                                    }
+                                    _ => {}
+                                }
+                                inner.push(c);
+                            }
+                            substitutions.push(inner);
+                            word.push('$');
+                        }
                         c => word.push(c),
                     }
                 }
             }
-            '\\' => {
-                in_word = true;
-                word.extend(chars.next());
+            '\\' => match chars.next() {
+                Some('\n') | None => {}
+                Some(c) => {
+                    in_word = true;
+                    word.push(c);
+                }
+            },
+            '>' => {
+                // A file descriptor before it (`2>`) or `&>`: not a word.
+                if in_word && word.chars().all(|c| c.is_ascii_digit()) {
+                    word.clear();
+                    in_word = false;
+                }
+                end_word(&mut word, &mut words, &mut in_word);
+                if matches!(chars.peek(), Some('>' | '|')) {
+                    chars.next();
+                }
+                if chars.peek() == Some(&'&') {
+                    chars.next(); // `>&2`: a descriptor, not a file
+                    while chars.peek().is_some_and(|c| c.is_ascii_digit() || *c == '-') {
+                        chars.next();
+                    }
+                } else {
+                    words.push(REDIRECT.to_owned());
+                }
+            }
+            '&' if chars.peek() == Some(&'>') => {
+                end_word(&mut word, &mut words, &mut in_word);
             }
             ';' | '&' | '|' | '\n' | '(' | ')' | '`' => {
                 end_word(&mut word, &mut words, &mut in_word);
@@ -336,7 +543,7 @@ fn simple_commands(line: &str) -> Vec<Vec<String>> {
     if !words.is_empty() {
         commands.push(words);
     }
-    commands
+    (commands, substitutions)
 }
 
 /// Glob match on paths: `**` any run of characters, `*` any within one segment,
@@ -390,7 +597,8 @@ mod tests {
         let deny = |command: &str| g.check(&request(serde_json::json!({"command": command, "cwd": "/home/u/proj"})));
         assert!(deny("rm -rf /").is_some());
         assert!(deny("rm -rf ~").is_some());
-        assert!(deny("cd x && rm -r -f ../other").is_some());
+        assert!(deny("cd x && rm -r -f ../../other").is_some());
+        assert!(deny("cd x && rm -r -f ../other").is_none(), "proj/other");
         assert!(deny("sudo rm --recursive /var/lib").is_some());
         assert!(deny("rm -rf .").is_some(), "the project itself");
         assert!(deny("echo hi; /bin/rm -Rf \"$HOME\"").is_some());
@@ -402,6 +610,58 @@ mod tests {
         assert!(deny("cat key > ~/.ssh/authorized_keys").is_some());
         assert!(deny("echo x | tee -a /etc/hosts").is_some());
         assert!(deny("echo x > out.txt").is_none());
+        // Found by an adversarial round.
+        for bad in [
+            "sudo -u root rm -rf /x",
+            "sudo -E rm -rf /x",
+            "env FOO=1 rm -rf /x",
+            "nice -n 5 rm -rf /x",
+            "timeout 5 rm -rf /x",
+            "doas rm -rf /x",
+            "find . | xargs rm -rf",
+            "rm -rf \\\n/",
+            "echo \"$(rm -rf /x)\"",
+            "x=\"`rm -rf /x`\"",
+            "rm -rf $PWD/../other",
+            "rm -rf ~root",
+            "rm -rf {/x,y}",
+            "cd / && rm -rf usr",
+            "cd .. && rm -rf proj",
+            "cd $SOMEWHERE && rm -rf build",
+            "echo x 2>~/.ssh/x",
+            "echo x>~/.ssh/x",
+            "echo x >| /etc/hosts",
+            "echo x &> /etc/hosts",
+            "rm -rf .git",
+            "rm .env",
+            "rm -f ~/.ssh/id_rsa",
+            "rm --recur /x",
+            "rm -r -- /x",
+            "rm -rf /*",
+        ] {
+            assert!(deny(bad).is_some(), "allowed: {bad}");
+        }
+        for fine in [
+            "rm -rf ./build",
+            "rm -rf build/*",
+            "grep -r foo .",
+            "git rm -r --cached x",
+            "echo \"rm -rf /\"",
+            "echo '>' /etc/x",
+            "echo x 2>&1 > out.log",
+            "cd src && rm -rf gen",
+        ] {
+            assert!(deny(fine).is_none(), "denied: {fine}");
+        }
+    }
+
+    #[test]
+    fn the_tool_s_own_directory_counts() {
+        let g = guard();
+        let body = serde_json::json!({"command": "rm -rf usr", "cwd": "/home/u/proj", "workdir": "/"});
+        assert!(g.check(&request(body)).is_some());
+        let body = serde_json::json!({"command": "rm -rf gen", "cwd": "/home/u/proj", "workdir": "/home/u/proj/src"});
+        assert!(g.check(&request(body)).is_none());
     }
 
     #[test]

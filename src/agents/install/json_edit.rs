@@ -263,16 +263,18 @@ fn is_ours(handler: &Node, text: &str) -> bool {
         .is_some_and(|c| c.contains(MARK) && c.contains("hookbus"))
 }
 
-/// Whether the event's array holds one of our handlers.
-fn has_ours(text: &str, groups: &Node) -> bool {
+/// Where the command of our handler in the event's array is, if one is.
+fn ours_command(text: &str, groups: &Node) -> Option<(usize, usize)> {
     let Kind::Array(groups) = &groups.kind else {
-        return false;
+        return None;
     };
-    groups.iter().any(|g| {
-        member(g, "hooks").is_some_and(|(_, hs)| match &hs.kind {
-            Kind::Array(hs) => hs.iter().any(|h| is_ours(h, text)),
-            _ => false,
-        })
+    groups.iter().find_map(|g| {
+        let (_, hs) = member(g, "hooks")?;
+        let Kind::Array(hs) = &hs.kind else {
+            return None;
+        };
+        let h = hs.iter().find(|h| is_ours(h, text))?;
+        member(h, "command").map(|(_, c)| (c.start, c.end))
     })
 }
 
@@ -307,8 +309,17 @@ pub fn install(
                     Some((_, groups)) if !matches!(groups.kind, Kind::Array(_)) => {
                         bail!("its `hooks.{event}` is not a list")
                     }
-                    Some((_, groups)) if has_ours(&text, groups) => continue,
-                    Some((_, groups)) => append(&text, groups, 2, &unit, None, &group),
+                    Some((_, groups)) => match ours_command(&text, groups) {
+                        // Ours already: its command brought up to date.
+                        Some((start, end)) => {
+                            let command = Value::from(handler.command).to_string();
+                            if text[start..end] == command {
+                                continue;
+                            }
+                            format!("{}{command}{}", &text[..start], &text[end..])
+                        }
+                        None => append(&text, groups, 2, &unit, None, &group),
+                    },
                 }
             }
         };

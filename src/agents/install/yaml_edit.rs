@@ -43,10 +43,17 @@ fn is_inline_key(line: &str, at: usize, key: &str) -> bool {
 /// The end (exclusive) of the block under line `at` whose lines are indented
 /// more than `indent`: after its last content line.
 fn block_end(lines: &[String], at: usize, min_indent: usize) -> usize {
+    // A list may sit at its key's own indent (`key:` then `- item`, as PyYAML
+    // writes it): its items, and their lines, belong to the block too.
+    let compact = lines[at + 1..]
+        .iter()
+        .find(|l| is_content(l))
+        .is_some_and(|l| indent(l) == min_indent && l.trim_start().starts_with("- "));
     let mut end = at + 1;
     for (i, line) in lines.iter().enumerate().skip(at + 1) {
         if is_content(line) {
-            if indent(line) <= min_indent {
+            let item = compact && indent(line) == min_indent && line.trim_start().starts_with("- ");
+            if indent(line) <= min_indent && !item {
                 break;
             }
             end = i + 1;
@@ -98,7 +105,16 @@ pub fn install(
         match (hooks + 1..end).find(|&i| is_key(&lines[i], child, event)) {
             Some(at) => {
                 let event_end = block_end(&lines, at, child);
-                if lines[at..event_end].iter().any(|l| l.contains(super::MARK)) {
+                if let Some(i) = (at..event_end).find(|&i| lines[i].contains(super::MARK)) {
+                    // Ours already: its command brought up to date.
+                    let line = &lines[i];
+                    let pad = &line[..indent(line)];
+                    let updated = format!("{pad}- command: \"{command}\"{TAG}\n");
+                    if *line == updated {
+                        continue;
+                    }
+                    lines[i] = updated;
+                    added.push(event.clone());
                     continue;
                 }
                 let item = lines[at + 1..event_end]
@@ -166,6 +182,7 @@ mod tests {
             "model: hermes-4  # mine\n\nhooks:\n  pre_tool_call:\n    - command: \"~/guard.py\"\n      timeout: 5\n  # later\nother: 1\n",
             "model: x\n",
             "hooks:\n    post_tool_call:\n        - command: log.sh\n",
+            "hooks:\n  pre_tool_call:\n  - command: guard.sh\n    timeout: 5\n  post_tool_call:\n  - command: log.sh\nx: 1\n",
             "",
         ] {
             let (installed, added) = install(original, &events, CMD).unwrap();
