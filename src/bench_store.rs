@@ -12,7 +12,9 @@
 //!   after another, the whole cycle.
 //! - **stream append**: `--messages` publishes on `bench.stream.x`, sent at
 //!   once, timed until the target's stream [`BENCH_STREAM`] has them all (the
-//!   target must declare it); **stream replay**: the same messages read back.
+//!   target must declare it); **stream replay**: the same messages read back;
+//!   **stream consume + ack**: the same messages through a new durable
+//!   consumer, each acknowledged as it is read.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
@@ -46,9 +48,10 @@ pub fn run(target: &Path, options: &BenchOptions, size: usize, mut row: impl FnM
     row(job_cycles(target, options, size, &cycle_name)
         .unwrap_or_else(|e| Row::failed(target, cycle_name.clone(), size, e)));
     match stream_rows(target, options, size, &sync) {
-        Ok((append, replay)) => {
+        Ok((append, replay, consume)) => {
             row(append);
             row(replay);
+            row(consume);
         }
         Err(e) => row(Row::failed(
             target,
@@ -378,7 +381,7 @@ fn stream_rows(
     options: &BenchOptions,
     size: usize,
     sync: &str,
-) -> std::io::Result<(Row, Row)> {
+) -> std::io::Result<(Row, Row, Row)> {
     let mut info = store_client(target, "streams")?;
     let mut buf = Vec::new();
     write_frame(
@@ -451,5 +454,77 @@ fn stream_rows(
         (rate, rate),
         &mut [],
     );
-    Ok((append, replay))
+    let consume = consume_and_ack(target, start, total)?;
+    let consume = Row::measured(
+        target,
+        format!("stream consume + ack (sync {sync})"),
+        size,
+        (consume, consume),
+        &mut [],
+    );
+    Ok((append, replay, consume))
+}
+
+/// A durable consumer of the same messages, each acknowledged as it is read
+/// (acks written by a second thread, as they come): messages per second.
+fn consume_and_ack(target: &Path, start: u64, total: u64) -> std::io::Result<f64> {
+    let consumer = store_client(target, "streams")?;
+    let mut reader = BufReader::with_capacity(256 * 1024, consumer.try_clone()?);
+    let durable = format!("bench-{}", std::process::id());
+    let (seqs, acks) = std::sync::mpsc::channel::<u64>();
+    let mut out = BufWriter::new(consumer.try_clone()?);
+    let name = durable.clone();
+    let acker = std::thread::spawn(move || -> std::io::Result<()> {
+        let ack = |seq: u64| {
+            format!(
+                r#"{{"type":"stream_ack","stream":"{BENCH_STREAM}","durable":"{name}","seq":{seq}}}"#
+            )
+        };
+        while let Ok(seq) = acks.recv() {
+            send_text(&mut out, &ack(seq))?;
+            // Written in one go while more wait.
+            while let Ok(next) = acks.try_recv() {
+                send_text(&mut out, &ack(next))?;
+            }
+            out.flush()?;
+        }
+        Ok(())
+    });
+    let mut w = consumer;
+    let started = Instant::now();
+    write_frame(
+        &mut w,
+        &json!({"type": "consume", "stream": BENCH_STREAM, "durable": durable,
+                "from": {"seq": start + 1}, "max_ack_pending": 10000}),
+    )?;
+    let mut buf = Vec::new();
+    let mut events = 0u64;
+    while events < total {
+        read_frame(&mut reader, &mut buf)?;
+        let frame: Value = serde_json::from_slice(&buf).unwrap_or_default();
+        match frame["type"].as_str() {
+            Some("stream_event") => {
+                events += 1;
+                let _ = seqs.send(frame["seq"].as_u64().unwrap_or_default());
+            }
+            Some("consuming" | "stream_acked") => {}
+            _ => {
+                return Err(std::io::Error::other(
+                    String::from_utf8_lossy(&buf).into_owned(),
+                ))
+            }
+        }
+    }
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    drop(seqs);
+    acker.join().map_err(|_| std::io::Error::other("the ack thread failed"))??;
+    write_frame(
+        &mut w,
+        &json!({"type": "unconsume", "stream": BENCH_STREAM, "durable": durable}),
+    )?;
+    write_frame(
+        &mut w,
+        &json!({"type": "consumer_delete", "stream": BENCH_STREAM, "durable": durable}),
+    )?;
+    Ok(rate)
 }
