@@ -517,7 +517,9 @@ fn consume_and_ack(target: &Path, start: u64, total: u64) -> std::io::Result<f64
     }
     let rate = events as f64 / started.elapsed().as_secs_f64();
     drop(seqs);
-    acker.join().map_err(|_| std::io::Error::other("the ack thread failed"))??;
+    acker
+        .join()
+        .map_err(|_| std::io::Error::other("the ack thread failed"))??;
     write_frame(
         &mut w,
         &json!({"type": "unconsume", "stream": BENCH_STREAM, "durable": durable}),
