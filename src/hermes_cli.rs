@@ -130,7 +130,11 @@ async fn busd(
                         }
                     }
                 }
-                Err(_) => println!("busd not running (no PID file)"),
+                Err(_) => match std::fs::read_to_string(hookbus::paths::pid_file(socket)) {
+                    // What hermes-bus's busd says of a pid file nobody answers for.
+                    Ok(pid) => println!("busd not running (pid={} — stale PID file)", pid.trim()),
+                    Err(_) => println!("busd not running (no PID file)"),
+                },
             }
             ExitCode::SUCCESS
         }

@@ -327,7 +327,14 @@ async fn hookbus_stands_in_for_hermes_bus_through_its_busd_and_hooks_file() {
     let stopped = run(&shim, &["stop"]);
     assert!(stopped.contains("busd stopped"), "{stopped}");
     assert!(!root.join("hermes-bus.sock").exists());
-    assert!(run(&shim, &["status"]).contains("busd not running"));
+    assert!(run(&shim, &["status"]).contains("busd not running (no PID file)"));
+    std::fs::write(root.join("run/busd.pid"), "999999\n").unwrap();
+    let stale = run(&shim, &["status"]);
+    assert!(
+        stale.contains("busd not running (pid=999999 — stale PID file)"),
+        "{stale}"
+    );
+    std::fs::remove_file(root.join("run/busd.pid")).unwrap();
     run(&hookbus, &["hermes", "uninstall", "--bin-dir", bin_dir]);
     assert_eq!(std::fs::read_to_string(&shim).unwrap(), theirs);
     assert!(!bin.join("hermes-busd.hermes-bus").exists());
