@@ -469,40 +469,6 @@ fn install_follows_a_symlinked_config_and_names_a_socket_that_is_not_the_default
     let link = dir.path().join("settings.json");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let socket = dir.path().join("my.sock");
-    let out = std::process::Command::new(bin())
-        .arg("--socket")
-        .arg(&socket)
-        .args([
-            "agent-hook",
-            "install",
-            "--agent",
-            "claude",
-            "--events",
-            "PreToolUse",
-            "--config",
-        ])
-        .arg(&link)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        link.symlink_metadata().unwrap().file_type().is_symlink(),
-        "still a link"
-    );
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&real).unwrap()).unwrap();
-    let command = v["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
-        .as_str()
-        .unwrap();
-    assert_eq!(
-        command,
-        format!(
-            "{} agent-hook --agent claude --socket {}",
-            bin().display(),
-            socket.display()
-        )
-    );
-    // Options are checked before anything is written, and an install with
-    // others brings the entry up to date instead of adding one.
     let install = |hook_args: &str| {
         std::process::Command::new(bin())
             .arg("--socket")
@@ -522,6 +488,26 @@ fn install_follows_a_symlinked_config_and_names_a_socket_that_is_not_the_default
             .output()
             .unwrap()
     };
+    let out = install("");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        link.symlink_metadata().unwrap().file_type().is_symlink(),
+        "still a link"
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&real).unwrap()).unwrap();
+    let command = v["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        command,
+        format!(
+            "{} agent-hook --agent claude --socket {}",
+            bin().display(),
+            socket.display()
+        )
+    );
+    // Options are checked before anything is written, and an install with
+    // others brings the entry up to date instead of adding one.
     let before = std::fs::read_to_string(&real).unwrap();
     let bad = install("--on-timeout deni");
     assert!(!bad.status.success(), "{bad:?}");
@@ -545,15 +531,9 @@ fn install_follows_a_symlinked_config_and_names_a_socket_that_is_not_the_default
 #[tokio::test]
 async fn a_stream_on_agent_subjects_logs_every_event_with_its_decision() {
     let state = tempfile::tempdir().unwrap();
-    let dir = state.path().to_owned();
-    let bus = TestBus::start_with(move |c| {
-        let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
-        let mut agents = crate::streams::stream("agents", &["agent.>"]);
-        agents.max_age_s = Some(7.0 * 86400.0);
-        store.streams = vec![agents];
-        c.store = Some(store);
-    })
-    .await;
+    let mut agents = crate::streams::stream("agents", &["agent.>"]);
+    agents.max_age_s = Some(7.0 * 86400.0);
+    let bus = crate::streams::store_bus(state.path(), vec![agents], |_| {}).await;
     agent_hook(
         &bus.socket,
         "codex",
@@ -563,18 +543,7 @@ async fn a_stream_on_agent_subjects_logs_every_event_with_its_decision() {
     .await;
     agent_hook(&bus.socket, "claude", &fixture("claude-stop.json"), &[]).await;
     let c = Bus::connect(&bus.socket, None, &["streams"]).await.unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let info = c
-            .call(json!({"type": "stream_info", "stream": "agents"}))
-            .await
-            .unwrap();
-        if info["last_seq"] == 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{info}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    crate::streams::wait_for_stream(&c, "agents", 2).await;
     let mut events = c.replay("agents", json!("first"), None).await.unwrap();
     let first = events.recv().await.unwrap();
     assert_eq!(first["subject"], "agent.codex.PreToolUse.Bash", "{first}");

@@ -10,7 +10,7 @@ use hookbus::client::Bus;
 use serde_json::{json, Value};
 
 use crate::common::{bus_when_up, Raw, TestBus, WAIT};
-use crate::streams::serve;
+use crate::streams::{serve, store_bus, wait_for_stream};
 use crate::topics::{speaker, subscribe};
 
 async fn bus(state: &Path, streams: &[(&str, &str)]) -> TestBus {
@@ -19,38 +19,20 @@ async fn bus(state: &Path, streams: &[(&str, &str)]) -> TestBus {
 
 /// `outbox` frames per client (high water is half of it).
 async fn bus_with_outbox(state: &Path, streams: &[(&str, &str)], outbox: usize) -> TestBus {
-    let dir = state.to_owned();
-    let configs: Vec<_> = streams
+    let configs = streams
         .iter()
         .map(|(name, subject)| crate::streams::stream(name, &[subject]))
         .collect();
-    TestBus::start_with(move |c| {
-        let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
-        store.streams = configs;
-        c.store = Some(store);
-        c.outbox_capacity = outbox;
-    })
-    .await
+    store_bus(state, configs, |c| c.outbox_capacity = outbox).await
 }
 
 /// Publishes `n` messages on `subject` and waits until `stream` holds
-/// `last_seq` (appends reach the store after delivery).
+/// `last_seq`.
 async fn publish(c: &Bus, subject: &str, n: u64, stream: &str, last_seq: u64) {
     for i in 0..n {
         c.publish(subject, json!({"n": i}), false).await.unwrap();
     }
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let info = c
-            .call(json!({"type": "stream_info", "stream": stream}))
-            .await
-            .unwrap();
-        if info["last_seq"].as_u64() >= Some(last_seq) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{info}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_stream(c, stream, last_seq).await;
 }
 
 /// Sends `consume` and returns its answer (`consuming` or an error).
@@ -468,14 +450,8 @@ async fn a_consumer_that_acks_each_message_before_reading_on_is_never_cut() {
 #[tokio::test]
 async fn a_publish_kept_in_a_stream_must_fit_as_a_stream_event() {
     let state = tempfile::tempdir().unwrap();
-    let dir = state.path().to_owned();
-    let bus = TestBus::start_with(move |c| {
-        let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
-        store.streams = vec![crate::streams::stream("work", &["w.>"])];
-        c.store = Some(store);
-        c.max_frame_len = 4096;
-    })
-    .await;
+    let streams = vec![crate::streams::stream("work", &["w.>"])];
+    let bus = store_bus(state.path(), streams, |c| c.max_frame_len = 4096).await;
     let mut c = speaker(&bus, &["topics", "streams"]).await;
     let body = json!("x".repeat(3700));
     c.send(&json!({"type": "publish", "subject": "elsewhere", "body": body}))

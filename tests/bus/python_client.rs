@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use crate::common::TestBus;
-
 #[tokio::test]
 async fn the_python_client_suite_passes_against_a_live_bus() {
     let tests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/python/tests");
@@ -22,13 +20,8 @@ async fn the_python_client_suite_passes_against_a_live_bus() {
     // With a store, for the KV, jobs and streams tests, and a stream `py` on
     // `py.>` (HOOKBUS_TEST_STREAM) for the streams tests.
     let state = tempfile::tempdir().unwrap();
-    let dir = state.path().to_owned();
-    let bus = TestBus::start_with(move |c| {
-        let mut store = hookbus::store::StoreConfig::new(dir, hookbus::store::SyncPolicy::Normal);
-        store.streams = vec![crate::streams::stream("py", &["py.>"])];
-        c.store = Some(store);
-    })
-    .await;
+    let streams = vec![crate::streams::stream("py", &["py.>"])];
+    let bus = crate::streams::store_bus(state.path(), streams, |_| {}).await;
     // Run from the tests folder, so `import hookbus` finds the installed package,
     // not the sources beside it.
     let out = tokio::process::Command::new(crate::hermes::python())

@@ -22,16 +22,26 @@ pub fn stream(name: &str, subjects: &[&str]) -> StreamConfig {
     }
 }
 
-async fn bus_with(state: &Path, streams: Vec<StreamConfig>) -> TestBus {
+/// A bus with a store in `state` (sync normal) keeping `streams`, then
+/// `configure`d.
+pub async fn store_bus(
+    state: &Path,
+    streams: Vec<StreamConfig>,
+    configure: impl FnOnce(&mut hookbus::server::Config),
+) -> TestBus {
     let dir = state.to_owned();
     TestBus::start_with(move |c| {
         let mut store = StoreConfig::new(dir, SyncPolicy::Normal);
         store.streams = streams;
         c.store = Some(store);
-        // Small outboxes, so pacing shows: 128 frames is high water.
-        c.outbox_capacity = 256;
+        configure(c);
     })
     .await
+}
+
+async fn bus_with(state: &Path, streams: Vec<StreamConfig>) -> TestBus {
+    // Small outboxes, so pacing shows: 128 frames is high water.
+    store_bus(state, streams, |c| c.outbox_capacity = 256).await
 }
 
 /// Every frame of one replay, through `replay_end`.
@@ -67,24 +77,30 @@ async fn publish_all(bus: &TestBus, c: &Bus, subject: &str, n: u64, stream: &str
 
 impl TestBus {
     async fn wait_for_stream(&self, stream: &str, last_seq: u64) {
-        let deadline = Instant::now() + WAIT;
         let c = Bus::connect(&self.socket, None, &["streams"])
             .await
             .unwrap();
-        loop {
-            let info = c
-                .call(json!({"type": "stream_info", "stream": stream}))
-                .await
-                .unwrap();
-            if info["last_seq"].as_u64() >= Some(last_seq) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stream {stream} stayed at {info}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        wait_for_stream(&c, stream, last_seq).await;
+    }
+}
+
+/// Waits until `stream` holds `last_seq` (appends reach the store after
+/// delivery), asking through `c` (feature `streams`).
+pub async fn wait_for_stream(c: &Bus, stream: &str, last_seq: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = c
+            .call(json!({"type": "stream_info", "stream": stream}))
+            .await
+            .unwrap();
+        if info["last_seq"].as_u64() >= Some(last_seq) {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "stream {stream} stayed at {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -6,29 +6,15 @@ re-registers, so a message can fall into that gap; sends are retried until seen.
 """
 import json
 import sys
-import time
 
 from hermes_bus import BusClient, send_message
+from polling import wait_for
 
 sock = sys.argv[1]
 a = BusClient("py-a", socket_path=sock)
 b = BusClient("py-b", socket_path=sock)
 assert a.connect(), "py-a could not connect"
 assert b.connect(), "py-b could not connect"
-
-
-def wait_for(client, pred, timeout=10.0, resend=None):
-    deadline = time.time() + timeout
-    next_send = 0.0
-    while time.time() < deadline:
-        if resend and time.time() >= next_send:
-            resend()
-            next_send = time.time() + 0.3
-        for msg in client.poll():
-            if pred(msg):
-                return msg
-        time.sleep(0.01)
-    raise SystemExit("timed out")
 
 
 got = wait_for(b, lambda m: m.get("body", {}).get("k") == "a->b",
