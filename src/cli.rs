@@ -130,6 +130,17 @@ enum Command {
     AgentHook(crate::agents::AgentHookArgs),
 }
 
+impl Cli {
+    /// `--socket`, else hermes-bus's socket with `--hermes`, else the default.
+    fn bus_socket(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(if self.hermes {
+            hookbus::paths::hermes_socket
+        } else {
+            hookbus::paths::default_socket
+        })
+    }
+}
+
 /// The global options a detached daemon is started with.
 #[derive(Debug)]
 pub(crate) struct Globals {
@@ -379,13 +390,12 @@ pub fn main() -> ExitCode {
             e.exit()
         }
     };
-    if let Command::AgentHook(args) = cli.command {
+    if matches!(cli.command, Command::AgentHook(_)) {
         // Runs on every tool call of an agent: no runtime, no logger.
-        let socket = cli.socket.unwrap_or_else(if cli.hermes {
-            hookbus::paths::hermes_socket
-        } else {
-            hookbus::paths::default_socket
-        });
+        let socket = cli.bus_socket();
+        let Command::AgentHook(args) = cli.command else {
+            unreachable!("matched above")
+        };
         return crate::agents::run(&socket, args).unwrap_or_else(|e| {
             eprintln!("hookbus: {e:#}");
             ExitCode::FAILURE
@@ -435,11 +445,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let socket = cli.socket.clone().unwrap_or_else(if cli.hermes {
-        hookbus::paths::hermes_socket
-    } else {
-        hookbus::paths::default_socket
-    });
+    let socket = cli.bus_socket();
     let globals = Globals {
         log_level: cli.log_level.clone(),
         threads: cli.threads,

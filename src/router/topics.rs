@@ -147,22 +147,25 @@ impl Router {
             p.traceparent.as_deref(),
             p.body.as_deref(),
         );
-        let kept = self.kept_in_stream(&p.subject);
-        let extra = if kept {
+        let in_stream = self.kept_in_stream(&p.subject);
+        let extra = if in_stream {
             crate::protocol::streams::EVENT_EXTRA
         } else {
             0
         };
         if tail.max_event_len() + extra > self.config.max_frame_len {
-            let mut error =
-                ProtocolError::new(
-                    ErrorCode::FrameTooLarge,
-                    format!(
+            let mut error = ProtocolError::new(
+                ErrorCode::FrameTooLarge,
+                format!(
                     "the {} this publish makes would pass the {}-byte frame limit; make it smaller",
-                    if kept { "stream_event (its subject is kept in a stream)" } else { "event" },
+                    if in_stream {
+                        "stream_event (its subject is kept in a stream)"
+                    } else {
+                        "event"
+                    },
                     self.config.max_frame_len
                 ),
-                );
+            );
             error.id = serde_json::from_slice(&p.id).ok();
             self.answer(from, rid, error.to_frame());
             return;
@@ -184,7 +187,9 @@ impl Router {
             }
         }
         let delivered = self.deliver_events(from, &p.subject, &tail);
-        self.stream_append(from, &p);
+        if in_stream {
+            self.stream_append(from, &p);
+        }
         self.monitor_frame(from, MonitorKind::Publish, Some(&p.subject), &p.frame, None);
         if let Some(hooks) = &self.config.hooks {
             hooks.notify(&p.frame, 0);
