@@ -1,5 +1,6 @@
-//! The machine's floor for one-way latency: one Unix socket hop between two
-//! threads, with no bus in between. Compare with `hookbus bench`.
+//! The machine's floor for latency, with no bus in between: one Unix socket hop
+//! between two threads, and a round trip through a relay, the least any daemon
+//! that sleeps while idle can do. Compare with `hookbus bench`.
 //!
 //!     cargo run --release --example socket_floor
 
@@ -41,9 +42,87 @@ fn one_hop(poll: bool) -> (f64, f64) {
     (pct(0.5), pct(0.99))
 }
 
+/// Reads exactly `buf.len()` bytes, yielding while the socket has none (as
+/// `hookbus bench`'s polling clients do on a machine with no core to spare).
+fn read_polling(stream: &mut UnixStream, buf: &mut [u8]) {
+    let mut got = 0;
+    while got < buf.len() {
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => panic!("closed"),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// A requester and a responder, both polling, exchange 100-byte frames through
+/// a relay of two threads that sleep in `read` (one per direction): the shape of
+/// `hookbus bench`'s request/reply run with nothing of the bus's work in it.
+fn relay_round_trip(pin: bool) -> (f64, f64) {
+    let pin_to = move |cpu: usize| {
+        if pin {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(cpu).expect("cpu");
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("affinity");
+        }
+    };
+    const FRAME: usize = 100;
+    let (mut requester, mut relay_a) = UnixStream::pair().expect("socketpair");
+    let (mut relay_b, mut responder) = UnixStream::pair().expect("socketpair");
+    let (mut relay_a2, mut relay_b2) = (
+        relay_a.try_clone().expect("clone"),
+        relay_b.try_clone().expect("clone"),
+    );
+    let forward = |from: &mut UnixStream, to: &mut UnixStream| {
+        let mut buf = [0u8; FRAME];
+        while from.read_exact(&mut buf).is_ok() {
+            if to.write_all(&buf).is_err() {
+                return;
+            }
+        }
+    };
+    let there = std::thread::spawn(move || forward(&mut relay_a, &mut relay_b));
+    let back = std::thread::spawn(move || forward(&mut relay_b2, &mut relay_a2));
+    responder.set_nonblocking(true).expect("set_nonblocking");
+    let answering = std::thread::spawn(move || {
+        pin_to(1);
+        let mut buf = [0u8; FRAME];
+        for _ in 0..SAMPLES {
+            read_polling(&mut responder, &mut buf);
+            responder.write_all(&buf).expect("write");
+        }
+    });
+    requester.set_nonblocking(true).expect("set_nonblocking");
+    let requesting = std::thread::spawn(move || {
+        pin_to(0);
+        let mut samples = Vec::with_capacity(SAMPLES);
+        let mut buf = [0u8; FRAME];
+        for _ in 0..SAMPLES {
+            let t = Instant::now();
+            requester.write_all(&buf).expect("write");
+            read_polling(&mut requester, &mut buf);
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+        samples
+    });
+    let mut samples = requesting.join().expect("requester");
+    answering.join().expect("responder");
+    let _ = (there.join(), back.join());
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((SAMPLES - 1) as f64 * p) as usize] as f64 / 1000.0;
+    (pct(0.5), pct(0.99))
+}
+
 fn main() {
     for (poll, label) in [(false, "receiver sleeps in read"), (true, "receiver polls")] {
         let (p50, p99) = one_hop(poll);
         println!("one socket hop, {label}: p50 {p50:.1} µs, p99 {p99:.1} µs");
+    }
+    for pin in [false, true] {
+        let (p50, p99) = relay_round_trip(pin);
+        println!(
+            "round trip through a relay that sleeps in read, both ends polling (pinned {pin}): p50 {p50:.1} µs, p99 {p99:.1} µs"
+        );
     }
 }

@@ -290,8 +290,11 @@ fn request_reply(target: &Path, options: &BenchOptions, size: usize) -> std::io:
 fn no_responders(target: &Path, options: &BenchOptions, size: usize) -> std::io::Result<Row> {
     let requester = speaker(target, &["rpc"])?;
     requester.set_read_timeout(Some(BENCH_IO_TIMEOUT))?;
-    let mut reader = BufReader::new(requester.try_clone()?);
-    let mut out = BufWriter::new(requester);
+    // Polling, as in the request/reply run: the time is the bus's answer, not
+    // the generator's wake-up.
+    requester.set_nonblocking(options.poll)?;
+    let mut reader = BufReader::new(Spin(requester.try_clone()?, false));
+    let mut out = BufWriter::new(Spin(requester, false));
     let pad = "x".repeat(size.saturating_sub(r#"{"pad":""}"#.len()));
     let mut buf = Vec::new();
     let mut samples = Vec::with_capacity(options.latency_samples as usize);

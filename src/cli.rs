@@ -42,14 +42,15 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "LEVEL")]
     log_level: Option<String>,
 
-    /// Worker threads for the async runtime: 1 runs everything on one thread,
-    /// 0 uses one per core
+    /// Worker threads for the async runtime: 1 runs everything on one thread
+    /// (fastest for a workstation's traffic, see BENCHMARKS.md), 0 uses one per
+    /// core
     #[arg(
         long,
         global = true,
         env = "HOOKBUS_THREADS",
         value_name = "N",
-        default_value_t = 0
+        default_value_t = 1
     )]
     threads: usize,
 
@@ -200,6 +201,12 @@ pub(crate) struct ServeArgs {
     /// their way and queued); past it, reading pauses. At least twice --max-frame
     #[arg(long, value_name = "BYTES", default_value_t = hookbus::budget::DEFAULT_MEMORY_BUDGET)]
     memory_budget: usize,
+    /// After the bus's last work, go on polling the sockets for this many
+    /// microseconds before sleeping (single-threaded runtime only; 0 sleeps at
+    /// once). Saves the wake-up of each crossing of a busy conversation for
+    /// that much CPU time
+    #[arg(long, value_name = "MICROS", default_value_t = 50)]
+    spin_us: u64,
     /// Directory of the durable store (KV) [default: $XDG_STATE_HOME/hookbus, or
     /// ~/.local/state/hookbus]
     #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
@@ -254,6 +261,7 @@ impl ServeArgs {
         config.shutdown_timeout = Duration::from_secs_f64(self.shutdown_timeout);
         config.frame_timeout = Duration::from_secs_f64(self.frame_timeout);
         config.slow_consumer_timeout = Duration::from_secs_f64(self.slow_consumer_timeout);
+        config.spin = Duration::from_micros(self.spin_us);
         for (flag, n) in [
             ("--job-retention", self.job_retention),
             ("--idempotency-ttl", self.idempotency_ttl),
@@ -321,6 +329,7 @@ impl ServeArgs {
             format!("--shutdown-timeout={}", self.shutdown_timeout),
             format!("--frame-timeout={}", self.frame_timeout),
             format!("--slow-consumer-timeout={}", self.slow_consumer_timeout),
+            format!("--spin-us={}", self.spin_us),
             format!("--memory-budget={}", self.memory_budget),
             format!("--sync={}", self.sync.name()),
             format!("--job-retention={}", self.job_retention),
@@ -583,9 +592,7 @@ pub(crate) async fn start_daemon(
     if let Some(level) = &cli.log_level {
         serve_args.push(format!("--log-level={level}"));
     }
-    if cli.threads != 0 {
-        serve_args.push(format!("--threads={}", cli.threads));
-    }
+    serve_args.push(format!("--threads={}", cli.threads));
     if cli.hermes {
         serve_args.push("--hermes".to_owned());
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -81,10 +81,13 @@ pub(crate) async fn serve(
         shutdown,
     } = shared;
     let (reader, writer) = stream.into_split();
+    // Shared with the router, which writes to an idle client itself.
+    let writer = Arc::new(writer);
     let (outbox, outbox_rx) = outbox::outbox(
         config.outbox_capacity,
         config.outbox_max_bytes,
         budget.clone(),
+        Some(writer.clone()),
     );
     let flow = Arc::new(Flow::default());
     let open = Command::Open {
@@ -376,8 +379,10 @@ async fn run_hooks(hooks: &HookRuntime, requests: Vec<Request>) -> Vec<Request> 
     }
 }
 
+/// Drains the outbox into the socket. The socket's write side is shut down when
+/// the last of its holders (this task, the router's outbox) lets go of it.
 async fn write_loop(
-    mut writer: OwnedWriteHalf,
+    writer: Arc<OwnedWriteHalf>,
     mut outbox: OutboxReceiver,
     closed: CancellationToken,
 ) {
@@ -402,7 +407,10 @@ async fn write_loop(
             biased;
             reason = &mut outbox.abort, if may_abort => match reason {
                 Ok(reason) => {
-                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, writer.write_all(&reason)).await;
+                    // Not after the part of a frame the router wrote.
+                    if !level.torn() {
+                        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write_counted(&writer, &reason, &level)).await;
+                    }
                     break;
                 }
                 Err(_) => {
@@ -432,7 +440,7 @@ async fn write_loop(
                 debug!("closing client took nothing for {CLOSE_FLUSH_TIMEOUT:?}: what was queued for it is discarded");
                 break;
             }
-            written = write_batch(&mut writer, &batch, bytes, &level) => written,
+            written = write_batch(&writer, &batch, bytes, &level) => written,
         };
         batch.clear();
         outbox.release(bytes);
@@ -446,7 +454,7 @@ async fn write_loop(
     outbox.release(batch.iter().map(OutFrame::len).sum());
     drop(batch);
     drop(outbox);
-    let _ = writer.shutdown().await;
+    drop(writer);
     if stop_reader {
         closed.cancel();
     }
@@ -455,7 +463,7 @@ async fn write_loop(
 /// Writes frames, coalescing heads and small tails into one buffer per
 /// `WRITE_BUF` bytes; a large tail is written from where it is.
 async fn write_batch(
-    writer: &mut OwnedWriteHalf,
+    writer: &OwnedWriteHalf,
     batch: &[OutFrame],
     bytes: usize,
     level: &Level,
@@ -491,15 +499,20 @@ async fn write_batch(
 /// `write_all`, counting every write the client took as progress: a client that
 /// reads a large batch slowly but steadily is not taken for a stalled one.
 async fn write_counted(
-    writer: &mut OwnedWriteHalf,
+    writer: &OwnedWriteHalf,
     mut buf: &[u8],
     level: &Level,
 ) -> std::io::Result<()> {
     while !buf.is_empty() {
-        let n = writer.write(buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
+        let n = match writer.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                writer.writable().await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         level.wrote();
         buf = &buf[n..];
     }

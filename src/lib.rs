@@ -31,7 +31,12 @@
 //!    stops reading is disconnected as a slow consumer after a timeout. The
 //!    bytes of frames being read, on their way and queued all count against one
 //!    memory [`budget`]; while it is spent, readers pause.
-//! 6. [`connection`]'s writer drains the outbox back into the socket.
+//! 6. [`connection`]'s writer drains the outbox back into the socket. A frame
+//!    for a client with nothing queued and no write in progress is written by
+//!    the router itself, the first of each turn ([`outbox::Outbox::send`]).
+//!
+//! The daemon runs all of this on one thread by default; after traffic it polls
+//! its sockets for a short window instead of sleeping at once ([`spin`]).
 //!
 //! Around the bus: [`daemon`] runs the server in the foreground or detached (pid
 //! file, log file, socket permissions, bounded stop), [`fd_limit`] keeps clients
@@ -56,5 +61,6 @@ pub mod peer;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod spin;
 pub mod store;
 pub mod subject;

@@ -12,15 +12,23 @@
 //! stall timeout while above high water is disconnected (`slow_consumer`; see
 //! docs/PROTOCOL.md). Nothing is dropped silently, and every queued or parked byte
 //! counts against the memory budget.
+//!
+//! A frame for a client whose outbox is empty and whose writer is idle is
+//! written by the router itself, at once ([`Outbox::send`]): the writer task's
+//! wake-up is the largest part of a hop through the bus when nothing is queued.
+//! Only one frame per connection per router turn goes that way; the frames that
+//! follow it in the same turn are queued, so the writer coalesces a burst into
+//! one write as before.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::frame::OutFrame;
-use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::budget::Budget;
 
@@ -30,6 +38,10 @@ pub const OUTBOX_CAPACITY: usize = 4096;
 /// Default bound on bytes queued for one connection. A frame is always accepted
 /// into an empty outbox, so one maximum-size frame always fits.
 pub const OUTBOX_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Largest frame the router writes to an idle client itself; a larger one is
+/// the writer's (copying it into the socket would hold up the router).
+pub const DIRECT_WRITE_MAX: usize = 64 * 1024;
 
 /// The connection's writer is gone: it is closing, and the router will hear of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +65,9 @@ pub struct Level {
     /// A sender waits on this outbox: the writer must wake it once drained.
     watched: AtomicBool,
     closed: AtomicBool,
+    /// The router wrote part of a frame and queued the rest: until the writer
+    /// has written it, the stream is inside a frame.
+    torn: AtomicBool,
     /// Batches the writer has written: the router compares it between its stall
     /// checks, so no clock is read on the message path.
     progress: AtomicU64,
@@ -70,6 +85,7 @@ impl Level {
             drained: Notify::new(),
             watched: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            torn: AtomicBool::new(false),
             progress: AtomicU64::new(0),
         }
     }
@@ -104,6 +120,12 @@ impl Level {
         self.progress.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether the stream may be inside a frame the router began: a frame
+    /// written now would land in the middle of it.
+    pub fn torn(&self) -> bool {
+        self.torn.load(Ordering::Acquire)
+    }
+
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.drained.notify_waiters();
@@ -120,6 +142,11 @@ pub struct Outbox {
     /// Frames that found the queue at its bounds, in order, and their bytes.
     parked: VecDeque<OutFrame>,
     parked_bytes: usize,
+    /// The connection's socket, which the writer shares, for direct writes
+    /// (`None` in tests without one).
+    socket: Option<Arc<OwnedWriteHalf>>,
+    /// The router turn of the last direct write.
+    direct_turn: u64,
 }
 
 /// The writer's end.
@@ -133,8 +160,14 @@ pub struct OutboxReceiver {
 }
 
 /// Creates an outbox bounded by `capacity` frames and `max_bytes` bytes, whose
-/// queued bytes also count against `budget`.
-pub fn outbox(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> (Outbox, OutboxReceiver) {
+/// queued bytes also count against `budget`; with the connection's `socket`,
+/// the router may write to an idle client directly ([`Outbox::send`]).
+pub fn outbox(
+    capacity: usize,
+    max_bytes: usize,
+    budget: Arc<Budget>,
+    socket: Option<Arc<OwnedWriteHalf>>,
+) -> (Outbox, OutboxReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let (abort_tx, abort_rx) = oneshot::channel();
     let level = Arc::new(Level::new(capacity.max(1), max_bytes, budget));
@@ -146,6 +179,8 @@ pub fn outbox(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> (Outbox
             abort: Some(abort_tx),
             parked: VecDeque::new(),
             parked_bytes: 0,
+            socket,
+            direct_turn: u64::MAX,
         },
         OutboxReceiver {
             rx,
@@ -156,6 +191,44 @@ pub fn outbox(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> (Outbox
 }
 
 impl Outbox {
+    /// Delivers a frame: written to the socket at once when nothing is queued
+    /// or being written and no frame went that way this `turn` of the router,
+    /// queued ([`Outbox::push`]) otherwise. What the socket does not take at
+    /// once is queued, so order holds.
+    pub fn send(&mut self, frame: impl Into<OutFrame>, turn: u64) -> Result<(), Gone> {
+        let frame = frame.into();
+        // Acquire pairs with the writer's release of the bytes it wrote: zero
+        // means it has no write in progress, and it starts none until the
+        // router queues something, which only this end does.
+        if self.direct_turn == turn
+            || frame.len() > DIRECT_WRITE_MAX
+            || !self.parked.is_empty()
+            || self.level.bytes.load(Ordering::Acquire) != 0
+        {
+            return self.push(frame);
+        }
+        let Some(socket) = &self.socket else {
+            return self.push(frame);
+        };
+        self.direct_turn = turn;
+        // Would block, or failed: the writer meets the same state with the
+        // frame queued, and deals with it as with any write.
+        let written = write_now(socket, &frame).unwrap_or_default();
+        if written == 0 {
+            return self.push(frame);
+        }
+        self.level.wrote();
+        if written < frame.len() {
+            let rest = match frame {
+                OutFrame::Whole(frame) => frame.slice(written..),
+                frame => Bytes::from(frame.to_vec()).slice(written..),
+            };
+            self.level.torn.store(true, Ordering::Release);
+            return self.push(rest);
+        }
+        Ok(())
+    }
+
     /// Queues a frame without waiting: parks it behind the queue when the queue
     /// is at its bounds (or frames are parked already, so order holds).
     pub fn push(&mut self, frame: impl Into<OutFrame>) -> Result<(), Gone> {
@@ -297,6 +370,9 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
+        // Let go of the socket before the queue closes, so the writer, which
+        // sees the queue close, holds its last reference and shuts it down.
+        self.socket = None;
         // The router let the session go: nobody needs to wait for it any more.
         self.level.budget.sub(self.parked_bytes);
         self.level.close();
@@ -312,7 +388,11 @@ impl OutboxReceiver {
     /// Marks a batch of `len` bytes as written.
     pub fn release(&self, len: usize) {
         let level = &self.level;
-        level.bytes.fetch_sub(len, Ordering::Relaxed);
+        // Whatever the router began is written: the stream is between frames.
+        level.torn.store(false, Ordering::Release);
+        // Release: the router's direct write, which waits for zero, comes
+        // after the writes of these bytes.
+        level.bytes.fetch_sub(len, Ordering::Release);
         level.budget.sub(len);
         level
             .free
@@ -321,6 +401,19 @@ impl OutboxReceiver {
         if level.watched.load(Ordering::SeqCst) && level.below_low() {
             level.watched.store(false, Ordering::SeqCst);
             level.drained.notify_waiters();
+        }
+    }
+}
+
+/// One non-blocking write of a whole frame; how many bytes the socket took.
+fn write_now(socket: &OwnedWriteHalf, frame: &OutFrame) -> std::io::Result<usize> {
+    use std::io::IoSlice;
+    match frame {
+        OutFrame::Whole(frame) => socket.try_write(frame),
+        _ => {
+            let mut head = Vec::with_capacity(crate::frame::MAX_EVENT_HEAD);
+            let tail = frame.put_head(&mut head);
+            socket.try_write_vectored(&[IoSlice::new(&head), IoSlice::new(tail)])
         }
     }
 }
@@ -345,7 +438,7 @@ mod tests {
     #[tokio::test]
     async fn frames_past_the_bounds_are_parked_in_order_and_moved_on() {
         let budget = Budget::new(1 << 30);
-        let (mut tx, mut rx) = outbox(2, 1 << 20, budget.clone());
+        let (mut tx, mut rx) = outbox(2, 1 << 20, budget.clone(), None);
         for frame in [&b"a"[..], b"b", b"c", b"d"] {
             tx.push(Bytes::from_static(frame)).unwrap();
         }
@@ -372,7 +465,7 @@ mod tests {
     #[tokio::test]
     async fn bounded_by_bytes_but_one_big_frame_fits() {
         let budget = Budget::new(1 << 30);
-        let (mut tx, mut rx) = outbox(100, 10, budget.clone());
+        let (mut tx, mut rx) = outbox(100, 10, budget.clone(), None);
         tx.push(Bytes::from(vec![0; 50])).unwrap();
         tx.push(Bytes::from_static(b"x")).unwrap();
         assert_eq!(tx.parked(), 1, "the queue holds 50 of 10 bytes");
@@ -392,7 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn water_marks_and_the_drained_wait() {
-        let (mut tx, mut rx) = outbox(16, 1 << 20, Budget::new(1 << 30));
+        let (mut tx, mut rx) = outbox(16, 1 << 20, Budget::new(1 << 30), None);
         for _ in 0..7 {
             tx.push(Bytes::from_static(b"m")).unwrap();
         }
@@ -420,9 +513,101 @@ mod tests {
             .unwrap();
     }
 
+    /// An outbox whose router end writes to a real socket; the client's end.
+    async fn on_socket(
+        capacity: usize,
+    ) -> (Outbox, OutboxReceiver, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (_, writer) = tokio::net::UnixStream::from_std(ours).unwrap().into_split();
+        // Tokio writes only once the socket was seen writable.
+        writer.writable().await.unwrap();
+        let (tx, rx) = outbox(
+            capacity,
+            1 << 20,
+            Budget::new(1 << 30),
+            Some(Arc::new(writer)),
+        );
+        (tx, rx, theirs)
+    }
+
+    fn read_all(theirs: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        use std::io::Read;
+        theirs.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = theirs.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn an_idle_client_gets_the_first_frame_of_a_turn_directly_and_the_rest_queued() {
+        let (mut tx, mut rx, mut theirs) = on_socket(16).await;
+        tx.send(Bytes::from_static(b"a"), 1).unwrap();
+        tx.send(Bytes::from_static(b"b"), 1).unwrap();
+        assert_eq!(
+            read_all(&mut theirs),
+            b"a",
+            "written by the router, no writer ran"
+        );
+        assert_eq!(
+            tx.held_bytes(),
+            1,
+            "the second of the turn waits for the writer"
+        );
+        // While the writer holds `b`, even a new turn queues behind it.
+        let b = rx.rx.recv().await.unwrap();
+        tx.send(Bytes::from_static(b"c"), 2).unwrap();
+        assert_eq!(tx.held_bytes(), 2);
+        assert!(read_all(&mut theirs).is_empty(), "c did not overtake b");
+        rx.release(b.len());
+        let c = rx.rx.recv().await.unwrap();
+        assert_eq!((b.to_vec(), c.to_vec()), (b"b".to_vec(), b"c".to_vec()));
+        rx.release(c.len());
+        tx.send(Bytes::from_static(b"d"), 3).unwrap();
+        assert_eq!(read_all(&mut theirs), b"d", "idle again: direct");
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_queues_and_a_partial_write_queues_the_rest() {
+        let (mut tx, mut rx, mut theirs) = on_socket(16).await;
+        // Fill the socket's buffer with direct writes, one per turn.
+        let chunk = Bytes::from(vec![7u8; 4096]);
+        let mut turn = 0;
+        while tx.held_bytes() == 0 {
+            turn += 1;
+            tx.send(chunk.clone(), turn).unwrap();
+        }
+        let queued = tx.held_bytes();
+        assert!(
+            queued > 0 && queued <= 4096,
+            "the frame the socket did not take whole"
+        );
+        assert_eq!(
+            queued < 4096,
+            rx.level().torn(),
+            "a partial write leaves the stream torn"
+        );
+        let written_directly = read_all(&mut theirs).len();
+        assert_eq!(
+            written_directly + queued,
+            turn as usize * 4096,
+            "nothing lost, nothing twice"
+        );
+        let rest = rx.rx.recv().await.unwrap();
+        assert_eq!(rest.len(), queued);
+        rx.release(rest.len());
+        assert!(!rx.level().torn());
+    }
+
     #[tokio::test]
     async fn a_closed_outbox_releases_its_waiters() {
-        let (mut tx, rx) = outbox(4, 1 << 20, Budget::new(1 << 30));
+        let (mut tx, rx) = outbox(4, 1 << 20, Budget::new(1 << 30), None);
         tx.push(Bytes::from_static(b"m")).unwrap();
         tx.push(Bytes::from_static(b"m")).unwrap();
         let level = tx.level().clone();

@@ -64,6 +64,9 @@ pub struct Config {
     pub memory_budget: usize,
     /// The durable store (KV); `None` runs the bus without one.
     pub store: Option<StoreConfig>,
+    /// How long a single-threaded runtime goes on polling its sockets after
+    /// the router's last work ([`crate::spin`]); zero sleeps at once.
+    pub spin: Duration,
 }
 
 impl Config {
@@ -78,6 +81,7 @@ impl Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             slow_consumer_timeout: crate::router::DEFAULT_STALL_TIMEOUT,
+            spin: crate::spin::DEFAULT_SPIN_WINDOW,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             store: None,
         }
@@ -90,6 +94,15 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
     let config = Arc::new(config);
     let budget = Budget::new(config.memory_budget);
     let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
+    // Polling on after traffic pays only where one thread runs everything: on a
+    // multi-threaded runtime the poller would hold a worker the others wait for.
+    let single_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread;
+    let spin = crate::spin::Spin::new(if single_thread {
+        config.spin
+    } else {
+        Duration::ZERO
+    });
     let router = Router::new(RouterConfig {
         socket_path: config.socket_path.clone(),
         max_frame_len: config.max_frame_len,
@@ -97,6 +110,7 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
         stall_timeout: config.slow_consumer_timeout,
         hooks: config.hooks.clone(),
         budget: budget.clone(),
+        spin: spin.clone(),
     });
     let (router, from_store, store_thread) = match config.store.clone() {
         None => (router, None, None),
@@ -122,6 +136,7 @@ pub async fn run(listener: UnixListener, config: Config, shutdown: CancellationT
     }
     let tracker = TaskTracker::new();
     tracker.spawn(router.run(router_rx, from_store));
+    tracker.spawn(spin.run(shutdown.clone()));
 
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut reserve = crate::fd_limit::Reserve::new();

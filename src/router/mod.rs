@@ -124,6 +124,8 @@ pub struct RouterConfig {
     pub stall_timeout: Duration,
     pub hooks: Option<Arc<HookRuntime>>,
     pub budget: Arc<Budget>,
+    /// Told of each command handled, so the runtime polls on while work flows.
+    pub spin: Arc<crate::spin::Spin>,
 }
 
 /// Counters reported by `status`.
@@ -204,6 +206,9 @@ pub struct Router {
     gapping: HashSet<SessionKey, KeyHash>,
     /// Rotates the choice of member inside queue groups.
     turn: u64,
+    /// Counts the loop's turns: a client gets at most one frame written
+    /// directly per turn ([`Outbox::send`]).
+    round: u64,
     /// The recipients of the publish being routed, kept to be reused.
     recipients_scratch: Vec<(SessionKey, u64, protocol::OnFull)>,
     /// The bus is stopping: sessions end, but not by their own doing (no wills).
@@ -244,6 +249,7 @@ impl Router {
             monitors: Vec::new(),
             gapping: HashSet::default(),
             turn: 0,
+            round: 0,
             recipients_scratch: Vec::new(),
             shutting_down: false,
             store: None,
@@ -295,6 +301,7 @@ impl Router {
         tokio::pin!(deadline);
         let mut armed: Option<Instant> = None;
         loop {
+            self.round += 1;
             let next = self.asks.next_deadline();
             if next != armed {
                 if let Some(at) = next {
@@ -331,6 +338,7 @@ impl Router {
     }
 
     fn handle(&mut self, cmd: Command) {
+        self.config.spin.touch();
         match cmd {
             Command::Open {
                 key,
@@ -605,7 +613,7 @@ impl Router {
         let Some(receiver) = self.registry.sessions.get_mut(&to) else {
             return false;
         };
-        if receiver.outbox.push(frame).is_err() {
+        if receiver.outbox.send(frame, self.round).is_err() {
             return false;
         }
         if receiver.outbox.above_high() {
@@ -756,7 +764,7 @@ impl Router {
             return false;
         };
         self.answers += 1;
-        if session.outbox.push(frame).is_err() {
+        if session.outbox.send(frame, self.round).is_err() {
             return false;
         }
         if session.outbox.above_high() {

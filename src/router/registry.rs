@@ -297,7 +297,7 @@ mod tests {
     use crate::budget::Budget;
 
     fn session() -> Session {
-        let (outbox, _rx) = crate::outbox::outbox(8, 1024, Budget::new(1 << 20));
+        let (outbox, _rx) = crate::outbox::outbox(8, 1024, Budget::new(1 << 20), None);
         let peer = Peer {
             uid: 1000,
             gid: 1000,
