@@ -59,14 +59,7 @@ fn read_polling(stream: &mut UnixStream, buf: &mut [u8]) {
 /// A requester and a responder, both polling, exchange 100-byte frames through
 /// a relay of two threads that sleep in `read` (one per direction): the shape of
 /// `hookbus bench`'s request/reply run with nothing of the bus's work in it.
-fn relay_round_trip(pin: bool) -> (f64, f64) {
-    let pin_to = move |cpu: usize| {
-        if pin {
-            let mut set = nix::sched::CpuSet::new();
-            set.set(cpu).expect("cpu");
-            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("affinity");
-        }
-    };
+fn relay_round_trip() -> (f64, f64) {
     const FRAME: usize = 100;
     let (mut requester, mut relay_a) = UnixStream::pair().expect("socketpair");
     let (mut relay_b, mut responder) = UnixStream::pair().expect("socketpair");
@@ -86,7 +79,6 @@ fn relay_round_trip(pin: bool) -> (f64, f64) {
     let back = std::thread::spawn(move || forward(&mut relay_b2, &mut relay_a2));
     responder.set_nonblocking(true).expect("set_nonblocking");
     let answering = std::thread::spawn(move || {
-        pin_to(1);
         let mut buf = [0u8; FRAME];
         for _ in 0..SAMPLES {
             read_polling(&mut responder, &mut buf);
@@ -95,7 +87,6 @@ fn relay_round_trip(pin: bool) -> (f64, f64) {
     });
     requester.set_nonblocking(true).expect("set_nonblocking");
     let requesting = std::thread::spawn(move || {
-        pin_to(0);
         let mut samples = Vec::with_capacity(SAMPLES);
         let mut buf = [0u8; FRAME];
         for _ in 0..SAMPLES {
@@ -119,10 +110,8 @@ fn main() {
         let (p50, p99) = one_hop(poll);
         println!("one socket hop, {label}: p50 {p50:.1} µs, p99 {p99:.1} µs");
     }
-    for pin in [false, true] {
-        let (p50, p99) = relay_round_trip(pin);
-        println!(
-            "round trip through a relay that sleeps in read, both ends polling (pinned {pin}): p50 {p50:.1} µs, p99 {p99:.1} µs"
-        );
-    }
+    let (p50, p99) = relay_round_trip();
+    println!(
+        "round trip through a relay that sleeps in read, both ends polling: p50 {p50:.1} µs, p99 {p99:.1} µs"
+    );
 }

@@ -578,7 +578,7 @@ impl Router {
                 n
             }
             Some(to) => match self.registry.endpoint(to) {
-                Some(key) => usize::from(self.deliver_message(from, key, msg.frame.clone())),
+                Some(key) => usize::from(self.deliver_message(from, key, msg.frame.clone(), true)),
                 None => {
                     self.not_found(from, &msg, to, rid);
                     found = false;
@@ -603,17 +603,26 @@ impl Router {
     }
 
     /// Pushes a message from `from` into `to`'s outbox, and holds `from` back when
-    /// that took the outbox past high water. False if it was not pushed.
+    /// that took the outbox past high water. False if it was not pushed. Only a
+    /// `single` recipient may get it written at once by the router
+    /// ([`Outbox::send`]); the copies of a fan-out are left to each writer, so
+    /// the router does not make their system calls one after the other.
     fn deliver_message(
         &mut self,
         from: SessionKey,
         to: SessionKey,
         frame: impl Into<OutFrame>,
+        single: bool,
     ) -> bool {
         let Some(receiver) = self.registry.sessions.get_mut(&to) else {
             return false;
         };
-        if receiver.outbox.send(frame, self.round).is_err() {
+        let pushed = if single {
+            receiver.outbox.send(frame, self.round)
+        } else {
+            receiver.outbox.push(frame)
+        };
+        if pushed.is_err() {
             return false;
         }
         if receiver.outbox.above_high() {

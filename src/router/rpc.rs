@@ -120,6 +120,7 @@ impl Router {
         self.asks.last_token += 1;
         let token = self.asks.last_token;
         let reply_to = format!("{REPLY_PREFIX}{token}");
+        let single = responders.len() == 1;
         let mut sent = Vec::with_capacity(responders.len());
         let mut too_large = false;
         for (responder, sid) in responders {
@@ -139,7 +140,7 @@ impl Router {
                 continue;
             }
             r.serving.insert(token);
-            if self.deliver_message(key, responder, frame) {
+            if self.deliver_message(key, responder, frame, single) {
                 sent.push(responder);
             }
         }

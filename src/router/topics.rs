@@ -208,9 +208,10 @@ impl Router {
         tail: &EventTail,
     ) -> usize {
         let recipients = self.recipients(subject, false);
+        let single = recipients.len() == 1;
         let mut delivered = 0;
         for &(key, sid, on_full) in &recipients {
-            delivered += usize::from(self.deliver_event(from, key, sid, on_full, tail));
+            delivered += usize::from(self.deliver_event(from, key, sid, on_full, tail, single));
         }
         self.recipients_scratch = recipients;
         self.counters.events_delivered += delivered as u64;
@@ -279,7 +280,8 @@ impl Router {
         out
     }
 
-    /// Pushes one event, under the subscription's `on_full` policy.
+    /// Pushes one event, under the subscription's `on_full` policy (to the
+    /// `single` recipient of its publish, or one of several).
     fn deliver_event(
         &mut self,
         from: SessionKey,
@@ -287,6 +289,7 @@ impl Router {
         sid: u64,
         on_full: OnFull,
         tail: &EventTail,
+        single: bool,
     ) -> bool {
         let Some(session) = self.registry.sessions.get_mut(&key) else {
             return false;
@@ -294,7 +297,7 @@ impl Router {
         match on_full {
             OnFull::Pause => {
                 let event = tail.event(sid, false);
-                self.has_room(key, event.len()) && self.deliver_message(from, key, event)
+                self.has_room(key, event.len()) && self.deliver_message(from, key, event, single)
             }
             OnFull::Drop => {
                 if session.outbox.above_high() {
