@@ -44,7 +44,9 @@ impl Spin {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// The router did some work: keep polling for another window.
+    /// The router did some work: keep polling for another window. (On the one
+    /// thread this runs on, the router and the poller never race; were they to,
+    /// a missed touch only means one sleep, and the next touch wakes it.)
     pub fn touch(&self) {
         if self.window == 0 {
             return;
@@ -67,7 +69,9 @@ impl Spin {
                 () = shutdown.cancelled() => return,
                 () = self.wake.notified() => {}
             }
-            while self.now().saturating_sub(self.last.load(Ordering::Relaxed)) < self.window {
+            while self.now().saturating_sub(self.last.load(Ordering::Relaxed)) < self.window
+                && !shutdown.is_cancelled()
+            {
                 tokio::task::yield_now().await;
                 // And to other processes: a client on this CPU may be the one
                 // about to answer.
