@@ -3,7 +3,9 @@
 //!
 //! The reader parses frames (so parsing runs in parallel across connections) and
 //! sends every request decoded from one read to the router as a single batch, in
-//! order. The writer batches whatever is queued into one `write` call.
+//! order. The writer batches whatever is queued into one `write` call. It shares
+//! the socket with the router, which writes a frame for an idle client itself
+//! ([`crate::outbox::Outbox::send`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -442,6 +444,14 @@ async fn write_loop(
             }
             written = write_batch(&writer, &batch, bytes, &level) => written,
         };
+        // The router closed the session gracefully while the batch was being
+        // written: the abort signal's sender went unsent, and the `Ok` pattern
+        // above let the write go on. The receiver is spent (polling it again
+        // would panic), and the flush clock starts now.
+        if may_abort && outbox.abort.is_terminated() {
+            may_abort = false;
+            flush_deadline = Some(Box::pin(tokio::time::sleep(CLOSE_FLUSH_TIMEOUT)));
+        }
         batch.clear();
         outbox.release(bytes);
         if let Err(e) = written {

@@ -187,3 +187,34 @@ async fn what_a_client_sent_before_it_left_is_delivered_even_if_it_read_nothing(
     sender.await.unwrap();
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_half_closes_with_frames_waiting_still_gets_them_all() {
+    // It reads nothing while messages queue for it (more than the socket holds,
+    // so the writer is stuck in a batch, and more than one batch), then shuts
+    // its write side: the bus closes the session gracefully in the middle of a
+    // batch and goes on writing what was queued. (The writer once panicked
+    // there, polling the spent close signal, and lost the batches after.)
+    const N: u64 = 1_000;
+    let bus = TestBus::start().await;
+    let mut rx = bus.registered("rx").await;
+    let mut tx = bus.raw().await;
+    let pad = "x".repeat(2_000);
+    for q in 0..N {
+        tx.send(&json!({"type": "message", "to": "rx", "body": {"q": q, "pad": pad}}))
+            .await;
+    }
+    assert!(tx.sync().await.is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::io::AsyncWriteExt::shutdown(&mut rx.stream)
+        .await
+        .unwrap();
+    let got: Vec<u64> = rx
+        .until_eof()
+        .await
+        .iter()
+        .map(|m| m["body"]["q"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    bus.stop().await;
+}
