@@ -94,9 +94,10 @@ impl OutFrame {
         self.len() == 0
     }
 
-    /// Appends the frame's head (header included) to `out` and returns its
-    /// tail, to be written after it.
-    pub fn put_head<'a>(&'a self, out: &mut Vec<u8>) -> &'a [u8] {
+    /// Appends the frame's head (header included) to `out` (a `Vec`, or a
+    /// stack buffer of [`MAX_EVENT_HEAD`] bytes) and returns its tail, to be
+    /// written after it.
+    pub fn put_head<'a>(&'a self, out: &mut impl BufMut) -> &'a [u8] {
         match self {
             OutFrame::Whole(frame) => frame,
             OutFrame::Event {
@@ -105,17 +106,17 @@ impl OutFrame {
                 tail,
             } => {
                 let len = self.len() - HEADER_LEN;
-                out.extend_from_slice(&(len as u32).to_be_bytes());
-                out.extend_from_slice(if *retained {
+                out.put_u32(len as u32);
+                out.put_slice(if *retained {
                     RETAINED_EVENT_HEAD
                 } else {
                     EVENT_HEAD
                 });
-                out.extend_from_slice(itoa(*sid, &mut [0; 20]));
+                out.put_slice(itoa(*sid, &mut [0; 20]));
                 tail
             }
             OutFrame::Parts(parts) => {
-                out.extend_from_slice(&parts.0);
+                out.put_slice(&parts.0);
                 &parts.1
             }
         }

@@ -410,10 +410,15 @@ fn write_now(socket: &OwnedWriteHalf, frame: &OutFrame) -> std::io::Result<usize
     use std::io::IoSlice;
     match frame {
         OutFrame::Whole(frame) => socket.try_write(frame),
-        _ => {
-            let mut head = Vec::with_capacity(crate::frame::MAX_EVENT_HEAD);
-            let tail = frame.put_head(&mut head);
-            socket.try_write_vectored(&[IoSlice::new(&head), IoSlice::new(tail)])
+        OutFrame::Event { .. } => {
+            let mut head = [0u8; crate::frame::MAX_EVENT_HEAD];
+            let mut room = &mut head[..];
+            let tail = frame.put_head(&mut room);
+            let written = crate::frame::MAX_EVENT_HEAD - room.len();
+            socket.try_write_vectored(&[IoSlice::new(&head[..written]), IoSlice::new(tail)])
+        }
+        OutFrame::Parts(parts) => {
+            socket.try_write_vectored(&[IoSlice::new(&parts.0), IoSlice::new(&parts.1)])
         }
     }
 }

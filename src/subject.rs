@@ -29,32 +29,65 @@ pub enum SubjectError {
     Reserved(String),
 }
 
-fn check_common(s: &str) -> Result<(), SubjectError> {
+/// What one pass over a subject or pattern finds (publishes check one each).
+struct Scan {
+    tokens: usize,
+    empty_token: bool,
+    whitespace: bool,
+    wildcard: bool,
+}
+
+fn scan(s: &str) -> Scan {
+    let mut scan = Scan {
+        tokens: 1,
+        empty_token: false,
+        whitespace: false,
+        wildcard: false,
+    };
+    let mut token_len = 0usize;
+    for b in s.bytes() {
+        match b {
+            b'.' => {
+                scan.empty_token |= token_len == 0;
+                scan.tokens += 1;
+                token_len = 0;
+                continue;
+            }
+            b'*' | b'>' => scan.wildcard = true,
+            _ if b.is_ascii_whitespace() || b.is_ascii_control() => scan.whitespace = true,
+            _ => {}
+        }
+        token_len += 1;
+    }
+    scan.empty_token |= token_len == 0;
+    scan
+}
+
+/// The checks subjects and patterns share, in the order their errors are
+/// reported; the scan, for the caller's own.
+fn check_common(s: &str) -> Result<Scan, SubjectError> {
     if s.is_empty() {
         return Err(SubjectError::Empty);
     }
     if s.len() > MAX_SUBJECT_LEN {
         return Err(SubjectError::TooLong(s.len()));
     }
-    if s.bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
+    let scan = scan(s);
+    if scan.whitespace {
         return Err(SubjectError::Whitespace(s.to_owned()));
     }
-    let tokens = s.split('.').count();
-    if tokens > MAX_SUBJECT_TOKENS {
-        return Err(SubjectError::TooManyTokens(tokens));
+    if scan.tokens > MAX_SUBJECT_TOKENS {
+        return Err(SubjectError::TooManyTokens(scan.tokens));
     }
-    if s.split('.').any(str::is_empty) {
+    if scan.empty_token {
         return Err(SubjectError::EmptyToken(s.to_owned()));
     }
-    Ok(())
+    Ok(scan)
 }
 
 /// Checks a subject a client publishes on or requests: no wildcards, not reserved.
 pub fn check_subject(s: &str) -> Result<(), SubjectError> {
-    check_common(s)?;
-    if s.split('.').any(|t| t.contains('*') || t.contains('>')) {
+    if check_common(s)?.wildcard {
         return Err(SubjectError::Wildcard(s.to_owned()));
     }
     if s.starts_with('$') {
@@ -259,6 +292,37 @@ mod tests {
             let pt: Vec<&str> = p.split('.').collect();
             let st: Vec<&str> = subject.split('.').collect();
             prop_assert_eq!(matches(&p, &subject), reference(&pt, &st), "{} vs {}", p, subject);
+        }
+
+        /// The one-pass check agrees with the rules read token by token.
+        #[test]
+        fn check_subject_agrees_with_the_rules(s in "[ab.*> \\t$]{0,20}") {
+            let tokens: Vec<&str> = s.split('.').collect();
+            let expected = if s.is_empty() {
+                Err("empty")
+            } else if s.contains([' ', '\t']) {
+                Err("whitespace")
+            } else if tokens.len() > MAX_SUBJECT_TOKENS {
+                Err("tokens")
+            } else if tokens.iter().any(|t| t.is_empty()) {
+                Err("empty token")
+            } else if s.contains(['*', '>']) {
+                Err("wildcard")
+            } else if s.starts_with('$') {
+                Err("reserved")
+            } else {
+                Ok(())
+            };
+            let got = check_subject(&s).map_err(|e| match e {
+                SubjectError::Empty => "empty",
+                SubjectError::Whitespace(_) => "whitespace",
+                SubjectError::TooManyTokens(_) => "tokens",
+                SubjectError::EmptyToken(_) => "empty token",
+                SubjectError::Wildcard(_) => "wildcard",
+                SubjectError::Reserved(_) => "reserved",
+                other => panic!("{other:?}"),
+            });
+            prop_assert_eq!(got, expected, "{:?}", s);
         }
 
         /// A literal pattern matches exactly its own subject.

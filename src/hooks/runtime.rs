@@ -283,7 +283,7 @@ impl HookRuntime {
                 debug!(hook, reason, "frame dropped by filter");
                 let id = match &request.op {
                     Op::Message(msg) => msg.id(),
-                    Op::Publish(p) => serde_json::from_slice(&p.id).unwrap_or_default(),
+                    Op::Publish(p) => serde_json::from_slice(p.id()).unwrap_or_default(),
                     Op::Ask(a) => serde_json::from_slice(&a.id).unwrap_or_default(),
                     _ => Value::Null,
                 };

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod kv;
 pub mod monitor;
 pub mod rpc;
+mod span;
 pub mod streams;
 pub mod topics;
 
@@ -643,10 +644,17 @@ pub(crate) fn traceparent(
     text: &str,
     frame: &Bytes,
 ) -> Result<Option<Bytes>, ProtocolError> {
+    Ok(check_traceparent(raw)?.map(|raw| slice_of(frame, text, raw)))
+}
+
+/// A request's `traceparent` if it has one, checked.
+pub(crate) fn check_traceparent(
+    raw: Option<&RawValue>,
+) -> Result<Option<&RawValue>, ProtocolError> {
     match raw.filter(|t| t.get() != "null") {
         None => Ok(None),
         Some(raw) if raw.get().starts_with('"') && raw.get().len() <= MAX_TRACEPARENT_LEN => {
-            Ok(Some(slice_of(frame, text, raw)))
+            Ok(Some(raw))
         }
         Some(_) => Err(ProtocolError::bad_request(format!(
             "field `traceparent` must be a string (a W3C trace context, e.g. \"00-<trace id>-<span id>-01\") of at most {MAX_TRACEPARENT_LEN} bytes"
@@ -1014,6 +1022,25 @@ pub fn new_id() -> String {
         .to_owned()
 }
 
+/// [`new_id`] as a JSON string, without allocating.
+pub(crate) fn new_quoted_id() -> [u8; 38] {
+    let mut quoted = [b'"'; 38];
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut quoted[1..37]);
+    quoted
+}
+
+/// [`unix_now`] as JSON text, written into `buf`.
+pub(crate) fn now_text(buf: &mut [u8; 32]) -> &[u8] {
+    use std::io::Write;
+    let mut room = &mut buf[..];
+    // Cannot fail: an f64 takes at most 24 bytes.
+    let _ = write!(room, "{:?}", unix_now());
+    let written = 32 - room.len();
+    &buf[..written]
+}
+
 /// `{"type":"ack","id":…,"delivered":n}`
 pub fn ack(id: serde_json::Value, delivered: usize) -> Bytes {
     frame::encode_json(&serde_json::json!({"type": "ack", "id": id, "delivered": delivered}))
@@ -1073,9 +1100,9 @@ mod tests {
         ] {
             match req(json) {
                 Op::Publish(p) => {
-                    assert_eq!(&*p.subject, "a.b");
+                    assert_eq!(p.subject(), "a.b");
                     assert!(p.retain);
-                    assert_eq!(p.body.as_deref(), Some(&br#"{"x":1}"#[..]));
+                    assert_eq!(p.body(), Some(&br#"{"x":1}"#[..]));
                 }
                 other => panic!("{json}: {other:?}"),
             }

@@ -2,12 +2,14 @@
 //! `interest`, `uninterest`, the `will` of `hello`, and the `event` frames the
 //! bus builds from a publish.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::span::Text;
 use super::{opt_field, opt_str, slice_of, ErrorCode, Head, Op, ProtocolError};
 use crate::frame::{self, OutFrame, HEADER_LEN};
 use crate::subject::{self, SubjectError};
@@ -39,20 +41,55 @@ pub struct Subscribe {
     pub on_full: OnFull,
 }
 
-/// `{"type":"publish","subject":S,"body":B,"retain":bool}`
+/// `{"type":"publish","subject":S,"body":B,"retain":bool}`. Its fields are
+/// read where they sit in the frame.
 #[derive(Debug, Clone)]
 pub struct Publish {
-    pub subject: Box<str>,
-    pub retain: bool,
-    /// The body's JSON text (`None` when absent or `null`).
-    pub body: Option<Bytes>,
-    /// The publish's `id` and `ts` as JSON text, the bus's own when absent.
-    pub id: Bytes,
-    pub ts: Bytes,
-    /// The W3C `traceparent` as JSON text, carried into every event.
-    pub traceparent: Option<Bytes>,
     /// The frame as the client sent it (what hooks and the monitor see).
     pub frame: Bytes,
+    pub retain: bool,
+    subject: Text,
+    body: Option<Text>,
+    id: Text,
+    ts: Text,
+    traceparent: Option<Text>,
+}
+
+impl Publish {
+    /// The subject (checked: no wildcards, not reserved).
+    pub fn subject(&self) -> &str {
+        // Always UTF-8: cut from the frame's text at its quotes, or decoded.
+        std::str::from_utf8(self.subject.get(&self.frame)).unwrap_or_default()
+    }
+
+    /// The body's JSON text (`None` when absent or `null`).
+    pub fn body(&self) -> Option<&[u8]> {
+        self.body.as_ref().map(|b| b.get(&self.frame))
+    }
+
+    /// The body as a slice of the frame, to keep (`null` when absent).
+    pub fn body_bytes(&self) -> Bytes {
+        match &self.body {
+            Some(Text::Sent { start, end }) => self.frame.slice(*start as usize..*end as usize),
+            Some(other) => Bytes::copy_from_slice(other.get(&self.frame)),
+            None => Bytes::from_static(b"null"),
+        }
+    }
+
+    /// The publish's `id` as JSON text, the bus's own when absent.
+    pub fn id(&self) -> &[u8] {
+        self.id.get(&self.frame)
+    }
+
+    /// The publish's `ts` as JSON text, the bus's own when absent.
+    pub fn ts(&self) -> &[u8] {
+        self.ts.get(&self.frame)
+    }
+
+    /// The W3C `traceparent` as JSON text, carried into every event.
+    pub fn traceparent(&self) -> Option<&[u8]> {
+        self.traceparent.as_ref().map(|t| t.get(&self.frame))
+    }
 }
 
 /// `{"type":"interest","subject":P}`
@@ -73,7 +110,7 @@ pub(crate) fn bad_subject(e: SubjectError) -> ProtocolError {
     ProtocolError::new(ErrorCode::BadSubject, e.to_string())
 }
 
-fn required_subject<'a>(head: &Head<'a>) -> Result<std::borrow::Cow<'a, str>, ProtocolError> {
+fn required_subject<'a>(head: &Head<'a>) -> Result<Cow<'a, str>, ProtocolError> {
     opt_str(head.subject, "subject")?
         .ok_or_else(|| ProtocolError::bad_request("missing field `subject`"))
 }
@@ -162,15 +199,27 @@ pub(super) fn parse_publish(
     let subject = required_subject(head)?;
     subject::check_subject(&subject).map_err(bad_subject)?;
     let retain = opt_field::<bool>(head.retain, "retain", "true or false")?.unwrap_or(false);
-    let (id, ts) = id_and_ts(head, text, frame);
+    let traceparent = super::check_traceparent(head.traceparent)?;
     Ok(Op::Publish(Box::new(Publish {
-        subject: subject.as_ref().into(),
-        retain,
-        body: body_of(head.body, text, frame),
-        id,
-        ts,
-        traceparent: super::traceparent(head.traceparent, text, frame)?,
         frame: frame.clone(),
+        retain,
+        subject: match subject {
+            Cow::Borrowed(sent) => Text::sent(text, sent),
+            Cow::Owned(decoded) => Text::Owned(decoded.into_bytes().into()),
+        },
+        body: head
+            .body
+            .filter(|b| b.get() != "null")
+            .map(|b| Text::raw(text, b)),
+        id: match head.id {
+            Some(raw) => Text::raw(text, raw),
+            None => Text::made(&super::new_quoted_id()),
+        },
+        ts: match head.ts {
+            Some(raw) => Text::raw(text, raw),
+            None => Text::made(super::now_text(&mut [0; 32])),
+        },
+        traceparent: traceparent.map(|t| Text::raw(text, t)),
     })))
 }
 
@@ -318,11 +367,29 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(&*p.subject, "a.b");
-        assert_eq!(&p.body.unwrap()[..], br#"{"k":[1, 2]}"#);
-        assert_eq!(&p.id[..], br#""x""#);
-        assert_eq!(&p.ts[..], b"1.5");
+        assert_eq!(p.subject(), "a.b");
+        assert_eq!(p.body().unwrap(), br#"{"k":[1, 2]}"#);
+        assert_eq!(p.id(), br#""x""#);
+        assert_eq!(p.ts(), b"1.5");
         assert!(!p.retain);
+        assert!(p.traceparent().is_none());
+    }
+
+    #[test]
+    fn publish_fields_the_bus_makes_or_decodes() {
+        let Op::Publish(p) =
+            op(r#"{"type":"publish","subject":"a.\u0062","body":null,"traceparent":"00-x"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(p.subject(), "a.b");
+        assert_eq!(p.body(), None);
+        assert_eq!(&p.body_bytes()[..], b"null");
+        assert_eq!(p.traceparent(), Some(&br#""00-x""#[..]));
+        let id: String = serde_json::from_slice(p.id()).unwrap();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        let ts: f64 = serde_json::from_slice(p.ts()).unwrap();
+        assert!(ts > 1.7e9, "{ts}");
     }
 
     #[test]

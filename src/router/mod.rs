@@ -60,8 +60,13 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// hold the router from everyone else.
 pub const ROUTER_SLICE: Duration = Duration::from_millis(2);
 
-/// The clock is read after every costly request, and after this many cheap ones.
+/// The clock is read after every costly request, and after this many cheap
+/// ones (messages; a publish counts [`PUBLISH_WEIGHT`] and its events).
 const ROUTER_CHECK_EVERY: u32 = 64;
+
+/// What a publish counts towards [`ROUTER_CHECK_EVERY`], besides one per event
+/// it delivers.
+const PUBLISH_WEIGHT: u32 = 8;
 
 /// Longest interval between heartbeat sweeps.
 pub const HEARTBEAT_CHECK_EVERY: Duration = Duration::from_secs(15);
@@ -796,18 +801,23 @@ impl Router {
         let mut cheap = 0u32;
         while let Some(request) = requests.pop_front() {
             let answers = self.answers;
-            // Messages cost little; publishes, subscriptions and the like may cost
-            // a walk of the subscription table.
-            let costly = !matches!(request.op, Op::Message(_) | Op::Ping);
+            // Messages cost little; a publish walks part of the subscription table
+            // and costs more per event it delivers; subscriptions and the like
+            // may walk the whole table.
+            let weight = match request.op {
+                Op::Message(_) | Op::Ping => 1,
+                Op::Publish(_) => PUBLISH_WEIGHT,
+                _ => ROUTER_CHECK_EVERY,
+            };
+            let events = self.counters.events_delivered;
             self.request(key, request);
             if requests.is_empty() {
                 return;
             }
-            cheap = if costly {
-                ROUTER_CHECK_EVERY
-            } else {
-                cheap + 1
-            };
+            let delivered = self.counters.events_delivered.wrapping_sub(events);
+            cheap = cheap
+                .saturating_add(weight)
+                .saturating_add(u32::try_from(delivered).unwrap_or(u32::MAX));
             let used_up = cheap >= ROUTER_CHECK_EVERY && {
                 cheap = 0;
                 started.get_or_insert_with(Instant::now).elapsed() > ROUTER_SLICE

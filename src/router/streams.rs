@@ -34,16 +34,14 @@ impl Router {
             return;
         }
         let session = self.registry.sessions.get(&from);
-        for config in store.streams.iter().filter(|s| s.takes(&p.subject)) {
+        let subject = p.subject();
+        for config in store.streams.iter().filter(|s| s.takes(subject)) {
             let append = store::streams::Append {
                 stream: config.name.as_str().into(),
-                subject: p.subject.clone(),
+                subject: subject.into(),
                 sender: session.and_then(|s| s.endpoint.as_deref()).map(Into::into),
                 uid: session.map(|s| s.peer.uid),
-                body: p
-                    .body
-                    .clone()
-                    .unwrap_or_else(|| bytes::Bytes::from_static(b"null")),
+                body: p.body_bytes(),
             };
             self.appends.push(append);
         }

@@ -139,15 +139,16 @@ impl Router {
         let Some(session) = self.registry.sessions.get(&from) else {
             return;
         };
+        let subject = p.subject();
         let tail = EventTail::new(
-            Some(&p.subject),
+            Some(subject),
             session.from(),
-            &p.id,
-            &p.ts,
-            p.traceparent.as_deref(),
-            p.body.as_deref(),
+            p.id(),
+            p.ts(),
+            p.traceparent(),
+            p.body(),
         );
-        let in_stream = self.kept_in_stream(&p.subject);
+        let in_stream = self.kept_in_stream(subject);
         let extra = if in_stream {
             crate::protocol::streams::EVENT_EXTRA
         } else {
@@ -166,16 +167,16 @@ impl Router {
                     self.config.max_frame_len
                 ),
             );
-            error.id = serde_json::from_slice(&p.id).ok();
+            error.id = serde_json::from_slice(p.id()).ok();
             self.answer(from, rid, error.to_frame());
             return;
         }
         let acks = session.features.acks();
         if p.retain {
-            let value = p.body.is_some().then(|| tail.clone());
-            let kept = self.retained.set(&p.subject, value.clone());
+            let value = p.body().is_some().then(|| tail.clone());
+            let kept = self.retained.set(subject, value.clone());
             if kept {
-                self.keep_retained(&p.subject, value);
+                self.keep_retained(subject, value);
             } else {
                 let error = ProtocolError::new(
                     ErrorCode::RetainedFull,
@@ -186,16 +187,16 @@ impl Router {
                 self.answer(from, rid, error.to_frame());
             }
         }
-        let delivered = self.deliver_events(from, &p.subject, &tail);
+        let delivered = self.deliver_events(from, subject, &tail);
         if in_stream {
             self.stream_append(from, &p);
         }
-        self.monitor_frame(from, MonitorKind::Publish, Some(&p.subject), &p.frame, None);
+        self.monitor_frame(from, MonitorKind::Publish, Some(subject), &p.frame, None);
         if let Some(hooks) = &self.config.hooks {
             hooks.notify(&p.frame, 0);
         }
         if acks {
-            let id = serde_json::from_slice(&p.id).unwrap_or_default();
+            let id = serde_json::from_slice(p.id()).unwrap_or_default();
             self.answer(from, rid, protocol::ack(id, delivered));
         }
     }
