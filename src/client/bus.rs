@@ -255,7 +255,7 @@ impl Bus {
     ) -> Result<Value, ClientError> {
         let ms = timeout
             .as_millis()
-            .clamp(1, crate::protocol::rpc::MAX_TIMEOUT.as_millis()) as u64;
+            .clamp(1, crate::protocol::request::MAX_TIMEOUT.as_millis()) as u64;
         let mut request = json!({"type": "request", "body": body, "timeout_ms": ms});
         match target {
             Target::Subject(s) => request["subject"] = s.into(),

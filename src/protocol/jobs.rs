@@ -13,8 +13,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::topics::bad_subject;
-use super::{slice_of, ErrorCode, Head, Op, ProtocolError};
+use super::envelope::bad_subject;
+use super::envelope::slice_of;
+use super::{ErrorCode, Head, Op, ProtocolError};
 use crate::frame;
 use crate::subject;
 

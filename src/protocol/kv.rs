@@ -8,8 +8,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::topics::required_u64;
-use super::{opt_field, opt_str, slice_of, ErrorCode, Head, Op, ProtocolError};
+use super::envelope::required_u64;
+use super::envelope::slice_of;
+use super::{opt_field, opt_str, ErrorCode, Head, Op, ProtocolError};
 use crate::frame;
 use crate::subject;
 

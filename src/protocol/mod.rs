@@ -5,26 +5,44 @@
 //! (with `id`/`ts` spliced in when absent) and is never re-serialised.
 
 use std::borrow::Cow;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::frame::{self, HEADER_LEN};
 
+// The request types, a module each (or one per family of the durable store's
+// requests), in the order of [`TYPES`].
+pub mod hello;
+pub mod interest;
 pub mod jobs;
 pub mod kv;
+pub mod message;
 pub mod monitor;
-pub mod rpc;
-mod span;
+pub mod publish;
+pub mod register;
+pub mod reply;
+pub mod request;
 pub mod streams;
-pub mod topics;
+pub mod subscribe;
 
+mod envelope;
+mod error;
+mod span;
+
+pub(crate) use envelope::{opt_field, opt_str, portable};
+use envelope::{read, Common, Extra, Head};
+pub use error::{ErrorCode, ProtocolError};
+pub use hello::{welcome, Will};
+pub use interest::Interest;
 pub use kv::KvOp;
+pub use message::{ack, ack_dropped, new_id, unix_now, Dropped, Routed};
 pub use monitor::{MonitorFilter, MonitorKind};
-pub use rpc::{Ask, Reply, Target};
-pub use topics::{EventTail, Interest, OnFull, Publish, Subscribe, Will};
+pub use publish::{EventTail, Publish};
+pub use register::registered;
+pub use reply::Reply;
+pub use request::{Ask, Target};
+pub use subscribe::{OnFull, Subscribe};
 
 /// Version of the hookbus extensions negotiated with `hello`. hermes-bus 0.7
 /// clients never send `hello` and get plain hermes behaviour.
@@ -34,9 +52,6 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// are refused (`bad_frame`): Python's `json.loads`, which hermes clients use,
 /// fails on nesting not much deeper, so the bus must not forward it.
 pub const MAX_JSON_DEPTH: usize = 128;
-
-/// Longest accepted endpoint name, in bytes.
-pub const MAX_ENDPOINT_LEN: usize = 256;
 
 /// Longest `rid`, in bytes of JSON text.
 pub const MAX_RID_LEN: usize = 128;
@@ -229,446 +244,6 @@ impl Op {
     }
 }
 
-/// A message a filter hook dropped.
-#[derive(Debug, Clone)]
-pub struct Dropped {
-    /// The message's `id`.
-    pub id: serde_json::Value,
-    /// The hook that dropped it, and its reason.
-    pub hook: String,
-    pub reason: String,
-    /// The frame as the hook saw it (for the monitor).
-    pub frame: Bytes,
-    /// It was a `request`: its sender gets a `dropped` error.
-    pub was_request: bool,
-}
-
-/// A message to route.
-#[derive(Debug, Clone)]
-pub struct Routed {
-    /// Destination endpoint; `None` broadcasts.
-    pub to: Option<Box<str>>,
-    /// The complete frame to deliver (header included), with `id` and `ts` present.
-    pub frame: Bytes,
-    /// Emits between a client's message and this one (0 for clients' messages).
-    pub hops: u8,
-}
-
-impl Routed {
-    /// The message's `id` as JSON, for error and ack replies (re-reads the frame:
-    /// only called off the fast path or when acks were asked for).
-    pub fn id(&self) -> serde_json::Value {
-        #[derive(Deserialize)]
-        struct IdOnly {
-            #[serde(default)]
-            id: serde_json::Value,
-        }
-        serde_json::from_slice::<IdOnly>(frame::payload(&self.frame))
-            .map(|m| m.id)
-            .unwrap_or_default()
-    }
-}
-
-/// Error codes sent in `{"type":"error","code":…}` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// A length prefix over the limit; the connection is closed after this frame.
-    FrameTooLarge,
-    /// Not UTF-8, not JSON, or not a JSON object.
-    BadFrame,
-    /// A `type` this server does not know.
-    UnknownType,
-    /// A missing or mistyped field.
-    BadRequest,
-    /// `to` names no registered endpoint.
-    EndpointNotFound,
-    /// The connection is registered already.
-    AlreadyRegistered,
-    /// Another connection registered this connection's endpoint name.
-    Replaced,
-    /// No ping or message within the heartbeat timeout.
-    HeartbeatTimeout,
-    /// The client read nothing for the stall timeout while messages waited for it.
-    SlowConsumer,
-    /// The peer runs as another user.
-    PermissionDenied,
-    /// The server is at its connection limit.
-    TooManyConnections,
-    /// The server is shutting down.
-    ShuttingDown,
-    /// The client stayed inside one frame longer than the frame timeout.
-    FrameTimeout,
-    /// A subject or pattern breaks the rules (protocol 2).
-    BadSubject,
-    /// A request type of a feature the session did not ask for in `hello`.
-    NotNegotiated,
-    /// `unsubscribe` or `uninterest` names nothing the session has.
-    NoSuchSubscription,
-    /// The session's or the bus's subscription limit is reached.
-    TooManySubscriptions,
-    /// The retained-value store is full; the publish was delivered, not kept.
-    RetainedFull,
-    /// A request matched no responder.
-    NoResponders,
-    /// No response came within the request's timeout.
-    Timeout,
-    /// Every responder left without answering.
-    ResponderGone,
-    /// A filter hook dropped the request.
-    Dropped,
-    /// The connection has the most pending requests it may have.
-    TooManyRequests,
-    /// The store cannot write (disk full, I/O error) or is too far behind:
-    /// nothing was stored.
-    StorageUnavailable,
-    /// `if_revision` did not hold; the error's `revision` is the current one.
-    RevisionMismatch,
-    /// No such key.
-    NotFound,
-    /// A KV key or pattern breaks the rules.
-    BadKey,
-    /// A KV value over the limit.
-    ValueTooLarge,
-    /// The KV holds the most keys or bytes it may.
-    KvFull,
-    /// A job's lease is not the caller's any more (expired, requeued, finished).
-    LeaseLost,
-    /// An idempotency key was used with another payload.
-    IdempotencyConflict,
-    /// A `kv_watch` matches more current values than it may be sent at once.
-    SnapshotTooLarge,
-    /// A replay starts before the first message a stream still keeps.
-    SeqGone,
-    /// Another connection consumes this durable consumer.
-    ConsumerBusy,
-}
-
-/// A protocol error, sent to the client as an error frame.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{code:?}: {detail}")]
-pub struct ProtocolError {
-    pub code: ErrorCode,
-    pub detail: String,
-    /// The `id` of the message this error is about, if any.
-    pub id: Option<serde_json::Value>,
-    /// The `rid` of the request this error answers, if any.
-    pub rid: Option<Rid>,
-    /// For `revision_mismatch`: the key's current revision.
-    pub revision: Option<u64>,
-}
-
-impl ProtocolError {
-    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-            id: None,
-            rid: None,
-            revision: None,
-        }
-    }
-
-    /// This error as the answer to the request `rid`.
-    pub fn answering(mut self, rid: Option<Rid>) -> Self {
-        self.rid = rid;
-        self
-    }
-
-    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(ErrorCode::BadRequest, detail)
-    }
-
-    /// The error frame sent to the client.
-    pub fn to_frame(&self) -> Bytes {
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            code: ErrorCode,
-            detail: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            id: Option<&'a serde_json::Value>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            rid: Option<&'a RawValue>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            revision: Option<u64>,
-        }
-        let rid = self
-            .rid
-            .as_ref()
-            .and_then(|r| serde_json::from_str::<&RawValue>(&r.0).ok());
-        frame::encode_json(&Wire {
-            kind: "error",
-            code: self.code,
-            detail: &self.detail,
-            id: self.id.as_ref(),
-            rid,
-            revision: self.revision,
-        })
-    }
-}
-
-/// The fields every frame is read for, in one pass; everything else is carried
-/// through untouched. Each is kept raw so a mistyped field can be reported by name.
-#[derive(Deserialize, Default)]
-struct Common<'a> {
-    #[serde(rename = "type", default, borrow, deserialize_with = "present")]
-    kind: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    to: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    endpoint: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    ts: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    features: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    rid: Option<&'a RawValue>,
-}
-
-/// The fields only protocol-2 requests have, read in a pass of their own for
-/// those types alone, so messages (most frames) do not pay for them.
-#[derive(Deserialize, Default)]
-pub(crate) struct Extra<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub subject: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub body: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub queue: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub on_full: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub retain: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub sid: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub iid: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub timeout_ms: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub gather: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub reply_to: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub kinds: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub will: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub traceparent: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub key: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub value: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub ttl_s: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub if_revision: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub prefix: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub wid: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub snapshot: Option<&'a RawValue>,
-}
-
-/// A frame's envelope, as the request parsers see it: [`Common`] and [`Extra`]
-/// together, read in one pass when the frame's type is known up front.
-#[derive(Deserialize, Default)]
-pub(crate) struct Head<'a> {
-    /// Read so that a second `type` is refused, as [`Common`] refuses it.
-    #[allow(dead_code)]
-    #[serde(rename = "type", default, borrow, deserialize_with = "present")]
-    pub kind: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub to: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub endpoint: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub ts: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub features: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub rid: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub subject: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub body: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub queue: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub on_full: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub retain: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub sid: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub iid: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub timeout_ms: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub gather: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub reply_to: Option<&'a RawValue>,
-    pub kinds: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub will: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub traceparent: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub key: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub value: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub ttl_s: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub if_revision: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub prefix: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub wid: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub snapshot: Option<&'a RawValue>,
-}
-
-impl<'a> Head<'a> {
-    fn new(c: Common<'a>, e: Extra<'a>) -> Self {
-        Head {
-            kind: c.kind,
-            to: c.to,
-            endpoint: c.endpoint,
-            id: c.id,
-            ts: c.ts,
-            features: c.features,
-            rid: c.rid,
-            subject: e.subject,
-            body: e.body,
-            queue: e.queue,
-            on_full: e.on_full,
-            retain: e.retain,
-            sid: e.sid,
-            iid: e.iid,
-            timeout_ms: e.timeout_ms,
-            gather: e.gather,
-            reply_to: e.reply_to,
-            kinds: e.kinds,
-            will: e.will,
-            traceparent: e.traceparent,
-            key: e.key,
-            value: e.value,
-            ttl_s: e.ttl_s,
-            if_revision: e.if_revision,
-            prefix: e.prefix,
-            wid: e.wid,
-            snapshot: e.snapshot,
-        }
-    }
-}
-
-/// Reads `text` as `T`, naming what is wrong (a duplicate field, or not JSON).
-#[inline]
-fn read<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ProtocolError> {
-    serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            // Only a duplicate of a field we read can fail here: everything else
-            // was taken raw.
-            ProtocolError::bad_request(format!("invalid message: {e}"))
-        } else {
-            ProtocolError::new(
-                ErrorCode::BadFrame,
-                format!("payload is not valid JSON: {e}"),
-            )
-        }
-    })
-}
-
-/// `Some` for a present field, even when its value is `null`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-/// A string field, or `None` when absent or `null`.
-pub(crate) fn opt_str<'a>(
-    raw: Option<&'a RawValue>,
-    field: &str,
-) -> Result<Option<Cow<'a, str>>, ProtocolError> {
-    match raw {
-        None => Ok(None),
-        Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => serde_json::from_str::<Cow<'a, str>>(raw.get())
-            .map(Some)
-            .map_err(|_| ProtocolError::bad_request(format!("field `{field}` must be a string"))),
-    }
-}
-
-/// A field as `T`, or `None` when absent or `null`; a mistyped field is named.
-pub(crate) fn opt_field<'a, T: Deserialize<'a>>(
-    raw: Option<&'a RawValue>,
-    field: &str,
-    what: &str,
-) -> Result<Option<T>, ProtocolError> {
-    match raw {
-        None => Ok(None),
-        Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => serde_json::from_str::<T>(raw.get())
-            .map(Some)
-            .map_err(|_| ProtocolError::bad_request(format!("field `{field}` must be {what}"))),
-    }
-}
-
-/// Refuses JSON some clients cannot read back: numbers out of the range of a
-/// double (`1e999`) and lone UTF-16 surrogates (`"\ud800"`). Stored values and
-/// payloads are checked, as they are handed out again later.
-pub(crate) fn portable(raw: &RawValue, field: &str) -> Result<(), ProtocolError> {
-    serde_json::from_str::<serde_json::Value>(raw.get())
-        .map(drop)
-        .map_err(|e| {
-            ProtocolError::bad_request(format!(
-                "field `{field}` must be JSON every client can read back ({e}): numbers within the range of a double, no lone surrogates"
-            ))
-        })
-}
-
-/// Longest `traceparent`, in bytes of JSON (a W3C one is 57).
-pub const MAX_TRACEPARENT_LEN: usize = 256;
-
-/// A request's `traceparent` (W3C trace context), carried as sent into the
-/// frames the bus builds from it; `None` when absent or `null`.
-pub(crate) fn traceparent(
-    raw: Option<&RawValue>,
-    text: &str,
-    frame: &Bytes,
-) -> Result<Option<Bytes>, ProtocolError> {
-    Ok(check_traceparent(raw)?.map(|raw| slice_of(frame, text, raw)))
-}
-
-/// A request's `traceparent` if it has one, checked.
-pub(crate) fn check_traceparent(
-    raw: Option<&RawValue>,
-) -> Result<Option<&RawValue>, ProtocolError> {
-    match raw.filter(|t| t.get() != "null") {
-        None => Ok(None),
-        Some(raw) if raw.get().starts_with('"') && raw.get().len() <= MAX_TRACEPARENT_LEN => {
-            Ok(Some(raw))
-        }
-        Some(_) => Err(ProtocolError::bad_request(format!(
-            "field `traceparent` must be a string (a W3C trace context, e.g. \"00-<trace id>-<span id>-01\") of at most {MAX_TRACEPARENT_LEN} bytes"
-        ))),
-    }
-}
-
-/// The bytes of `raw` (a slice of `text`, which is `frame`'s payload) as a slice
-/// of `frame`, without copying.
-pub(crate) fn slice_of(frame: &Bytes, text: &str, raw: &RawValue) -> Bytes {
-    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize + HEADER_LEN;
-    frame.slice(start..start + raw.get().len())
-}
-
 /// Parses one frame (header included) into a request. Never fails: a bad frame
 /// becomes [`Request::Invalid`] so the connection can answer it and carry on.
 pub fn parse(frame: Bytes) -> Request {
@@ -743,21 +318,21 @@ type ParseFn = fn(&Head<'_>, &str, &Bytes) -> Result<Op, ProtocolError>;
 /// fields ([`Extra`]), and its parser (the feature that gates it is
 /// [`Op::feature`]). A new frame is one module and one line here.
 const TYPES: &[(&str, bool, ParseFn)] = &[
-    ("message", false, parse_message),
-    ("register", false, parse_register),
+    ("message", false, message::parse_message),
+    ("register", false, register::parse_register),
     ("ping", false, |_, _, _| Ok(Op::Ping)),
     ("list_endpoints", false, |_, _, _| Ok(Op::ListEndpoints)),
-    ("hello", true, parse_hello),
+    ("hello", true, hello::parse_hello),
     ("status", false, |_, _, _| Ok(Op::Status)),
     ("hooks_status", false, |_, _, _| Ok(Op::HooksStatus)),
     ("bye", false, |_, _, _| Ok(Op::Bye)),
-    ("subscribe", true, topics::parse_subscribe),
-    ("unsubscribe", true, topics::parse_unsubscribe),
-    ("publish", true, topics::parse_publish),
-    ("interest", true, topics::parse_interest),
-    ("uninterest", true, topics::parse_uninterest),
-    ("request", true, rpc::parse_request),
-    ("reply", true, rpc::parse_reply),
+    ("subscribe", true, subscribe::parse_subscribe),
+    ("unsubscribe", true, subscribe::parse_unsubscribe),
+    ("publish", true, publish::parse_publish),
+    ("interest", true, interest::parse_interest),
+    ("uninterest", true, interest::parse_uninterest),
+    ("request", true, request::parse_request),
+    ("reply", true, reply::parse_reply),
     ("monitor", true, monitor::parse_monitor),
     ("kv_put", true, kv::parse_put),
     ("kv_get", true, kv::parse_get),
@@ -875,125 +450,9 @@ fn sniff_type(text: &str) -> Option<&str> {
     (!name.contains('\\')).then_some(name)
 }
 
-fn parse_message(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
-    let to = opt_str(head.to, "to")?
-        .filter(|to| !to.is_empty())
-        .map(|to| Box::<str>::from(to.as_ref()));
-    // A hermes client answers a request with a message to its `reply_to`.
-    if let Some(reply_to) = to.as_deref().filter(|t| t.starts_with(rpc::REPLY_PREFIX)) {
-        let extra: Extra = read(text)?;
-        return Ok(Op::Reply(Box::new(Reply {
-            reply_to: reply_to.into(),
-            body: topics::body_of(extra.body, text, frame),
-            via_message: true,
-            traceparent: traceparent(extra.traceparent, text, frame)?,
-            frame: frame.clone(),
-        })));
-    }
-    // Forwarded as received when it has `id` and `ts`: an empty frame here, which
-    // `parse_inner`, owning the received one, fills in (no reference count to
-    // take and give back on the busiest path).
-    let frame = if head.id.is_some() && head.ts.is_some() {
-        Bytes::new()
-    } else {
-        add_id_and_ts(text, head.id.is_none(), head.ts.is_none())
-    };
-    Ok(Op::Message(Routed { to, frame, hops: 0 }))
-}
-
-fn parse_register(head: &Head<'_>, _: &str, _: &Bytes) -> Result<Op, ProtocolError> {
-    let endpoint = opt_str(head.endpoint, "endpoint")?
-        .ok_or_else(|| ProtocolError::bad_request("missing field `endpoint`"))?;
-    if endpoint.is_empty() || endpoint.len() > MAX_ENDPOINT_LEN {
-        return Err(ProtocolError::bad_request(format!(
-            "field `endpoint` must be 1 to {MAX_ENDPOINT_LEN} bytes long"
-        )));
-    }
-    Ok(Op::Register {
-        endpoint: endpoint.into_owned(),
-    })
-}
-
-fn parse_hello(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
-    let names: Vec<Cow<'_, str>> =
-        opt_field(head.features, "features", "an array of strings")?.unwrap_or_default();
-    let mut features = Features::default();
-    for name in names {
-        // Unknown features are ignored: `welcome` lists what was granted.
-        if let Some((f, _)) = Feature::ALL.iter().find(|(_, n)| *n == name) {
-            features = features.with(*f);
-        }
-    }
-    let will = match head.will.filter(|w| w.get() != "null") {
-        None => None,
-        Some(raw) => {
-            if !features.has(Feature::Topics) {
-                return Err(ProtocolError::new(
-                    ErrorCode::NotNegotiated,
-                    "a `will` is a publish: ask for the `topics` feature in the same `hello`",
-                ));
-            }
-            Some(Box::new(topics::parse_will(raw, text, frame)?))
-        }
-    };
-    Ok(Op::Hello { features, will })
-}
-
-/// Splices `"id"` and/or `"ts"` in right after the object's opening brace, so the
-/// rest of the message is forwarded byte for byte. The object is known to have at
-/// least the `type` member, so a trailing comma is always followed by a member.
-fn add_id_and_ts(text: &str, id: bool, ts: bool) -> Bytes {
-    let brace = text.find('{').map_or(0, |i| i + 1);
-    let mut out = BytesMut::with_capacity(HEADER_LEN + text.len() + 80);
-    out.put_u32(0);
-    out.put_slice(&text.as_bytes()[..brace]);
-    if id {
-        out.put_slice(b"\"id\":\"");
-        out.put_slice(
-            uuid::Uuid::new_v4()
-                .hyphenated()
-                .encode_lower(&mut uuid::Uuid::encode_buffer())
-                .as_bytes(),
-        );
-        out.put_slice(b"\",");
-    }
-    if ts {
-        out.put_slice(format!("\"ts\":{:?},", unix_now()).as_bytes());
-    }
-    out.put_slice(&text.as_bytes()[brace..]);
-    let len = (out.len() - HEADER_LEN) as u32;
-    out[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
-    out.freeze()
-}
-
-/// Seconds since the Unix epoch, as hermes's `time.time()`.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// `{"type":"registered","endpoint":N,"session_id":S}`
-pub fn registered(endpoint: &str, session_id: &str) -> Bytes {
-    frame::encode_json(&serde_json::json!({
-        "type": "registered", "endpoint": endpoint, "session_id": session_id,
-    }))
-}
-
 /// `{"type":"pong"}`
 pub fn pong() -> Bytes {
     frame::encode(br#"{"type":"pong"}"#)
-}
-
-/// `{"type":"welcome",…}`, the answer to `hello`.
-pub fn welcome(features: Features, max_frame_len: usize) -> Bytes {
-    frame::encode_json(&serde_json::json!({
-        "type": "welcome",
-        "protocol": PROTOCOL_VERSION,
-        "server": concat!("hookbus/", env!("CARGO_PKG_VERSION")),
-        "features": features.names(),
-        "max_frame": max_frame_len,
-    }))
 }
 
 /// `frame`, an answer the bus built (so it starts with `{` and has a member), with
@@ -1014,45 +473,10 @@ pub fn with_rid(frame: Bytes, rid: Option<&Rid>) -> Bytes {
     out.freeze()
 }
 
-/// A new message id, as the bus adds to messages that have none.
-pub fn new_id() -> String {
-    uuid::Uuid::new_v4()
-        .hyphenated()
-        .encode_lower(&mut uuid::Uuid::encode_buffer())
-        .to_owned()
-}
-
-/// [`new_id`] as a JSON string, without allocating.
-pub(crate) fn new_quoted_id() -> [u8; 38] {
-    let mut quoted = [b'"'; 38];
-    uuid::Uuid::new_v4()
-        .hyphenated()
-        .encode_lower(&mut quoted[1..37]);
-    quoted
-}
-
-/// [`unix_now`] as JSON text, written into `buf`.
-pub(crate) fn now_text(buf: &mut [u8; 32]) -> &[u8] {
-    use std::io::Write;
-    let mut room = &mut buf[..];
-    // Cannot fail: an f64 takes at most 24 bytes.
-    let _ = write!(room, "{:?}", unix_now());
-    let written = 32 - room.len();
-    &buf[..written]
-}
-
-/// `{"type":"ack","id":…,"delivered":n}`
-pub fn ack(id: serde_json::Value, delivered: usize) -> Bytes {
-    frame::encode_json(&serde_json::json!({"type": "ack", "id": id, "delivered": delivered}))
-}
-
-/// `{"type":"ack","id":…,"delivered":0,"dropped_by":hook,"reason":…}`: a filter
-/// hook dropped the message.
-pub fn ack_dropped(dropped: &Dropped) -> Bytes {
-    frame::encode_json(&serde_json::json!({
-        "type": "ack", "id": dropped.id, "delivered": 0,
-        "dropped_by": dropped.hook, "reason": dropped.reason,
-    }))
+/// What a frame of `json` asks for (for the request types' tests).
+#[cfg(test)]
+fn op_of(json: &str) -> Op {
+    parse(frame::encode(json.as_bytes())).op
 }
 
 #[cfg(test)]
@@ -1061,9 +485,7 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
-    fn req(json: &str) -> Op {
-        parse(frame::encode(json.as_bytes())).op
-    }
+    use super::op_of as req;
 
     fn invalid(json: &[u8]) -> ProtocolError {
         match parse(frame::encode(json)).op {
@@ -1305,6 +727,47 @@ mod tests {
                 let v: Value = serde_json::from_slice(frame::payload(&m.frame)).unwrap();
                 prop_assert!(v.is_object());
                 prop_assert!(v.get("id").is_some() && v.get("ts").is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_subjects_and_fields_are_named() {
+        for (text, code) in [
+            (
+                r#"{"type":"publish","subject":"a.*"}"#,
+                ErrorCode::BadSubject,
+            ),
+            (
+                r#"{"type":"publish","subject":"$bus.x"}"#,
+                ErrorCode::BadSubject,
+            ),
+            (r#"{"type":"publish"}"#, ErrorCode::BadRequest),
+            (
+                r#"{"type":"subscribe","subject":"a.>.b"}"#,
+                ErrorCode::BadSubject,
+            ),
+            (
+                r#"{"type":"subscribe","subject":"a","queue":"x.y"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"subscribe","subject":"a","on_full":"explode"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (r#"{"type":"unsubscribe","sid":-1}"#, ErrorCode::BadRequest),
+            (
+                r#"{"type":"hello","will":{"subject":"a"}}"#,
+                ErrorCode::NotNegotiated,
+            ),
+            (
+                r#"{"type":"hello","features":["topics"],"will":{"subject":"a.*"}}"#,
+                ErrorCode::BadSubject,
+            ),
+        ] {
+            match req(text) {
+                Op::Invalid(e) => assert_eq!(e.code, code, "{text}: {e}"),
+                other => panic!("{text}: {other:?}"),
             }
         }
     }

@@ -3,7 +3,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::topics::{bad_subject, put_json_str};
+use super::envelope::bad_subject;
+use super::publish::put_json_str;
 use super::{opt_field, opt_str, Head, Op, ProtocolError};
 use crate::frame::HEADER_LEN;
 use crate::subject;

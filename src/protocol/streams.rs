@@ -132,7 +132,7 @@ fn parse_from(from: Option<FromWire<'_>>) -> Result<From, ProtocolError> {
 
 fn check_filter(subject: Option<&Cow<'_, str>>) -> Result<(), ProtocolError> {
     match subject {
-        Some(p) => crate::subject::check_pattern(p.as_ref()).map_err(super::topics::bad_subject),
+        Some(p) => crate::subject::check_pattern(p.as_ref()).map_err(super::envelope::bad_subject),
         None => Ok(()),
     }
 }

@@ -90,7 +90,7 @@ impl Router {
             if let Some(missed) = session.missed.remove(&sid) {
                 let _ = session
                     .outbox
-                    .push(crate::protocol::topics::gap(sid, missed));
+                    .push(crate::protocol::subscribe::gap(sid, missed));
             }
             let _ = session.outbox.push(monitored(sid, &seen, max));
         }

@@ -10,8 +10,9 @@ use tracing::debug;
 
 use super::registry::SessionKey;
 use super::Router;
-use crate::protocol::rpc::{self, Gather, REPLY_PREFIX};
-use crate::protocol::topics::EventTail;
+use crate::protocol::reply::REPLY_PREFIX;
+use crate::protocol::request::{self, Gather};
+use crate::protocol::EventTail;
 use crate::protocol::{Ask, ErrorCode, Feature, MonitorKind, Reply, Rid, Target};
 
 /// Most requests one connection may have waiting for responses.
@@ -76,7 +77,10 @@ impl Router {
             let detail = format!(
                 "this connection already has {MAX_PENDING_REQUESTS} requests waiting for responses; wait for some"
             );
-            self.deliver(key, rpc::error(ErrorCode::TooManyRequests, detail, &rid));
+            self.deliver(
+                key,
+                request::error(ErrorCode::TooManyRequests, detail, &rid),
+            );
             return;
         }
         let from = session.from().map(str::to_owned);
@@ -106,7 +110,7 @@ impl Router {
                 Target::Subject(s) => format!("no subscriber with `rpc` matches `{s}`"),
                 Target::To(to) => format!("endpoint `{to}` is not connected"),
             };
-            self.deliver(key, rpc::error(ErrorCode::NoResponders, detail, &rid));
+            self.deliver(key, request::error(ErrorCode::NoResponders, detail, &rid));
             return;
         }
         let tail = EventTail::new(
@@ -128,11 +132,11 @@ impl Router {
                 continue;
             };
             let head = if r.features.has(Feature::Rpc) {
-                rpc::request_head(sid, &reply_to)
+                request::request_head(sid, &reply_to)
             } else {
                 // A hermes endpoint: an ordinary message it answers by `to`.
                 let to = r.endpoint.clone().unwrap_or_default();
-                rpc::message_head(&to, &reply_to)
+                request::message_head(&to, &reply_to)
             };
             let frame = tail.frame(&head);
             if frame.len() - crate::frame::HEADER_LEN > self.config.max_frame_len {
@@ -149,7 +153,7 @@ impl Router {
                 "the request, as responders get it, would pass the {}-byte frame limit; make it smaller",
                 self.config.max_frame_len
             );
-            self.deliver(key, rpc::error(ErrorCode::FrameTooLarge, detail, &rid));
+            self.deliver(key, request::error(ErrorCode::FrameTooLarge, detail, &rid));
             return;
         }
         let window = ask.gather.map_or(ask.timeout, |g| g.window);
@@ -201,7 +205,7 @@ impl Router {
         if !still_serving {
             session.serving.remove(&token);
         }
-        let frame = rpc::response(
+        let frame = request::response(
             &rid,
             session.endpoint.as_deref(),
             &session.id,
@@ -215,7 +219,7 @@ impl Router {
             );
             self.deliver(
                 requester,
-                rpc::error(ErrorCode::FrameTooLarge, detail, &rid),
+                request::error(ErrorCode::FrameTooLarge, detail, &rid),
             );
             self.finish(token, false);
             return;
@@ -261,18 +265,18 @@ impl Router {
             s.asked.remove(&token);
         }
         if p.gather.is_some() && p.got > 0 {
-            self.deliver(p.requester, rpc::gathered(&p.rid, p.got));
+            self.deliver(p.requester, request::gathered(&p.rid, p.got));
         } else if p.got == 0 {
             let frame = if responders_left && p.responders.is_empty() {
                 self.counters.responders_gone += 1;
-                rpc::error(
+                request::error(
                     ErrorCode::ResponderGone,
                     "every responder left without answering",
                     &p.rid,
                 )
             } else {
                 self.counters.request_timeouts += 1;
-                rpc::error(
+                request::error(
                     ErrorCode::Timeout,
                     "no response within the request's timeout",
                     &p.rid,

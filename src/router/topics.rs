@@ -9,7 +9,8 @@ use tracing::{debug, warn};
 
 use super::registry::{SessionKey, SubInfo, SubscribeError, MAX_SESSION_SUBSCRIPTIONS};
 use super::{subscriptions, Router};
-use crate::protocol::topics::{gap, EventTail};
+use crate::protocol::subscribe::gap;
+use crate::protocol::EventTail;
 use crate::protocol::{
     self, ErrorCode, Interest, MonitorKind, OnFull, ProtocolError, Publish, Rid, Subscribe, Will,
 };

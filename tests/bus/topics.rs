@@ -548,7 +548,7 @@ async fn a_hello_without_topics_ends_subscriptions_and_a_will_is_a_short_notice(
         "no events after topics was dropped"
     );
     assert_eq!(bus.status().await["topics"]["subscriptions"], 0);
-    let big = "x".repeat(hookbus::protocol::topics::MAX_WILL_BODY);
+    let big = "x".repeat(hookbus::protocol::hello::MAX_WILL_BODY);
     c.send(
         &json!({"type": "hello", "protocol": 2, "features": ["topics"],
                    "will": {"subject": "gone", "body": big}}),

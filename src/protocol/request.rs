@@ -1,18 +1,17 @@
-//! Protocol 2, feature `rpc`: `request`, `reply`, and the `response` and
-//! `gathered` frames the requester gets.
+//! `request` (rpc): to a subject's responders or to an endpoint, with a timeout
+//! and an optional gather; the `response`, `gathered` and error frames the
+//! requester gets, and the heads of the frames its responders get.
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
-use super::topics::{bad_subject, body_of, id_and_ts, put_json_str};
-use super::{opt_field, opt_str, ErrorCode, Head, Op, ProtocolError, Rid};
+use super::envelope::{bad_subject, body_of, id_and_ts, opt_field, opt_str, traceparent, Head};
+use super::publish::put_json_str;
+use super::{ErrorCode, Op, ProtocolError, Rid};
 use crate::frame::HEADER_LEN;
 use crate::subject;
-
-/// Every `reply_to` address starts with this (a reserved subject).
-pub const REPLY_PREFIX: &str = "$reply.";
 
 /// Timeout of a request that names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,20 +53,7 @@ pub struct Ask {
     pub frame: Bytes,
 }
 
-/// `{"type":"reply","reply_to":A,"body":B}`, or a hermes `message` to `A`.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub reply_to: Box<str>,
-    pub body: Option<Bytes>,
-    /// Sent as a `message` (by a client without `rpc`).
-    pub via_message: bool,
-    /// The W3C `traceparent` as JSON text, carried into the response.
-    pub traceparent: Option<Bytes>,
-    /// The frame as the client sent it (what the monitor sees).
-    pub frame: Bytes,
-}
-
-pub(super) fn parse_request(
+pub(crate) fn parse_request(
     head: &Head<'_>,
     text: &str,
     frame: &Bytes,
@@ -128,19 +114,7 @@ pub(super) fn parse_request(
         ts,
         timeout,
         gather,
-        traceparent: super::traceparent(head.traceparent, text, frame)?,
-        frame: frame.clone(),
-    })))
-}
-
-pub(super) fn parse_reply(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
-    let reply_to = opt_str(head.reply_to, "reply_to")?
-        .ok_or_else(|| ProtocolError::bad_request("missing field `reply_to`"))?;
-    Ok(Op::Reply(Box::new(Reply {
-        reply_to: reply_to.as_ref().into(),
-        body: body_of(head.body, text, frame),
-        via_message: false,
-        traceparent: super::traceparent(head.traceparent, text, frame)?,
+        traceparent: traceparent(head.traceparent, text, frame)?,
         frame: frame.clone(),
     })))
 }
@@ -224,12 +198,9 @@ pub fn error(code: ErrorCode, detail: impl Into<String>, rid: &Rid) -> Bytes {
 mod tests {
     use super::*;
     use crate::frame;
-    use crate::protocol::{parse, Op};
+    use crate::protocol::op_of as op;
+    use crate::protocol::{Op, Target};
     use serde_json::{json, Value};
-
-    fn op(json: &str) -> Op {
-        parse(frame::encode(json.as_bytes())).op
-    }
 
     #[test]
     fn request_fields() {
@@ -264,16 +235,6 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn a_hermes_message_to_a_reply_address_is_a_reply() {
-        let Op::Reply(r) = op(r#"{"type":"message","to":"$reply.9","body":"ok"}"#) else {
-            panic!()
-        };
-        assert!(r.via_message);
-        assert_eq!(&*r.reply_to, "$reply.9");
-        assert_eq!(&r.body.unwrap()[..], br#""ok""#);
     }
 
     #[test]
