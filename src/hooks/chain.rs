@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::config::{OnError, Phase};
-use super::fields::Fields;
+use super::fields::{Fields, Spans};
 use super::set::{call, finish, CallContext, HookSet, LoadedHook, LoadedRunner};
 use super::wasm::MessageView;
 use super::{HookError, Verdict};
@@ -16,6 +16,8 @@ use super::{HookError, Verdict};
 /// A message going through the filter chain.
 pub struct Pending {
     text: Text,
+    /// Its routing fields, read once per version of `text`.
+    spans: Spans,
     pub hops: u8,
     /// Whether a hook replaced it.
     pub changed: bool,
@@ -32,12 +34,27 @@ enum Text {
 impl Pending {
     /// A message as read from a client (`frame` includes the length header).
     pub fn from_frame(frame: bytes::Bytes, hops: u8) -> Self {
-        Self {
+        let mut pending = Self {
             text: Text::Frame(frame),
+            spans: Spans::default(),
             hops,
             changed: false,
             dropped: None,
-        }
+        };
+        pending.spans = Spans::of(pending.json());
+        pending
+    }
+
+    /// A hook's replacement, from now on what the next hooks see.
+    fn replace(&mut self, new: String) {
+        self.spans = Spans::of(&new);
+        self.text = Text::Owned(new);
+        self.changed = true;
+    }
+
+    /// The routing fields of [`Self::json`].
+    pub fn fields(&self) -> Fields<'_> {
+        self.spans.fields(self.json())
     }
 
     /// The JSON as the previous hook left it.
@@ -93,7 +110,7 @@ async fn filter_batch(
             continue;
         }
         let json = item.json();
-        let fields = Fields::parse(json).strs();
+        let fields = item.fields().strs();
         if !fields.matches(&hook.config) {
             continue;
         }
@@ -167,12 +184,7 @@ fn apply(
     let outcome = match outcome {
         // A replacement the host refuses counts as the hook's failure.
         Ok(Verdict::Replace(new)) => {
-            match rewrite(
-                &Fields::parse(item.json()),
-                new,
-                hook.config.grants.routing,
-                max_frame,
-            ) {
+            match rewrite(&item.fields(), new, hook.config.grants.routing, max_frame) {
                 Ok(new) => Ok(Verdict::Replace(new)),
                 Err(e) => finish(hook, Err(e)),
             }
@@ -187,8 +199,7 @@ fn apply(
         }
         Ok(Verdict::Replace(new)) => {
             hook.stats.replaced.fetch_add(1, Ordering::Relaxed);
-            item.text = Text::Owned(new);
-            item.changed = true;
+            item.replace(new);
         }
         Err(e) => {
             if hook.config.on_error == OnError::Drop {

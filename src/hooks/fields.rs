@@ -21,6 +21,47 @@ pub struct Fields<'a> {
     pub(super) goal: Option<&'a str>,
 }
 
+/// Where the routing fields sit in a message's JSON: read once per version of
+/// the message (as it arrived, then after each rewrite) and kept with it through
+/// the whole filter chain, so each hook does not read them again.
+#[derive(Debug, Default, Clone)]
+pub struct Spans([Option<(u32, u32)>; 6]);
+
+impl Spans {
+    pub fn of(json: &str) -> Self {
+        let f = Fields::parse(json);
+        let at = |part: Option<&str>| {
+            part.map(|p| {
+                let start = p.as_ptr() as usize - json.as_ptr() as usize;
+                (start as u32, (start + p.len()) as u32)
+            })
+        };
+        Spans([
+            at(f.kind),
+            at(f.to),
+            at(f.from),
+            at(f.id),
+            at(f.subject),
+            at(f.goal),
+        ])
+    }
+
+    /// The fields, given the JSON they were read from.
+    pub fn fields<'a>(&self, json: &'a str) -> Fields<'a> {
+        let [kind, to, from, id, subject, goal] = self
+            .0
+            .map(|span| span.and_then(|(a, b)| json.get(a as usize..b as usize)));
+        Fields {
+            kind,
+            to,
+            from,
+            id,
+            subject,
+            goal,
+        }
+    }
+}
+
 /// A raw JSON value as a string, if it is one.
 fn raw_str(raw: Option<&str>) -> Option<Cow<'_, str>> {
     let raw = raw?;
@@ -213,6 +254,15 @@ mod tests {
 
     fn raw<'a>(f: &Fields<'a>) -> [Option<&'a str>; 4] {
         [f.kind, f.to, f.from, f.id]
+    }
+
+    #[test]
+    fn spans_give_back_the_fields_they_were_read_as() {
+        let json = r#"{"type":"publish","subject":"a.b","from":"x","id":"1","goal":"g","to":null}"#;
+        let (read, kept) = (Fields::parse(json), Spans::of(json).fields(json));
+        assert_eq!(raw(&read), raw(&kept));
+        assert_eq!((read.subject, read.goal), (kept.subject, kept.goal));
+        assert_eq!(raw(&Spans::default().fields(json)), [None; 4]);
     }
 
     #[test]

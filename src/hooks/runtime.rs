@@ -242,14 +242,23 @@ impl HookRuntime {
             return;
         }
         let set = self.current();
-        for (config, spawn) in set.blocking_spawns() {
-            let matches = requests.iter().any(|r| {
-                r.op.filtered_frame().is_some_and(|(frame, _)| {
-                    std::str::from_utf8(frame::payload(frame))
-                        .is_ok_and(|json| Fields::parse(json).strs().matches(config))
-                })
-            });
-            if matches {
+        let spawns: Vec<_> = set.blocking_spawns().collect();
+        // Each request's fields are read once, for every hook.
+        let mut waits = vec![false; spawns.len()];
+        for request in requests {
+            let Some((frame, _)) = request.op.filtered_frame() else {
+                continue;
+            };
+            let Ok(json) = std::str::from_utf8(frame::payload(frame)) else {
+                continue;
+            };
+            let fields = Fields::parse(json).strs();
+            for (wait, (config, _)) in waits.iter_mut().zip(&spawns) {
+                *wait |= fields.matches(config);
+            }
+        }
+        for ((_, spawn), wait) in spawns.iter().zip(waits) {
+            if wait {
                 spawn.wait_room().await;
             }
         }
