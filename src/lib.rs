@@ -8,8 +8,10 @@
 //! 1. [`server`] accepts a connection on the Unix socket, checks the peer's uid
 //!    and starts a [`connection`].
 //! 2. [`connection`]'s reader cuts bytes into frames with [`frame`] and parses
-//!    each into a [`protocol::Request`] (its envelope read once, through one
-//!    table of request types) — bad frames become error requests, so the
+//!    each into a [`protocol::Request`] (its envelope read once, then its
+//!    fields by its type's module, found in one table of request types; a
+//!    publish keeps them as ranges of its frame) — bad frames become error
+//!    requests, so the
 //!    connection carries on. One read's requests travel on as one batch (at
 //!    most [`connection::MAX_READ_BATCH`]).
 //! 3. When filter hooks are in force, the reader runs the filter chain

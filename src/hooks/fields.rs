@@ -25,7 +25,7 @@ pub struct Fields<'a> {
 /// the message (as it arrived, then after each rewrite) and kept with it through
 /// the whole filter chain, so each hook does not read them again.
 #[derive(Debug, Default, Clone)]
-pub struct Spans([Option<(u32, u32)>; 6]);
+pub struct Spans([Option<(usize, usize)>; 6]);
 
 impl Spans {
     pub fn of(json: &str) -> Self {
@@ -33,7 +33,7 @@ impl Spans {
         let at = |part: Option<&str>| {
             part.map(|p| {
                 let start = p.as_ptr() as usize - json.as_ptr() as usize;
-                (start as u32, (start + p.len()) as u32)
+                (start, start + p.len())
             })
         };
         Spans([
@@ -48,9 +48,8 @@ impl Spans {
 
     /// The fields, given the JSON they were read from.
     pub fn fields<'a>(&self, json: &'a str) -> Fields<'a> {
-        let [kind, to, from, id, subject, goal] = self
-            .0
-            .map(|span| span.and_then(|(a, b)| json.get(a as usize..b as usize)));
+        let [kind, to, from, id, subject, goal] =
+            self.0.map(|span| span.and_then(|(a, b)| json.get(a..b)));
         Fields {
             kind,
             to,

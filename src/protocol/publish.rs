@@ -110,13 +110,20 @@ impl EventTail {
         traceparent: Option<&[u8]>,
         body: Option<&[u8]>,
     ) -> Self {
-        let mut out = BytesMut::with_capacity(
-            96 + subject.map_or(0, str::len)
-                + id.len()
-                + ts.len()
-                + traceparent.map_or(0, <[u8]>::len)
-                + body.map_or(4, <[u8]>::len),
-        );
+        // Sized exactly, so the buffer becomes the tail without a second
+        // allocation (and an event for one subscriber takes it without a copy).
+        let len = subject.map_or(0, |s| b",\"subject\":".len() + json_str_len(s))
+            + b",\"from\":".len()
+            + from.map_or(4, json_str_len)
+            + b",\"id\":".len()
+            + id.len()
+            + b",\"ts\":".len()
+            + ts.len()
+            + traceparent.map_or(0, |t| b",\"traceparent\":".len() + t.len())
+            + b",\"body\":".len()
+            + body.map_or(4, <[u8]>::len)
+            + 1;
+        let mut out = Vec::with_capacity(len);
         if let Some(subject) = subject {
             out.put_slice(b",\"subject\":");
             put_json_str(&mut out, subject);
@@ -137,7 +144,8 @@ impl EventTail {
         out.put_slice(b",\"body\":");
         out.put_slice(body.unwrap_or(b"null"));
         out.put_u8(b'}');
-        EventTail(out.freeze())
+        debug_assert_eq!(out.len(), len);
+        EventTail(Bytes::from(out))
     }
 
     /// The whole frame: `head` (e.g. `{"type":"request","sid":3,…`) then the
@@ -152,10 +160,15 @@ impl EventTail {
 
     /// `{"type":"event","sid":N,…}` (with `"retained":true` for a kept value).
     pub fn event(&self, sid: u64, retained: bool) -> OutFrame {
+        self.clone().into_event(sid, retained)
+    }
+
+    /// [`Self::event`], for the last recipient.
+    pub fn into_event(self, sid: u64, retained: bool) -> OutFrame {
         OutFrame::Event {
             sid,
             retained,
-            tail: self.0.clone(),
+            tail: self.0,
         }
     }
 
@@ -166,15 +179,29 @@ impl EventTail {
 }
 
 /// Appends `s` as a JSON string.
-pub(crate) fn put_json_str(out: &mut BytesMut, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+pub(crate) fn put_json_str(out: &mut impl BufMut, s: &str) {
+    if is_plain(s) {
         out.put_u8(b'"');
         out.put_slice(s.as_bytes());
         out.put_u8(b'"');
     } else {
         // Cannot fail: a string always serialises.
-        let _ = serde_json::to_writer((&mut *out).writer(), s);
+        let _ = serde_json::to_writer(out.writer(), s);
     }
+}
+
+/// Length of `s` as a JSON string, as [`put_json_str`] writes it.
+fn json_str_len(s: &str) -> usize {
+    if is_plain(s) {
+        s.len() + 2
+    } else {
+        serde_json::to_string(s).map_or(0, |j| j.len())
+    }
+}
+
+/// Whether `s` needs no escape in JSON.
+fn is_plain(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 #[cfg(test)]
@@ -221,6 +248,25 @@ mod tests {
         assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
         let ts: f64 = serde_json::from_slice(p.ts()).unwrap();
         assert!(ts > 1.7e9, "{ts}");
+    }
+
+    #[test]
+    fn an_event_tail_is_sized_exactly_whatever_its_strings_hold() {
+        for (subject, from) in [
+            (Some("a.b"), Some("ci")),
+            (Some("a.\"b\\c"), None),
+            (None, Some("é\u{1}\t\u{2028}")),
+        ] {
+            for traceparent in [None, Some(&br#""00-x""#[..])] {
+                for body in [None, Some(&b"[1]"[..])] {
+                    let tail = EventTail::new(subject, from, br#""i""#, b"1", traceparent, body);
+                    let text = format!("{{\"sid\":1{}", std::str::from_utf8(&tail.0).unwrap());
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(v["subject"].as_str(), subject);
+                    assert_eq!(v["from"].as_str(), from);
+                }
+            }
+        }
     }
 
     #[test]

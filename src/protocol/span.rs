@@ -28,9 +28,10 @@ impl Text {
     /// the offsets are into.
     pub fn sent(text: &str, part: &str) -> Self {
         let Range { start, end } = range_in(text, part);
-        Text::Sent {
-            start: start as u32,
-            end: end as u32,
+        match (u32::try_from(start), u32::try_from(end)) {
+            (Ok(start), Ok(end)) => Text::Sent { start, end },
+            // Past 4 GiB into a frame (a --max-frame that large): a copy.
+            _ => Text::Owned(part.as_bytes().into()),
         }
     }
 

@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 
 use super::registry::{SessionKey, SubInfo, SubscribeError, MAX_SESSION_SUBSCRIPTIONS};
 use super::{subscriptions, Router};
+use crate::frame::OutFrame;
 use crate::protocol::subscribe::gap;
 use crate::protocol::EventTail;
 use crate::protocol::{
@@ -188,7 +189,7 @@ impl Router {
                 self.answer(from, rid, error.to_frame());
             }
         }
-        let delivered = self.deliver_events(from, subject, &tail);
+        let delivered = self.deliver_events(from, subject, tail);
         if in_stream {
             self.stream_append(from, &p);
         }
@@ -202,18 +203,25 @@ impl Router {
         }
     }
 
-    /// Pushes one publish's event to every recipient; how many took it.
+    /// Pushes one publish's event to every recipient; how many took it. The
+    /// last one's event takes the tail itself.
     pub(super) fn deliver_events(
         &mut self,
         from: SessionKey,
         subject: &str,
-        tail: &EventTail,
+        tail: EventTail,
     ) -> usize {
         let recipients = self.recipients(subject, false);
         let single = recipients.len() == 1;
         let mut delivered = 0;
-        for &(key, sid, on_full) in &recipients {
-            delivered += usize::from(self.deliver_event(from, key, sid, on_full, tail, single));
+        let mut tail = Some(tail);
+        for (i, &(key, sid, on_full)) in recipients.iter().enumerate() {
+            let last = i + 1 == recipients.len();
+            let Some(tail) = (if last { tail.take() } else { tail.clone() }) else {
+                break;
+            };
+            let event = tail.into_event(sid, false);
+            delivered += usize::from(self.deliver_event(from, key, sid, on_full, event, single));
         }
         self.recipients_scratch = recipients;
         self.counters.events_delivered += delivered as u64;
@@ -290,7 +298,7 @@ impl Router {
         key: SessionKey,
         sid: u64,
         on_full: OnFull,
-        tail: &EventTail,
+        event: OutFrame,
         single: bool,
     ) -> bool {
         let Some(session) = self.registry.sessions.get_mut(&key) else {
@@ -298,7 +306,6 @@ impl Router {
         };
         match on_full {
             OnFull::Pause => {
-                let event = tail.event(sid, false);
                 self.has_room(key, event.len()) && self.deliver_message(from, key, event, single)
             }
             OnFull::Drop => {
@@ -311,7 +318,7 @@ impl Router {
                 if let Some(missed) = session.missed.remove(&sid) {
                     let _ = session.outbox.push(gap(sid, missed));
                 }
-                session.outbox.push(tail.event(sid, false)).is_ok()
+                session.outbox.push(event).is_ok()
             }
             OnFull::Disconnect => {
                 if session.outbox.above_high() {
@@ -325,7 +332,7 @@ impl Router {
                     );
                     return false;
                 }
-                session.outbox.push(tail.event(sid, false)).is_ok()
+                session.outbox.push(event).is_ok()
             }
         }
     }
@@ -494,7 +501,7 @@ impl Router {
             self.counters.undeliverable += 1;
             return;
         }
-        self.deliver_events(super::EMITTER, subject, &tail);
+        self.deliver_events(super::EMITTER, subject, tail);
     }
 
     fn publish_will(&mut self, session: &super::registry::Session, will: Will) {
@@ -528,7 +535,7 @@ impl Router {
             }
         }
         // From no connection: nobody to hold back.
-        self.deliver_events(super::EMITTER, &will.subject, &tail);
+        self.deliver_events(super::EMITTER, &will.subject, tail);
     }
 }
 
