@@ -142,7 +142,11 @@ pub struct Counters {
     pub frames_delivered: u64,
     pub broadcasts: u64,
     pub undeliverable: u64,
+    /// Frames that were not a JSON object, or too large.
     pub bad_frames: u64,
+    /// Well-formed frames refused for what they ask (`bad_request`,
+    /// `unknown_type`, `bad_subject`, …).
+    pub bad_requests: u64,
     pub replaced: u64,
     pub heartbeat_timeouts: u64,
     pub slow_consumer_disconnects: u64,
@@ -514,8 +518,12 @@ impl Router {
                 }
             }
             Op::Invalid(error) => {
-                self.counters.bad_frames += 1;
-                debug!(key, %error, "bad frame");
+                if matches!(error.code, ErrorCode::BadFrame | ErrorCode::FrameTooLarge) {
+                    self.counters.bad_frames += 1;
+                } else {
+                    self.counters.bad_requests += 1;
+                }
+                debug!(key, %error, "refused");
                 // The parser put the rid in already.
                 self.deliver(key, error.to_frame());
             }

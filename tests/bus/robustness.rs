@@ -57,6 +57,14 @@ async fn bad_frames_are_answered_and_the_connection_stays_usable() {
         .await;
     assert_eq!(rx.recv().await["body"], "still works");
     assert_eq!(bus.status().await["counters"]["bad_frames"], 6);
+    // A well-formed frame that asks for something wrong counts apart.
+    c.send(&json!({"type": "register"})).await;
+    assert_eq!(c.recv().await["code"], "bad_request");
+    c.send(&json!({"type": "no_such_type"})).await;
+    assert_eq!(c.recv().await["code"], "unknown_type");
+    let counters = &bus.status().await["counters"];
+    assert_eq!(counters["bad_frames"], 6);
+    assert_eq!(counters["bad_requests"], 2);
     bus.stop().await;
 }
 
