@@ -21,16 +21,26 @@ flags=("$@")
 ((${#flags[@]})) || flags=(--sizes 100 --burst 0 --no-stalled --no-kv --fanout 0
     --latency-samples 2000 --messages 200000)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+running=()
+cleanup() {
+    if ((${#running[@]})); then
+        "${running[0]}" --socket "${running[1]}" daemon stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for i in $(seq "$runs"); do
     for n in "${!bins[@]}"; do
         bin=${bins[$n]} dir=$work/$n
         mkdir -p "$dir"
         XDG_STATE_HOME=$dir HOOKBUS_HOOKS=none "$bin" --socket "$dir/bus.sock" daemon start >/dev/null
-        "$bin" bench --target "$dir/bus.sock" "${flags[@]}" | grep '^| /' |
+        running=("$bin" "$dir/bus.sock")
+        # A failed scenario is a row saying so; a failed bench leaves no rows.
+        "$bin" bench --target "$dir/bus.sock" "${flags[@]}" | { grep '^| /' || true; } |
             sed "s#^| [^|]*|#| $n:$(basename "$bin") (run $i) |#" | tee -a "$work/rows"
         "$bin" --socket "$dir/bus.sock" daemon stop >/dev/null
+        running=()
     done
 done
 echo

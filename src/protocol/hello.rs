@@ -12,6 +12,18 @@ use super::{ErrorCode, Feature, Features, Op, ProtocolError, PROTOCOL_VERSION};
 use crate::frame;
 use crate::subject;
 
+/// Largest `will` body, in bytes of JSON: a will is held for the session's
+/// whole life, outside the memory budget, so it is a short notice.
+pub const MAX_WILL_BODY: usize = 64 * 1024;
+
+/// A session's will: published for it when it ends without `bye`.
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub subject: Box<str>,
+    pub body: Option<Bytes>,
+    pub retain: bool,
+}
+
 pub(crate) fn parse_hello(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<Op, ProtocolError> {
     let names: Vec<Cow<'_, str>> =
         opt_field(head.features, "features", "an array of strings")?.unwrap_or_default();
@@ -35,29 +47,6 @@ pub(crate) fn parse_hello(head: &Head<'_>, text: &str, frame: &Bytes) -> Result<
         }
     };
     Ok(Op::Hello { features, will })
-}
-
-/// `{"type":"welcome",…}`, the answer to `hello`.
-pub fn welcome(features: Features, max_frame_len: usize) -> Bytes {
-    frame::encode_json(&serde_json::json!({
-        "type": "welcome",
-        "protocol": PROTOCOL_VERSION,
-        "server": concat!("hookbus/", env!("CARGO_PKG_VERSION")),
-        "features": features.names(),
-        "max_frame": max_frame_len,
-    }))
-}
-
-/// Largest `will` body, in bytes of JSON: a will is held for the session's
-/// whole life, outside the memory budget, so it is a short notice.
-pub const MAX_WILL_BODY: usize = 64 * 1024;
-
-/// A session's will: published for it when it ends without `bye`.
-#[derive(Debug, Clone)]
-pub struct Will {
-    pub subject: Box<str>,
-    pub body: Option<Bytes>,
-    pub retain: bool,
 }
 
 pub(crate) fn parse_will(raw: &RawValue, text: &str, frame: &Bytes) -> Result<Will, ProtocolError> {
@@ -89,6 +78,17 @@ pub(crate) fn parse_will(raw: &RawValue, text: &str, frame: &Bytes) -> Result<Wi
         body,
         retain: wire.retain,
     })
+}
+
+/// `{"type":"welcome",…}`, the answer to `hello`.
+pub fn welcome(features: Features, max_frame_len: usize) -> Bytes {
+    frame::encode_json(&serde_json::json!({
+        "type": "welcome",
+        "protocol": PROTOCOL_VERSION,
+        "server": concat!("hookbus/", env!("CARGO_PKG_VERSION")),
+        "features": features.names(),
+        "max_frame": max_frame_len,
+    }))
 }
 
 #[cfg(test)]
