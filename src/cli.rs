@@ -224,6 +224,10 @@ pub(crate) struct ServeArgs {
     /// Seconds a job's idempotency key is remembered
     #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
     idempotency_ttl: f64,
+    /// Bytes of stream appends the store may have waiting to be committed before
+    /// the clients publishing to streams are held back (until it is below half)
+    #[arg(long, value_name = "BYTES", default_value_t = hookbus::store::APPEND_BACKLOG_HIGH)]
+    append_backlog: usize,
     /// Streams to keep (YAML: `streams: [{name, subjects, max_messages, max_bytes,
     /// max_age_s}]`) [default: $XDG_CONFIG_HOME/hookbus/streams.yaml, if it exists]
     #[arg(long, value_name = "FILE", env = "HOOKBUS_STREAMS")]
@@ -288,6 +292,7 @@ impl ServeArgs {
                 .clone()
                 .unwrap_or_else(hookbus::paths::state_dir),
             sync: self.sync,
+            append_backlog: self.append_backlog,
             jobs: hookbus::store::jobs::JobsConfig {
                 retention_ms: (self.job_retention * 86_400_000.0) as u64,
                 idempotency_ms: (self.idempotency_ttl * 1000.0) as u64,
@@ -332,6 +337,7 @@ impl ServeArgs {
             format!("--spin-us={}", self.spin_us),
             format!("--memory-budget={}", self.memory_budget),
             format!("--sync={}", self.sync.name()),
+            format!("--append-backlog={}", self.append_backlog),
             format!("--job-retention={}", self.job_retention),
             format!("--idempotency-ttl={}", self.idempotency_ttl),
         ]);

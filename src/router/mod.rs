@@ -145,7 +145,8 @@ pub struct Counters {
     /// Frames that were not a JSON object, or too large.
     pub bad_frames: u64,
     /// Well-formed frames refused for what they ask (`bad_request`,
-    /// `unknown_type`, `bad_subject`, …).
+    /// `unknown_type`, `bad_subject`, `not_negotiated`, a publish whose event
+    /// would pass the frame limit, …).
     pub bad_requests: u64,
     pub replaced: u64,
     pub heartbeat_timeouts: u64,
@@ -175,6 +176,9 @@ pub struct Counters {
     pub watches_ended: u64,
     /// Publishes delivered but not kept in their stream (the store was behind).
     pub stream_drops: u64,
+    /// Times a publisher was held back until the store committed the stream
+    /// appends queued before its publishes.
+    pub store_waits: u64,
     /// Retained values set but not kept on disk (the store was behind).
     pub retained_not_kept: u64,
 }
@@ -237,6 +241,8 @@ pub struct Router {
     /// Publishes to keep in streams, and retained values set or cleared, sent
     /// to the store as one request each per batch of requests handled.
     appends: Vec<crate::store::streams::Append>,
+    /// Their weight in the store's backlog.
+    appends_weight: usize,
     retains: Vec<crate::store::retained::Change>,
     last_replay: u64,
 }
@@ -266,6 +272,7 @@ impl Router {
             store_sessions: HashSet::default(),
             paced: Vec::new(),
             appends: Vec::new(),
+            appends_weight: 0,
             retains: Vec::new(),
             closes_pending: Vec::new(),
             last_replay: 0,
@@ -437,6 +444,7 @@ impl Router {
                 protocol::PROTOCOL_VERSION
             );
             let frame = ProtocolError::new(ErrorCode::NotNegotiated, detail).to_frame();
+            self.counters.bad_requests += 1;
             self.answer(key, rid, frame);
             return;
         }
@@ -818,6 +826,7 @@ impl Router {
                 _ => ROUTER_CHECK_EVERY,
             };
             let events = self.counters.events_delivered;
+            let appends = self.appends.len();
             self.request(key, request);
             if requests.is_empty() {
                 return;
@@ -826,10 +835,13 @@ impl Router {
             cheap = cheap
                 .saturating_add(weight)
                 .saturating_add(u32::try_from(delivered).unwrap_or(u32::MAX));
-            let used_up = cheap >= ROUTER_CHECK_EVERY && {
-                cheap = 0;
-                started.get_or_insert_with(Instant::now).elapsed() > ROUTER_SLICE
-            };
+            // A publish a stream keeps, while the store is behind: the rest wait.
+            let store_wait = self.appends.len() > appends && self.store_behind(false);
+            let used_up = store_wait
+                || cheap >= ROUTER_CHECK_EVERY && {
+                    cheap = 0;
+                    started.get_or_insert_with(Instant::now).elapsed() > ROUTER_SLICE
+                };
             // Only an answer can fill the client's own outbox.
             if !used_up && self.answers == answers {
                 continue;
@@ -838,6 +850,10 @@ impl Router {
                 return;
             };
             if used_up || session.outbox.above_high() {
+                if store_wait {
+                    session.store_wait = true;
+                    self.counters.store_waits += 1;
+                }
                 // First in line: it may come from the queue (resumed), and
                 // the client's later batches wait behind it.
                 session.deferred.push_front((requests, slot));
@@ -855,10 +871,17 @@ impl Router {
         for key in keys {
             let started = Instant::now();
             loop {
+                let store_behind = self.store_behind(true);
                 let Some(session) = self.registry.sessions.get_mut(&key) else {
                     self.deferring.remove(&key);
                     break;
                 };
+                if session.store_wait {
+                    if store_behind {
+                        break;
+                    }
+                    session.store_wait = false;
+                }
                 // A client that left is not waited for.
                 if session.outbox.above_high() && !session.closing {
                     break;

@@ -52,9 +52,12 @@ pub(crate) struct Session {
     /// Its outbox, past high water, held a sender (or the session itself, for
     /// answers) back since it was last below: what makes a stalled reader cut.
     pub holding: bool,
-    /// Requests waiting for the client to read its answers, or for the router's
-    /// next slice, with their slots.
+    /// Requests waiting for the client to read its answers, for the router's
+    /// next slice, or for the store to commit the stream appends before them,
+    /// with their slots.
     pub deferred: VecDeque<(VecDeque<Request>, Slot)>,
+    /// Its deferred requests wait for the store's append backlog to go down.
+    pub store_wait: bool,
     /// Its reader stopped: it closes once its deferred requests are handled.
     pub closing: bool,
     pub last_seen: Instant,
@@ -90,6 +93,7 @@ impl Session {
             over_share: None,
             holding: false,
             deferred: VecDeque::new(),
+            store_wait: false,
             closing: false,
             last_seen: Instant::now(),
             features: Features::default(),

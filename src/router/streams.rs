@@ -27,6 +27,21 @@ impl Router {
             .is_some_and(|s| s.streams.iter().any(|c| c.takes(subject)))
     }
 
+    /// Whether the store has more stream appends to commit than it may
+    /// (`--append-backlog`; with `resume`, half of it, so a held publisher goes
+    /// on only once the store has caught up some way).
+    pub(super) fn store_behind(&self, resume: bool) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let limit = if resume {
+            store.append_backlog / 2
+        } else {
+            store.append_backlog
+        };
+        store.health.append_backlog() + self.appends_weight > limit
+    }
+
     /// Keeps `p` in every stream whose subjects it matches.
     pub(super) fn stream_append(&mut self, from: SessionKey, p: &Publish) {
         let Some(store) = &self.store else { return };
@@ -43,6 +58,7 @@ impl Router {
                 uid: session.map(|s| s.peer.uid),
                 body: p.body_bytes(),
             };
+            self.appends_weight += append.weight();
             self.appends.push(append);
         }
     }
@@ -83,14 +99,9 @@ impl Router {
             return;
         }
         let appends = std::mem::take(&mut self.appends);
-        let n = appends.len() as u64;
-        let request = store::Request {
-            session: super::EMITTER,
-            rid: None,
-            op: StoreOp::Append(appends),
-        };
-        if store.send(request).is_err() {
-            self.counters.stream_drops += n;
+        self.appends_weight = 0;
+        if let Err(n) = store.append(appends) {
+            self.counters.stream_drops += n as u64;
             tracing::warn!(
                 publishes = n,
                 "the store is too far behind: publishes were delivered but not kept in their streams"

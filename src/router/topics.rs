@@ -137,7 +137,6 @@ impl Router {
     }
 
     pub(super) fn publish(&mut self, from: SessionKey, rid: Option<&Rid>, p: Publish) {
-        self.counters.publishes += 1;
         let Some(session) = self.registry.sessions.get(&from) else {
             return;
         };
@@ -170,9 +169,11 @@ impl Router {
                 ),
             );
             error.id = serde_json::from_slice(p.id()).ok();
+            self.counters.bad_requests += 1;
             self.answer(from, rid, error.to_frame());
             return;
         }
+        self.counters.publishes += 1;
         let acks = session.features.acks();
         if p.retain {
             let value = p.body().is_some().then(|| tail.clone());

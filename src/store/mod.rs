@@ -35,6 +35,12 @@ use crate::router::SessionKey;
 /// persistent requests with `storage_unavailable` rather than wait.
 pub const STORE_QUEUE: usize = 16 * 1024;
 
+/// Bytes of stream appends (subject and body, and a little for the rest) the
+/// store may have queued or be committing before the router holds back the
+/// publishers whose publishes streams keep, until it is below half of this
+/// (the default of [`StoreConfig::append_backlog`]).
+pub const APPEND_BACKLOG_HIGH: usize = 16 * 1024 * 1024;
+
 /// Most requests committed in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
@@ -74,6 +80,9 @@ pub struct StoreConfig {
     pub sync: SyncPolicy,
     pub jobs: jobs::JobsConfig,
     pub streams: Vec<streams::StreamConfig>,
+    /// Weight of stream appends waiting for the store past which publishers to
+    /// streams are held back ([`APPEND_BACKLOG_HIGH`] by default).
+    pub append_backlog: usize,
 }
 
 impl StoreConfig {
@@ -83,6 +92,7 @@ impl StoreConfig {
             sync,
             jobs: jobs::JobsConfig::default(),
             streams: Vec::new(),
+            append_backlog: APPEND_BACKLOG_HIGH,
         }
     }
 }
@@ -183,11 +193,19 @@ pub struct Health {
     pub appends_lost: std::sync::atomic::AtomicU64,
     /// Retained values not kept on disk because the store could not write.
     pub retained_lost: std::sync::atomic::AtomicU64,
+    /// Weight of the stream appends queued for the store or being committed
+    /// ([`streams::Append::weight`]): the router adds, the store takes away.
+    append_backlog: AtomicUsize,
 }
 
 impl Health {
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Weight of the stream appends the store has yet to commit.
+    pub fn append_backlog(&self) -> usize {
+        self.append_backlog.load(Ordering::Relaxed)
     }
 
     pub fn report(&self) -> serde_json::Value {
@@ -203,6 +221,7 @@ impl Health {
                 "claims_waiting": self.jobs[2].load(Ordering::Relaxed),
             },
             "stream_appends_lost": self.appends_lost.load(Ordering::Relaxed),
+            "append_backlog": self.append_backlog(),
             "retained_lost": self.retained_lost.load(Ordering::Relaxed),
         })
     }
@@ -229,6 +248,8 @@ pub struct Store {
     pub health: Arc<Health>,
     /// The declared streams, for the router to pick what to append.
     pub streams: Arc<Vec<streams::StreamConfig>>,
+    /// [`StoreConfig::append_backlog`].
+    pub append_backlog: usize,
 }
 
 /// A started store: the router's handle, the KV's entries (`None` when the
@@ -266,9 +287,11 @@ impl Store {
             jobs: Default::default(),
             appends_lost: Default::default(),
             retained_lost: Default::default(),
+            append_backlog: Default::default(),
         });
         let (tx, rx) = std_mpsc::sync_channel(STORE_QUEUE);
         let declared = Arc::new(config.streams.clone());
+        let append_backlog = config.append_backlog;
         let (out, from_store) = mpsc::channel(64);
         let mut actor = Actor {
             config,
@@ -299,11 +322,34 @@ impl Store {
                 tx,
                 health,
                 streams: declared,
+                append_backlog,
             },
             kv: loaded,
             retained: kept,
             from_store,
             thread: StoreThread(thread),
+        })
+    }
+
+    /// Queues stream appends, counted in the backlog; `Err` with how many
+    /// when the store is too far behind to take them.
+    pub fn append(&self, appends: Vec<streams::Append>) -> Result<(), usize> {
+        let weight = appends.iter().map(streams::Append::weight).sum();
+        let n = appends.len();
+        // Counted first: the store may take them away as soon as they are sent.
+        self.health
+            .append_backlog
+            .fetch_add(weight, Ordering::Relaxed);
+        let request = Request {
+            session: crate::router::EMITTER,
+            rid: None,
+            op: StoreOp::Append(appends),
+        };
+        self.send(request).map_err(|_| {
+            self.health
+                .append_backlog
+                .fetch_sub(weight, Ordering::Relaxed);
+            n
         })
     }
 
@@ -368,7 +414,19 @@ impl Actor {
                     Err(_) => break,
                 }
             }
-            if let Some(result) = self.commit(batch) {
+            let appended: usize = batch
+                .iter()
+                .map(|r| match &r.op {
+                    StoreOp::Append(appends) => appends.iter().map(streams::Append::weight).sum(),
+                    _ => 0,
+                })
+                .sum();
+            let result = self.commit(batch);
+            // Committed, or counted lost: either way out of the backlog.
+            self.health
+                .append_backlog
+                .fetch_sub(appended, Ordering::Relaxed);
+            if let Some(result) = result {
                 if self.out.blocking_send(result).is_err() {
                     break;
                 }

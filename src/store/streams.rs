@@ -93,6 +93,14 @@ pub struct Append {
     pub body: Bytes,
 }
 
+impl Append {
+    /// What it weighs in the store's backlog ([`super::APPEND_BACKLOG_HIGH`]):
+    /// its subject and body, and a little for the rest.
+    pub fn weight(&self) -> usize {
+        64 + self.subject.len() + self.body.len()
+    }
+}
+
 /// Where a replay is: what the router hands back to get the next chunk.
 #[derive(Debug, Clone)]
 pub struct Cursor {

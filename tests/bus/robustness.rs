@@ -62,9 +62,11 @@ async fn bad_frames_are_answered_and_the_connection_stays_usable() {
     assert_eq!(c.recv().await["code"], "bad_request");
     c.send(&json!({"type": "no_such_type"})).await;
     assert_eq!(c.recv().await["code"], "unknown_type");
+    c.send(&json!({"type": "publish", "subject": "a"})).await;
+    assert_eq!(c.recv().await["code"], "not_negotiated");
     let counters = &bus.status().await["counters"];
     assert_eq!(counters["bad_frames"], 6);
-    assert_eq!(counters["bad_requests"], 2);
+    assert_eq!(counters["bad_requests"], 3);
     bus.stop().await;
 }
 

@@ -104,6 +104,48 @@ pub async fn wait_for_stream(c: &Bus, stream: &str, last_seq: u64) {
     }
 }
 
+/// A client flooding a stream's subject is held back while the store is behind
+/// (here: more than 4 KiB of appends waiting), so the stream keeps every
+/// publish instead of dropping them or piling them up in memory; a client on
+/// another subject is not held.
+#[tokio::test]
+async fn a_publisher_to_a_stream_waits_for_the_store_instead_of_losing_appends() {
+    let state = tempfile::tempdir().unwrap();
+    let bus = store_bus(state.path(), vec![stream("log", &["log.>"])], |c| {
+        c.store.as_mut().unwrap().append_backlog = 4096;
+    })
+    .await;
+    let mut flood = speaker(&bus, &["topics"]).await;
+    let n = 20_000u64;
+    let mut bytes = Vec::new();
+    for i in 0..n {
+        let text = json!({"type": "publish", "subject": "log.x", "body": {"n": i}}).to_string();
+        bytes.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(text.as_bytes());
+    }
+    flood.send_bytes(&bytes).await;
+    // Not held: its publishes are not kept in a stream.
+    let mut other = speaker(&bus, &["topics", "acks"]).await;
+    other
+        .send(&json!({"type": "publish", "subject": "chat.x", "body": 1}))
+        .await;
+    assert_eq!(other.recv().await["type"], "ack");
+    bus.wait_for_stream("log", n).await;
+    let status = bus.status().await;
+    assert_eq!(status["counters"]["stream_drops"], 0, "{status}");
+    assert!(
+        status["counters"]["store_waits"].as_u64() > Some(0),
+        "{status}"
+    );
+    let status = bus
+        .wait_status("the backlog to empty", |s| {
+            s["store"]["append_backlog"] == 0
+        })
+        .await;
+    assert_eq!(status["counters"]["publishes"], n + 1);
+    bus.stop().await;
+}
+
 #[tokio::test]
 async fn streams_keep_what_is_published_on_their_subjects_and_trim_by_count_bytes_and_age() {
     let state = tempfile::tempdir().unwrap();
