@@ -292,9 +292,9 @@ impl HookRuntime {
                 debug!(hook, reason, "frame dropped by filter");
                 let id = match &request.op {
                     Op::Message(msg) => msg.id(),
-                    Op::Publish(p) => serde_json::from_slice(p.id()).unwrap_or_default(),
-                    Op::Ask(a) => serde_json::from_slice(&a.id).unwrap_or_default(),
-                    _ => Value::Null,
+                    Op::Publish(p) => protocol::MsgId::new(p.id()),
+                    Op::Ask(a) => protocol::MsgId::new(&a.id),
+                    _ => protocol::MsgId::null(),
                 };
                 // A request or a job is answered `dropped`, as it expects an answer.
                 let was_request = matches!(request.op, Op::Ask(_) | Op::Job(_));

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::Rid;
+use super::{MsgId, Rid};
 use crate::frame;
 
 /// Error codes sent in `{"type":"error","code":…}` frames.
@@ -89,7 +89,7 @@ pub struct ProtocolError {
     pub code: ErrorCode,
     pub detail: String,
     /// The `id` of the message this error is about, if any.
-    pub id: Option<serde_json::Value>,
+    pub id: Option<MsgId>,
     /// The `rid` of the request this error answers, if any.
     pub rid: Option<Rid>,
     /// For `revision_mismatch`: the key's current revision.
@@ -126,7 +126,7 @@ impl ProtocolError {
             code: ErrorCode,
             detail: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
-            id: Option<&'a serde_json::Value>,
+            id: Option<&'a RawValue>,
             #[serde(skip_serializing_if = "Option::is_none")]
             rid: Option<&'a RawValue>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,7 +140,7 @@ impl ProtocolError {
             kind: "error",
             code: self.code,
             detail: &self.detail,
-            id: self.id.as_ref(),
+            id: self.id.as_ref().map(MsgId::raw),
             rid,
             revision: self.revision,
         })

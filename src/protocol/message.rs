@@ -4,7 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::envelope::{body_of, opt_str, read, traceparent, Extra, Head};
 use super::reply::{Reply, REPLY_PREFIX};
@@ -23,17 +24,43 @@ pub struct Routed {
 }
 
 impl Routed {
-    /// The message's `id` as JSON, for error and ack replies (re-reads the frame:
-    /// only called off the fast path or when acks were asked for).
-    pub fn id(&self) -> serde_json::Value {
+    /// The message's `id`, for error and ack replies (re-reads the frame: only
+    /// called off the fast path or when acks were asked for).
+    pub fn id(&self) -> MsgId {
         #[derive(Deserialize)]
-        struct IdOnly {
-            #[serde(default)]
-            id: serde_json::Value,
+        struct IdOnly<'a> {
+            #[serde(borrow, default)]
+            id: Option<&'a RawValue>,
         }
         serde_json::from_slice::<IdOnly>(frame::payload(&self.frame))
-            .map(|m| m.id)
-            .unwrap_or_default()
+            .ok()
+            .and_then(|m| m.id)
+            .map_or_else(MsgId::null, |id| MsgId::new(id.get().as_bytes()))
+    }
+}
+
+/// A message's `id` as its sender wrote it (JSON text), so acks and errors
+/// echo it exactly, whatever it holds (`1e999`, a lone surrogate, a long
+/// integer); `null` when it had none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsgId(Box<str>);
+
+impl MsgId {
+    /// `text`, JSON read from a frame; anything else is `null`.
+    pub fn new(text: &[u8]) -> Self {
+        std::str::from_utf8(text)
+            .ok()
+            .filter(|t| serde_json::from_str::<&RawValue>(t).is_ok())
+            .map_or_else(Self::null, |t| MsgId(t.into()))
+    }
+
+    pub fn null() -> Self {
+        MsgId("null".into())
+    }
+
+    /// The id as a JSON value to write.
+    pub fn raw(&self) -> &RawValue {
+        serde_json::from_str(&self.0).unwrap_or(RawValue::NULL)
     }
 }
 
@@ -95,7 +122,7 @@ fn add_id_and_ts(text: &str, id: bool, ts: bool) -> Bytes {
 #[derive(Debug, Clone)]
 pub struct Dropped {
     /// The message's `id`.
-    pub id: serde_json::Value,
+    pub id: MsgId,
     /// The hook that dropped it, and its reason.
     pub hook: String,
     pub reason: String,
@@ -105,18 +132,40 @@ pub struct Dropped {
     pub was_request: bool,
 }
 
+/// An `ack` frame.
+#[derive(Serialize)]
+struct Ack<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a RawValue,
+    delivered: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
 /// `{"type":"ack","id":…,"delivered":n}`
-pub fn ack(id: serde_json::Value, delivered: usize) -> Bytes {
-    frame::encode_json(&serde_json::json!({"type": "ack", "id": id, "delivered": delivered}))
+pub fn ack(id: &MsgId, delivered: usize) -> Bytes {
+    frame::encode_json(&Ack {
+        kind: "ack",
+        id: id.raw(),
+        delivered,
+        dropped_by: None,
+        reason: None,
+    })
 }
 
 /// `{"type":"ack","id":…,"delivered":0,"dropped_by":hook,"reason":…}`: a filter
 /// hook dropped the message.
 pub fn ack_dropped(dropped: &Dropped) -> Bytes {
-    frame::encode_json(&serde_json::json!({
-        "type": "ack", "id": dropped.id, "delivered": 0,
-        "dropped_by": dropped.hook, "reason": dropped.reason,
-    }))
+    frame::encode_json(&Ack {
+        kind: "ack",
+        id: dropped.id.raw(),
+        delivered: 0,
+        dropped_by: Some(&dropped.hook),
+        reason: Some(&dropped.reason),
+    })
 }
 
 /// A new message id, as the bus adds to messages that have none.

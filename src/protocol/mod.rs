@@ -36,7 +36,7 @@ pub use error::{ErrorCode, ProtocolError};
 pub use hello::{welcome, Will};
 pub use interest::Interest;
 pub use kv::KvOp;
-pub use message::{ack, ack_dropped, new_id, unix_now, Dropped, Routed};
+pub use message::{ack, ack_dropped, new_id, unix_now, Dropped, MsgId, Routed};
 pub use monitor::{MonitorFilter, MonitorKind};
 pub use publish::{EventTail, Publish};
 pub use register::registered;
@@ -604,7 +604,35 @@ mod tests {
         let text = r#"{"type":"message","to":"b","id":"x","ts":1.5}"#;
         let Op::Message(m) = req(text) else { panic!() };
         assert_eq!(frame::payload(&m.frame), text.as_bytes());
-        assert_eq!(m.id(), json!("x"));
+        assert_eq!(m.id(), MsgId::new(br#""x""#));
+    }
+
+    #[test]
+    fn acks_and_errors_echo_the_id_as_written() {
+        for id in [
+            r#""x""#,
+            "1e999",
+            r#""\ud800""#,
+            "123456789012345678901234567890",
+            "-0",
+            "null",
+        ] {
+            let Op::Message(m) = req(&format!(r#"{{"type":"message","to":"b","id":{id}}}"#)) else {
+                panic!()
+            };
+            let ack = ack(&m.id(), 1);
+            let text = std::str::from_utf8(frame::payload(&ack)).unwrap();
+            assert_eq!(
+                text,
+                format!(r#"{{"type":"ack","id":{id},"delivered":1}}"#),
+                "{id}"
+            );
+            let mut e = ProtocolError::new(ErrorCode::FrameTooLarge, "too large");
+            e.id = Some(m.id());
+            let error = e.to_frame();
+            let text = std::str::from_utf8(frame::payload(&error)).unwrap();
+            assert!(text.contains(&format!(r#""id":{id}"#)), "{text}");
+        }
     }
 
     #[test]
@@ -697,7 +725,7 @@ mod tests {
     #[test]
     fn error_frame_shape() {
         let mut e = ProtocolError::new(ErrorCode::EndpointNotFound, "gone");
-        e.id = Some(json!("m1"));
+        e.id = Some(MsgId::new(br#""m1""#));
         assert_eq!(
             body(&e.to_frame()),
             json!({"type":"error","code":"endpoint_not_found","detail":"gone","id":"m1"})

@@ -619,7 +619,7 @@ impl Router {
                 .get(&from)
                 .is_some_and(|s| s.features.acks())
         {
-            self.answer(from, rid, protocol::ack(msg.id(), delivered));
+            self.answer(from, rid, protocol::ack(&msg.id(), delivered));
         }
     }
 

@@ -168,7 +168,7 @@ impl Router {
                     self.config.max_frame_len
                 ),
             );
-            error.id = serde_json::from_slice(p.id()).ok();
+            error.id = Some(protocol::MsgId::new(p.id()));
             self.counters.bad_requests += 1;
             self.answer(from, rid, error.to_frame());
             return;
@@ -199,8 +199,8 @@ impl Router {
             hooks.notify(&p.frame, 0);
         }
         if acks {
-            let id = serde_json::from_slice(p.id()).unwrap_or_default();
-            self.answer(from, rid, protocol::ack(id, delivered));
+            let id = protocol::MsgId::new(p.id());
+            self.answer(from, rid, protocol::ack(&id, delivered));
         }
     }
 
