@@ -8,7 +8,6 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::{ErrorCode, ProtocolError};
-use crate::frame::HEADER_LEN;
 use crate::subject::SubjectError;
 
 /// Declares a struct of raw fields, `type` first: `Some` for a present field,
@@ -166,8 +165,7 @@ pub(crate) fn check_traceparent(
 /// The bytes of `raw` (a slice of `text`, which is `frame`'s payload) as a slice
 /// of `frame`, without copying.
 pub(crate) fn slice_of(frame: &Bytes, text: &str, raw: &RawValue) -> Bytes {
-    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize + HEADER_LEN;
-    frame.slice(start..start + raw.get().len())
+    frame.slice(super::span::range_in(text, raw.get()))
 }
 
 pub(crate) fn required_subject<'a>(head: &Head<'a>) -> Result<Cow<'a, str>, ProtocolError> {

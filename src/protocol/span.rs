@@ -64,7 +64,7 @@ impl Text {
 }
 
 /// Where `part` (a slice of `text`, the payload of a frame) sits in the frame.
-fn range_in(text: &str, part: &str) -> Range<usize> {
+pub(super) fn range_in(text: &str, part: &str) -> Range<usize> {
     let start = part.as_ptr() as usize - text.as_ptr() as usize + HEADER_LEN;
     start..start + part.len()
 }

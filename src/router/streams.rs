@@ -99,8 +99,8 @@ impl Router {
             return;
         }
         let appends = std::mem::take(&mut self.appends);
-        self.appends_weight = 0;
-        if let Err(n) = store.append(appends) {
+        let weight = std::mem::take(&mut self.appends_weight);
+        if let Err(n) = store.append(appends, weight) {
             self.counters.stream_drops += n as u64;
             tracing::warn!(
                 publishes = n,

@@ -115,7 +115,8 @@ pub enum StoreOp {
     /// The session ended: its leases are given up, its claims stop waiting.
     SessionClosed,
     /// Publishes to keep in streams (not answered).
-    Append(Vec<streams::Append>),
+    /// Stream appends, and their weight in the backlog.
+    Append(Vec<streams::Append>, usize),
     /// Retained values set or cleared (not answered).
     Retain(Vec<retained::Change>),
     /// `replay` (numbered `replay` by the router), `stream_info`, `stream_list`.
@@ -331,10 +332,10 @@ impl Store {
         })
     }
 
-    /// Queues stream appends, counted in the backlog; `Err` with how many
-    /// when the store is too far behind to take them.
-    pub fn append(&self, appends: Vec<streams::Append>) -> Result<(), usize> {
-        let weight = appends.iter().map(streams::Append::weight).sum();
+    /// Queues stream appends of `weight` ([`streams::Append::weight`], summed),
+    /// counted in the backlog; `Err` with how many when the store is too far
+    /// behind to take them.
+    pub fn append(&self, appends: Vec<streams::Append>, weight: usize) -> Result<(), usize> {
         let n = appends.len();
         // Counted first: the store may take them away as soon as they are sent.
         self.health
@@ -343,7 +344,7 @@ impl Store {
         let request = Request {
             session: crate::router::EMITTER,
             rid: None,
-            op: StoreOp::Append(appends),
+            op: StoreOp::Append(appends, weight),
         };
         self.send(request).map_err(|_| {
             self.health
@@ -417,7 +418,7 @@ impl Actor {
             let appended: usize = batch
                 .iter()
                 .map(|r| match &r.op {
-                    StoreOp::Append(appends) => appends.iter().map(streams::Append::weight).sum(),
+                    StoreOp::Append(_, weight) => *weight,
                     _ => 0,
                 })
                 .sum();
@@ -538,7 +539,7 @@ impl Actor {
                         db.consumers.resume(r.session, &stream, &durable);
                         continue;
                     }
-                    StoreOp::Append(appends) => {
+                    StoreOp::Append(appends, _) => {
                         appended += appends.len() as u64;
                         for a in appends {
                             db.streams.append(&tx, a, now)?;
@@ -717,7 +718,7 @@ fn refuse_all(batch: Vec<Request>, why: &str, health: &Health) -> Vec<Done> {
                         .fetch_add(changes.len() as u64, Ordering::Relaxed);
                     return None;
                 }
-                StoreOp::Append(appends) => {
+                StoreOp::Append(appends, _) => {
                     health
                         .appends_lost
                         .fetch_add(appends.len() as u64, Ordering::Relaxed);
